@@ -1,0 +1,173 @@
+"""The ``neuralmimo`` command line (lab layer): simulations, datasets, benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def parse_snr_range(text: str) -> list[float]:
+    """``"0:2:20"`` -> 0, 2, ..., 20 (inclusive); ``"5,10,15"`` -> a list; ``"7"`` -> [7]."""
+    text = text.strip()
+    if ":" in text:
+        parts = [float(p) for p in text.split(":")]
+        if len(parts) != 3 or parts[1] <= 0:
+            raise argparse.ArgumentTypeError(f"SNR range must be start:step:stop with step > 0, got {text!r}")
+        start, step, stop = parts
+        n = int(round((stop - start) / step))
+        return [round(start + i * step, 10) for i in range(n + 1) if start + i * step <= stop + 1e-9]
+    return [float(p) for p in text.split(",") if p]
+
+
+def _kv_list(text: str) -> dict:
+    """``"rho_rx=0.7,rho_tx=0.3"`` -> dict with numbers parsed."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        k, _, v = item.partition("=")
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def _add_sim(sub):
+    from .sim import CHANNELS, DETECTORS
+    from .snr import CONVENTIONS
+
+    p = sub.add_parser("sim", help="SER/BER vs SNR of the classical receiver (LS + ZF/MMSE/ML/K-best)",
+                       description="Monte-Carlo sweep of the classical MIMO receiver. Each frame has its own "
+                                   "channel realisation: Np orthogonal pilots, then --frame-data data vectors. "
+                                   "SER is per complex symbol, BER per bit, both with 95%% Wilson intervals.")
+    p.add_argument("--channel", choices=CHANNELS, default="iid",
+                   help="channel model: iid Rayleigh; kronecker (exponential correlation); local-scattering "
+                        "(HyperMIMO eq. 13-14); deepsic-sed (exp(-|n-k|) with per-user SNR profiles); "
+                        "time-varying (correlated Gauss-Markov, the COST2100 stand-in); umi-task (3GPP UMi "
+                        "NLoS task from the cache, 32x8)")
+    p.add_argument("--channel-args", type=_kv_list, default={},
+                   help="model parameters as k=v,k=v, e.g. rho_rx=0.7,rho_tx=0.3 (kronecker), "
+                        "angle_std_deg=10,seed=3 (local-scattering), task_id=4 (umi-task)")
+    p.add_argument("--nt", type=int, default=4, help="transmit streams / users (default 4)")
+    p.add_argument("--nr", type=int, default=8, help="receive antennas (default 8)")
+    p.add_argument("--modulation", choices=["bpsk", "qpsk", "16qam"], default="qpsk", help="Gray constellation (default qpsk)")
+    p.add_argument("--snr", type=parse_snr_range, default=parse_snr_range("0:2:20"),
+                   help="SNR points in dB: start:step:stop or a comma list (default 0:2:20)")
+    p.add_argument("--snr-convention", choices=CONVENTIONS, default="project",
+                   help="project: E||Hx||^2/E||n||^2; deepsic: 1/noise variance per real dimension with "
+                        "unit-gain diagonal; detnet: mean column energy / per-dimension noise (default project)")
+    csi = p.add_mutually_exclusive_group()
+    csi.add_argument("--pilots", type=int, default=16, help="LS estimation from N orthogonal pilots, N >= nt (default 16)")
+    csi.add_argument("--perfect-csi", action="store_true", help="detect with the true channel and noise variance")
+    p.add_argument("--mmse-noise", choices=["estimated", "true"], default="estimated",
+                   help="noise variance MMSE uses with LS CSI: the pilot-residual estimate or the true one")
+    p.add_argument("--detectors", default="zf,mmse", help=f"comma list from {','.join(DETECTORS)} (default zf,mmse)")
+    p.add_argument("--kbest-k", type=int, default=16, help="K of the K-best detector (default 16)")
+    p.add_argument("--symbols", type=int, default=100_000,
+                   help="complex symbols per SNR point, rounded up to whole frames (default 100000)")
+    p.add_argument("--frame-data", type=int, default=16, help="data vectors per frame / channel realisation (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    p.add_argument("--plot", type=Path, help="write an SER-vs-SNR PNG here")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_sim)
+
+
+def cmd_sim(a) -> int:
+    from .sim import SimConfig, format_table, plot_ser, simulate
+
+    cfg = SimConfig(channel=a.channel, nt=a.nt, nr=a.nr, modulation=a.modulation, snr_db=a.snr,
+                    snr_convention=a.snr_convention, pilots=None if a.perfect_csi else a.pilots,
+                    detectors=[d.strip() for d in a.detectors.split(",") if d.strip()], symbols=a.symbols,
+                    frame_data=a.frame_data, kbest_k=a.kbest_k, mmse_noise=a.mmse_noise, seed=a.seed,
+                    channel_kwargs=a.channel_args)
+    records = simulate(cfg, progress=not a.no_progress and not a.json)
+    if a.json:
+        print(json.dumps(records, indent=1))
+    else:
+        print(f"channel={cfg.channel} {cfg.nt}x{cfg.nr} (Nt x Nr) {cfg.modulation} "
+              f"CSI={'perfect' if cfg.pilots is None else f'LS Np={cfg.pilots}'} seed={cfg.seed}")
+        print(format_table(records))
+    if a.plot:
+        plot_ser(records, a.plot, f"{cfg.channel} {cfg.nt}x{cfg.nr} {cfg.modulation}")
+        if not a.json:
+            print(f"plot: {a.plot}")
+    return 0
+
+
+def _add_umi(sub):
+    p = sub.add_parser("umi", help="3GPP 38.901 UMi NLoS task datasets (lab environment)")
+    s = p.add_subparsers(dest="umi_cmd", required=True)
+    g = s.add_parser("generate", help="generate and cache UMi tasks (needs Sionna)")
+    g.add_argument("--tasks", default="0", help="task ids: a range a:b (exclusive) or a comma list (default 0)")
+    g.add_argument("--ues", type=int, default=10_000, help="UEs per task (default 10000, as in the paper)")
+    g.add_argument("--chunk", type=int, default=500, help="UEs generated per Sionna call (default 500)")
+    g.add_argument("--seed", type=int, default=2024, help="dataset seed (default 2024)")
+    g.add_argument("--cache-dir", type=Path, help="cache folder (default $NEURALMIMO_CACHE or ~/.cache/neuralmimo)")
+    g.set_defaults(func=cmd_umi_generate)
+
+
+def _task_ids(text: str) -> list[int]:
+    if ":" in text:
+        a, b = text.split(":")
+        return list(range(int(a), int(b)))
+    return [int(t) for t in text.split(",") if t]
+
+
+def cmd_umi_generate(a) -> int:
+    from .umi import UMiConfig, generate_task, task_centre
+
+    cfg = UMiConfig(ues_per_task=a.ues, chunk=a.chunk, seed=a.seed)
+    for t in _task_ids(a.tasks):
+        path = generate_task(cfg, t, a.cache_dir)
+        x, y = task_centre(cfg, t)
+        print(f"task {t}: centre ({x:.1f}, {y:.1f}) m -> {path}")
+    return 0
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="throughput benchmarks against reference implementations")
+    s = p.add_subparsers(dest="bench_cmd", required=True)
+    d = s.add_parser("detectors", help="ZF/MMSE/ML/K-best vs Sionna's detectors on the same data (lab environment)")
+    d.add_argument("--vectors", type=int, default=4096, help="received vectors per configuration (default 4096)")
+    d.add_argument("--repeats", type=int, default=3, help="timed repetitions, best kept (default 3)")
+    d.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    d.add_argument("--kbest-k", type=int, default=16, help="K of both K-best detectors (default 16)")
+    d.add_argument("--json", type=Path, help="also write the results as JSON here")
+    d.set_defaults(func=cmd_bench_detectors)
+
+
+def cmd_bench_detectors(a) -> int:
+    from .bench import bench_detectors, format_bench
+
+    rows = bench_detectors(n_vectors=a.vectors, repeats=a.repeats, threads=a.threads, kbest_k=a.kbest_k)
+    print(format_bench(rows))
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neuralmimo", description="gr-neuralmimo lab tools: simulate, generate data, benchmark.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    _add_sim(sub)
+    _add_umi(sub)
+    _add_bench(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"neuralmimo: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
