@@ -139,13 +139,17 @@ def plot_ser(records: list[dict], path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for d in dict.fromkeys(r["detector"] for r in records):
+    styles = ["-", "--", "-.", ":"]
+    for i, d in enumerate(dict.fromkeys(r["detector"] for r in records)):
         rs = [r for r in records if r["detector"] == d]
         x = [r["snr_db"] for r in rs]
         y = [max(r["ser"], 1e-9) for r in rs]
         lo = [max(r["ser"] - r["ci"][0], 0) for r in rs]
         hi = [r["ci"][1] - r["ser"] for r in rs]
-        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=d.upper())
+        # distinct line styles and markers: detectors with identical decisions (ML, K-best with a
+        # large K) stay visible on top of each other
+        ax.errorbar(x, y, yerr=[lo, hi], marker="osv^D"[i % 5], linestyle=styles[i % 4], capsize=3,
+                    markersize=7 - i, label=d.upper())
     ax.set_yscale("log")
     conv = records[0]["snr_convention"] if records else "project"
     ax.set_xlabel(f"SNR [dB] ({conv} convention)")
