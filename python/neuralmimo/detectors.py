@@ -101,7 +101,7 @@ def _pam_candidates(levels: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 def ml_detect(y: torch.Tensor, h: torch.Tensor, constellation: Constellation,
-              max_chunk_elements: int = 1 << 24) -> torch.Tensor:
+              max_chunk_elements: int = 1 << 18) -> torch.Tensor:
     """Exact ML ``argmin_s ||y - H s||^2`` over all ``M^Nt`` candidates.
 
     Evaluated in the real-valued model (eq. (2); for BPSK the real-symbol model
@@ -118,7 +118,8 @@ def ml_detect(y: torch.Tensor, h: torch.Tensor, constellation: Constellation,
     ``O(M^Nt D^2)``.
 
     Shapes: ``y (..., Nr, N)``, ``h (..., Nr, Nt)`` -> point indices ``(..., Nt, N)`` int64.
-    At most ``max_chunk_elements`` metric entries exist at once (chunked over the batch).
+    At most ``max_chunk_elements`` metric entries exist at once (chunked over the batch; 2^18
+    keeps a chunk in cache, measured 4-5x faster than 2^24 on 6x12 and 8x32 QPSK).
     """
     nt = h.shape[-1]
     n_cand = constellation.num_points**nt
