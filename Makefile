@@ -10,9 +10,7 @@ bootstrap:
 ## demo: the classical receiver (LS + ZF/MMSE/ML/K-best) on a correlated 4x8 channel, table + PNG
 demo: bootstrap
 	@mkdir -p out/demo
-	$(RX)/neuralmimo sim --channel kronecker --channel-args rho_rx=0.7,rho_tx=0.3 --nt 4 --nr 8 \
-	    --modulation qpsk --snr 0:2:16 --pilots 16 --detectors zf,mmse,ml,kbest --symbols 200000 --seed 1 \
-	    --plot out/demo/ser_classical.png
+	$(RX)/neuralmimo sim --config configs/sim/demo_kronecker.yaml --plot out/demo/ser_classical.png
 
 ## test: the whole QA suite through CTest (rx: core + GNU Radio; lab: core with numpy 2 + Sionna)
 test: bootstrap

@@ -74,6 +74,9 @@ def _add_sim(sub):
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     p.add_argument("--plot", type=Path, help="write an SER-vs-SNR PNG here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--config", type=Path,
+                   help="YAML file whose keys (option names with _ for -, e.g. snr, channel_args) set the "
+                        "defaults; options given on the command line override it (see configs/sim/)")
     p.set_defaults(func=cmd_sim)
 
 
@@ -160,8 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _apply_config(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parse twice: a ``--config`` YAML sets the sub-command's defaults, explicit options win."""
+    args = parser.parse_args(argv)
+    cfg_path = getattr(args, "config", None)
+    if not cfg_path:
+        return args
+    import yaml
+
+    values = yaml.safe_load(Path(cfg_path).read_text()) or {}
+    sub = parser._subparsers._group_actions[0].choices[args.cmd]
+    known = {a.dest: a for a in sub._actions}
+    defaults = {}
+    for key, val in values.items():
+        dest = key.replace("-", "_")
+        if dest not in known or dest in ("config", "func", "help"):
+            parser.error(f"{cfg_path}: unknown option {key!r}")
+        action = known[dest]
+        if action.type is not None and isinstance(val, (str, int, float)):
+            val = action.type(str(val))
+        elif isinstance(val, list) and dest == "snr":
+            val = [float(v) for v in val]
+        defaults[dest] = val
+    sub.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _apply_config(build_parser(), argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -56,3 +56,28 @@ def test_bad_arguments_give_clear_errors():
     r = subprocess.run(CLI + ["sim", "--nt", "4", "--pilots", "2", "--snr", "5", "--symbols", "10"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "n_pilots >= nt" in r.stderr
+
+
+def test_config_file_sets_defaults_and_flags_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("channel: iid\nnt: 2\nnr: 3\nsnr: '0:5:10'\ndetectors: zf,ml\nsymbols: 500\n")
+    recs = json.loads(subprocess.run(CLI + ["sim", "--config", str(cfg), "--json"], capture_output=True,
+                                     text=True, timeout=120, check=True).stdout)
+    assert {(r["snr_db"], r["detector"]) for r in recs} == {(s, d) for s in (0.0, 5.0, 10.0) for d in ("zf", "ml")}
+    assert recs[0]["nt"] == 2 and recs[0]["nr"] == 3
+    recs = json.loads(subprocess.run(CLI + ["sim", "--config", str(cfg), "--nt", "3", "--snr", "7", "--json"],
+                                     capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert recs[0]["nt"] == 3 and {r["snr_db"] for r in recs} == {7.0}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("no_such_option: 1\n")
+    r = subprocess.run(CLI + ["sim", "--config", str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "unknown option 'no_such_option'" in r.stderr
+
+
+def test_shipped_configs_parse():
+    from pathlib import Path
+
+    from neuralmimo.cli import _apply_config
+    for path in sorted(Path(__file__).resolve().parents[2].joinpath("configs", "sim").glob("*.yaml")):
+        args = _apply_config(build_parser(), ["sim", "--config", str(path)])
+        assert args.nt >= 1 and args.snr
