@@ -8,7 +8,7 @@ complex symbol, BER per bit.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -160,7 +160,3 @@ def plot_ser(records: list[dict], path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def config_dict(cfg: SimConfig) -> dict:
-    return asdict(cfg)

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from neuralmimo.cli import build_parser, parse_snr_range
 
