@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of sub-command ``name`` (argparse keeps it in a private attribute)."""
+    return parser._subparsers._group_actions[0].choices[name]
+
+
 def _apply_config(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     """Parse twice: a ``--config`` YAML sets the sub-command's defaults, explicit options win."""
     args = parser.parse_args(argv)
@@ -172,7 +177,7 @@ def _apply_config(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     import yaml
 
     values = yaml.safe_load(Path(cfg_path).read_text()) or {}
-    sub = parser._subparsers._group_actions[0].choices[args.cmd]
+    sub = subcommand_parser(parser, args.cmd)
     known = {a.dest: a for a in sub._actions}
     defaults = {}
     for key, val in values.items():

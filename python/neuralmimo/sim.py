@@ -149,7 +149,7 @@ def plot_ser(records: list[dict], path, title: str = "") -> None:
         # distinct line styles and markers: detectors with identical decisions (ML, K-best with a
         # large K) stay visible on top of each other
         ax.errorbar(x, y, yerr=[lo, hi], marker="osv^D"[i % 5], linestyle=styles[i % 4], capsize=3,
-                    markersize=7 - i, label=d.upper())
+                    markersize=max(3, 7 - i), label=d.upper())
     ax.set_yscale("log")
     conv = records[0]["snr_convention"] if records else "project"
     ax.set_xlabel(f"SNR [dB] ({conv} convention)")

@@ -4,8 +4,7 @@ import json
 import subprocess
 import sys
 
-
-from neuralmimo.cli import build_parser, parse_snr_range
+from neuralmimo.cli import build_parser, parse_snr_range, subcommand_parser
 
 CLI = [sys.executable, "-m", "neuralmimo.cli"]
 
@@ -39,7 +38,7 @@ def test_sim_is_reproducible_from_seed():
 
 
 def test_help_documents_every_option():
-    sim = build_parser()._subparsers._group_actions[0].choices["sim"]
+    sim = subcommand_parser(build_parser(), "sim")
     text = sim.format_help()
     for action in sim._actions:
         for opt in action.option_strings:
