@@ -7,18 +7,21 @@ LAB := .venv/lab/bin
 bootstrap:
 	@scripts/bootstrap.sh
 
-## demo: the classical receiver (LS + ZF/MMSE/ML/K-best) on a correlated 4x8 channel, table + PNG
+## demo: the loopback flowgraph (frame source -> MIMO channel -> LS -> ZF and MMSE -> probes) run
+## headless next to the core simulation of the same settings, then the classical SER sweep with ML
 demo: bootstrap
 	@mkdir -p out/demo
+	$(RX)/neuralmimo loopback --grc examples/loopback_linear.grc --snr 0,5,10,15 --frames 200 --out out/demo/loopback
 	$(RX)/neuralmimo sim --config configs/sim/demo_kronecker.yaml --plot out/demo/ser_classical.png
 
 ## test: the whole QA suite through CTest (rx: core + GNU Radio; lab: core with numpy 2 + Sionna)
 test: bootstrap
 	cd build && ctest --output-on-failure
 
-## bench: detector throughput against Sionna (lab environment)
+## bench: detector throughput against Sionna (lab), flowgraph against its kernels (rx)
 bench: bootstrap
 	$(LAB)/neuralmimo bench detectors
+	$(RX)/neuralmimo bench flowgraph
 
 clean:
 	rm -rf build out

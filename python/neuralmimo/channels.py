@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .snr import complex_noise
+
 
 def _crandn(shape, generator, dtype=torch.complex64) -> torch.Tensor:
     """``CN(0, 1)`` samples."""
@@ -314,18 +316,34 @@ class TimeVaryingCorrelated(ChannelModel):
         x_db = self.shadowing_std_db * torch.randn(batch, 1, self.nt, generator=generator)
         return h * self._shadow_gain(x_db).sqrt()
 
-    def sequence(self, n_blocks: int, generator=None) -> torch.Tensor:
-        """A run of ``n_blocks`` consecutive blocks, ``(n_blocks, Nr, Nt)`` complex64."""
+    def initial_state(self, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stationary state ``(G, shadowing_dB)`` of the first block."""
         g = _crandn((self.nr, self.nt), generator)
         x_db = self.shadowing_std_db * torch.randn(1, self.nt, generator=generator)
+        return g, x_db
+
+    def advance(self, state, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """State of the next block (Gauss-Markov fading, AR(1) shadowing in dB)."""
+        g, x_db = state
         a, b = self.rho_time, math.sqrt(1 - self.rho_time**2)
         sa, sb = self.shadowing_rho, math.sqrt(1 - self.shadowing_rho**2)
+        g = a * g + b * _crandn((self.nr, self.nt), generator)
+        x_db = sa * x_db + sb * self.shadowing_std_db * torch.randn(1, self.nt, generator=generator)
+        return g, x_db
+
+    def matrix(self, state) -> torch.Tensor:
+        """Channel matrix ``(Nr, Nt)`` of a state."""
+        g, x_db = state
+        return self.spatial._sqrt_rx @ g @ self.spatial._sqrt_tx * self._shadow_gain(x_db).sqrt()
+
+    def sequence(self, n_blocks: int, generator=None) -> torch.Tensor:
+        """A run of ``n_blocks`` consecutive blocks, ``(n_blocks, Nr, Nt)`` complex64."""
+        state = self.initial_state(generator)
         out = []
         for t in range(n_blocks):
             if t:
-                g = a * g + b * _crandn((self.nr, self.nt), generator)
-                x_db = sa * x_db + sb * self.shadowing_std_db * torch.randn(1, self.nt, generator=generator)
-            out.append(self.spatial._sqrt_rx @ g @ self.spatial._sqrt_tx * self._shadow_gain(x_db).sqrt())
+                state = self.advance(state, generator)
+            out.append(self.matrix(state))
         return torch.stack(out)
 
     def covariance(self):
@@ -357,3 +375,54 @@ def make_channel(name: str, nr: int, nt: int, **kw) -> ChannelModel | DeepSICSyn
     if name == "time-varying":
         return TimeVaryingCorrelated(nr, nt, **kw)
     raise ValueError(f"unknown channel model {name!r}")
+
+
+class BlockFadingProcess:
+    """Successive block-fading channels ``H[0], H[1], ...`` of a model, one per block.
+
+    Stationary models draw independent blocks; ``TimeVaryingCorrelated`` evolves its state from
+    block to block; ``DeepSICSynthetic`` follows its per-user SNR profiles over the block index
+    (all ``k_max`` users active). Reproducible from ``seed``.
+    """
+
+    def __init__(self, model, seed: int = 0):
+        self.model = model
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.block_index = 0
+        self._state = None
+
+    def next(self) -> torch.Tensor:
+        """Channel of the next block, ``(Nr, Nt)`` complex64."""
+        m, t = self.model, self.block_index
+        self.block_index += 1
+        if isinstance(m, DeepSICSynthetic):
+            return m.channel(t, m.k_max)
+        if isinstance(m, TimeVaryingCorrelated):
+            self._state = m.initial_state(self.generator) if self._state is None else m.advance(self._state, self.generator)
+            return m.matrix(self._state)
+        return m.sample(1, self.generator)[0]
+
+
+def transmit(h: torch.Tensor, x: torch.Tensor, noise_var, generator: torch.Generator | None = None,
+             unit_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Flat-fading MIMO channel ``Y = H X + N``: ``h (..., Nr, Nt)``, ``x (..., Nt, N)`` ->
+    ``(..., Nr, N)`` with ``N`` i.i.d. ``CN(0, noise_var)`` (``noise_var`` float or broadcastable).
+
+    ``unit_noise`` (``CN(0, 1)`` samples of the output's shape) replaces drawing from
+    ``generator``: a streaming channel uses it to make the noise independent of how the stream
+    is cut into buffers."""
+    y = h @ x
+    if unit_noise is not None:
+        return y + unit_noise * math.sqrt(float(noise_var))
+    return y + complex_noise(y.shape, noise_var, generator, y.dtype)
+
+
+def apply_cfo(y: torch.Tensor, cfo: float, first_sample: int) -> torch.Tensor:
+    """Carrier frequency offset: multiply sample ``m`` (absolute index ``first_sample + i``) by
+    ``exp(j 2 pi cfo m)``, ``cfo`` in cycles per sample; ``y (..., N)``. The phase is computed in
+    float64 from the absolute index, so it stays continuous across buffers."""
+    if cfo == 0.0:
+        return y
+    m = torch.arange(first_sample, first_sample + y.shape[-1], dtype=torch.float64)
+    frac = torch.remainder(cfo * m, 1.0)  # keep the angle small before the float32 cast
+    return y * torch.polar(torch.ones_like(frac), 2 * math.pi * frac).to(y.dtype)

@@ -43,7 +43,7 @@ def _add_sim(sub):
     p = sub.add_parser("sim", help="SER/BER vs SNR of the classical receiver (LS + ZF/MMSE/ML/K-best)",
                        description="Monte-Carlo sweep of the classical MIMO receiver. Each frame has its own "
                                    "channel realisation: Np orthogonal pilots, then --frame-data data vectors. "
-                                   "SER is per complex symbol, BER per bit, both with 95%% Wilson intervals.")
+                                   "SER is per complex symbol, BER per bit, both with 95%% intervals (SER: Wilson or over frames, whichever is wider).")
     p.add_argument("--channel", choices=CHANNELS, default="iid",
                    help="channel model: iid Rayleigh; kronecker (exponential correlation); local-scattering "
                         "(HyperMIMO eq. 13-14); deepsic-sed (exp(-|n-k|) with per-user SNR profiles); "
@@ -142,6 +142,15 @@ def _add_bench(sub):
     d.add_argument("--kbest-k", type=int, default=16, help="K of both K-best detectors (default 16)")
     d.add_argument("--json", type=Path, help="also write the results as JSON here")
     d.set_defaults(func=cmd_bench_detectors)
+    f = s.add_parser("flowgraph", help="frame source -> channel -> LS -> MMSE flowgraph vs the core kernels (rx environment)")
+    f.add_argument("--nt", type=int, default=8, help="transmit streams (default 8)")
+    f.add_argument("--nr", type=int, default=32, help="receive antennas (default 32)")
+    f.add_argument("--pilots", type=int, default=16, help="pilot vectors per frame (default 16)")
+    f.add_argument("--frame-data", type=int, default=1024, help="data vectors per frame (default 1024)")
+    f.add_argument("--frames", type=int, default=512, help="frames per run (default 512)")
+    f.add_argument("--repeats", type=int, default=3, help="timed repetitions, best kept (default 3)")
+    f.add_argument("--json", type=Path, help="also write the result as JSON here")
+    f.set_defaults(func=cmd_bench_flowgraph)
 
 
 def cmd_bench_detectors(a) -> int:
@@ -154,12 +163,58 @@ def cmd_bench_detectors(a) -> int:
     return 0
 
 
+def _gr_flowgraphs():
+    """The GNU Radio side, imported only by the commands that run flowgraphs (rx environment)."""
+    try:
+        from gnuradio.neuralmimo import flowgraphs
+    except ImportError as e:
+        raise RuntimeError(f"this command needs GNU Radio and gr-neuralmimo (the rx environment, "
+                           f".venv/rx/bin/neuralmimo): {e}") from e
+    return flowgraphs
+
+
+def cmd_bench_flowgraph(a) -> int:
+    fg = _gr_flowgraphs()
+    r = fg.bench_flowgraph(nt=a.nt, nr=a.nr, n_pilots=a.pilots, n_data=a.frame_data, frames=a.frames,
+                           repeats=a.repeats)
+    print(fg.format_bench_flowgraph(r))
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=1))
+    return 0
+
+
+def _add_loopback(sub):
+    p = sub.add_parser("loopback", help="run a loopback .grc headless and compare its SER with the core simulation "
+                       "(rx environment)")
+    p.add_argument("--grc", type=Path, default=Path("examples/loopback_linear.grc"),
+                   help="flowgraph with parameters snr_db, n_frames, seed and probes probe_zf, probe_mmse "
+                        "(default examples/loopback_linear.grc)")
+    p.add_argument("--snr", type=parse_snr_range, default=[0.0, 5.0, 10.0], help="SNR points in dB (default 0,5,10)")
+    p.add_argument("--frames", type=int, default=200, help="frames per SNR point (default 200)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the flowgraph and the simulation (default 1)")
+    p.add_argument("--out", type=Path, default=Path("out/loopback"), help="folder for generated code, JSON and PNG")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_loopback)
+
+
+def cmd_loopback(a) -> int:
+    fg = _gr_flowgraphs()
+    a.out.mkdir(parents=True, exist_ok=True)
+    records = fg.loopback_demo(a.grc, a.snr, a.frames, a.seed, a.out, progress=not a.no_progress)
+    print(fg.format_loopback(records))
+    (a.out / "loopback.json").write_text(json.dumps(records, indent=1))
+    fg.plot_loopback(records, a.out / "loopback_ser.png")
+    print(f"results: {a.out / 'loopback.json'}, plot: {a.out / 'loopback_ser.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neuralmimo", description="gr-neuralmimo lab tools: simulate, generate data, benchmark.")
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_sim(sub)
     _add_umi(sub)
     _add_bench(sub)
+    _add_loopback(sub)
     return p
 
 

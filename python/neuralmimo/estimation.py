@@ -30,6 +30,34 @@ def _check_pilots(x_p: torch.Tensor, rcond: float) -> torch.Tensor:
     return gram
 
 
+class LSChannelEstimator:
+    """LS estimation with a fixed pilot matrix: validates the pilots once and precomputes
+    ``P = X_p^H (X_p X_p^H)^{-1}`` (``Np x Nt``), so each estimate is one product ``H_LS = Y_p P``.
+
+    Raises :class:`PilotError` at construction if ``X_p X_p^H`` is rank-deficient.
+    """
+
+    def __init__(self, x_p: torch.Tensor, rcond: float = 1e-6):
+        gram = _check_pilots(x_p, rcond)
+        self.x_p = x_p
+        self.nt, self.n_pilots = x_p.shape[-2:]
+        # P^H = G^{-1} X_p  (G Hermitian)
+        self._proj = torch.linalg.solve(gram, x_p).mH
+
+    def __call__(self, y_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y_p (..., Nr, Np)`` -> ``(h_ls (..., Nr, Nt), noise_var (...))``, see :func:`ls_estimate`."""
+        if y_p.shape[-1] != self.n_pilots:
+            raise ValueError(f"received pilots have {y_p.shape[-1]} columns, pilot matrix has {self.n_pilots}")
+        proj = self._proj.to(device=y_p.device, dtype=y_p.dtype)
+        x_p = self.x_p.to(device=y_p.device, dtype=y_p.dtype)
+        h_ls = y_p @ proj
+        resid = y_p - h_ls @ x_p
+        dof = y_p.shape[-2] * (self.n_pilots - self.nt)
+        energy = resid.abs().square().sum((-2, -1))
+        noise_var = energy / dof if dof > 0 else torch.full_like(energy, float("nan"))
+        return h_ls, noise_var
+
+
 def ls_estimate(y_p: torch.Tensor, x_p: torch.Tensor, rcond: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """LS channel estimate and residual noise-variance estimate.
 
@@ -44,22 +72,35 @@ def ls_estimate(y_p: torch.Tensor, x_p: torch.Tensor, rcond: float = 1e-6) -> tu
     noise_var : ``(...)`` real, complex noise variance per receive antenna estimated from the
         residual; NaN when ``Np == Nt`` (no residual degrees of freedom).
 
-    Raises :class:`PilotError` if ``X_p X_p^H`` is rank-deficient.
+    Raises :class:`PilotError` if ``X_p X_p^H`` is rank-deficient. For many estimates with the
+    same pilots use :class:`LSChannelEstimator`.
     """
-    nt, n_p = x_p.shape[-2:]
-    if y_p.shape[-1] != n_p:
-        raise ValueError(f"received pilots have {y_p.shape[-1]} columns, pilot matrix has {n_p}")
     x_p = x_p.to(device=y_p.device, dtype=y_p.dtype)
-    gram = _check_pilots(x_p, rcond)
-    # H = Y X^H G^{-1}  <=>  G^H H^H = X Y^H (G Hermitian)
-    h_ls = torch.linalg.solve(gram, x_p @ y_p.mH).mH
-    resid = y_p - h_ls @ x_p
-    dof = y_p.shape[-2] * (n_p - nt)
-    energy = resid.abs().square().sum((-2, -1))
-    noise_var = energy / dof if dof > 0 else torch.full_like(energy, float("nan"))
-    return h_ls, noise_var
+    return LSChannelEstimator(x_p, rcond)(y_p)
 
 
 def ls_error_covariance(x_p: torch.Tensor, noise_var: float) -> torch.Tensor:
     """Analytic covariance ``sigma^2 (X_p X_p^H)^{-1}`` of each row of ``H_LS - H``."""
     return noise_var * torch.linalg.inv(x_p @ x_p.mH)
+
+
+def estimate_problems(h_ls: torch.Tensor, rcond: float = 1e-6) -> list[str | None]:
+    """Why each channel estimate in a batch is unusable for detection, or ``None`` if it is fine.
+
+    ``h_ls (F, Nr, Nt)``. An estimate is unusable when it has NaN/Inf entries (non-finite
+    received pilots) or is rank-deficient, ``s_min <= rcond * s_max`` (e.g. a burst of zero
+    samples from a receiver underflow): ZF would be undefined and MMSE meaningless.
+    """
+    finite = torch.isfinite(h_ls).flatten(1).all(1)
+    s = torch.linalg.svdvals(torch.where(finite[:, None, None], h_ls, torch.zeros_like(h_ls)))
+    rank_ok = (s[:, 0] > 0) & (s[:, -1] > rcond * s[:, 0])
+    out: list[str | None] = []
+    for i in range(h_ls.shape[0]):
+        if not bool(finite[i]):
+            out.append("non-finite (NaN/Inf) received pilots")
+        elif not bool(rank_ok[i]):
+            cond = float(s[i, 0] / s[i, -1]) if float(s[i, -1]) > 0 else float("inf")
+            out.append(f"rank-deficient channel estimate (condition number {cond:.3g})")
+        else:
+            out.append(None)
+    return out

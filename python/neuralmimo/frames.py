@@ -8,14 +8,17 @@ data constellations.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
 
+@functools.lru_cache(maxsize=64)
 def pilot_matrix(nt: int, n_pilots: int, dtype=torch.complex64) -> torch.Tensor:
     """Orthogonal ``Nt x Np`` pilot matrix with ``X_p X_p^H = Np I``.
 
+    Cached (every frame needs it): the returned tensor is shared, never modify it in place.
     Raises ``ValueError`` if ``Np < Nt`` (the LS estimate would be rank-deficient).
     """
     if nt < 1 or n_pilots < nt:
@@ -57,3 +60,22 @@ class FrameLayout:
         if frame.shape[-1] != self.length:
             raise ValueError(f"frame length {frame.shape[-1]} != n_pilots + n_data = {self.length}")
         return frame[..., : self.n_pilots], frame[..., self.n_pilots :]
+
+
+def frame_seed(seed: int, frame_number: int) -> int:
+    """Seed of frame ``frame_number``'s data: transmitter and receiver-side error probes
+    regenerate the same symbols from ``(seed, frame_number)`` alone, so an error-rate
+    measurement survives dropped or delayed frames and works over the air."""
+    return (int(seed) * 1_000_003 + int(frame_number)) % (1 << 63)
+
+
+def frame_data_indices(constellation, layout: FrameLayout, seed: int, frame_numbers) -> torch.Tensor:
+    """Constellation indices of the data part of the given frames, ``(F, Nt, Nd)`` int64.
+
+    Frame ``n``'s symbols depend only on ``(seed, n)`` (see :func:`frame_seed`).
+    """
+    out = torch.empty((len(frame_numbers), layout.nt, layout.n_data), dtype=torch.int64)
+    for i, n in enumerate(frame_numbers):
+        g = torch.Generator().manual_seed(frame_seed(seed, n))
+        out[i] = constellation.random_indices((layout.nt, layout.n_data), g)
+    return out

@@ -1,4 +1,4 @@
-"""Error rates with Wilson score confidence intervals.
+"""Error rates with Wilson score and frame-clustered confidence intervals.
 
 Always labelled: ``SER`` counts errors per *complex symbol* (one stream of one vector), ``BER``
 per *bit*.
@@ -25,6 +25,37 @@ def wilson_interval(errors: int, trials: int, confidence: float = 0.95) -> tuple
     lo = 0.0 if errors == 0 else max(0.0, centre - half)  # exact ends: no round-off above 0 / below 1
     hi = 1.0 if errors == trials else min(1.0, centre + half)
     return (lo, hi)
+
+
+def clustered_interval(errors_per_frame, symbols_per_frame, confidence: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation interval for an error rate measured over ``F`` independent frames.
+
+    Under block fading the errors of one frame share a channel realisation, so they are not
+    independent and the binomial (Wilson) interval is too narrow. Frames are independent: with
+    ``e_i`` errors out of ``n_i`` symbols in frame ``i`` (``symbols_per_frame``: an int or one
+    count per frame), the rate ``r = sum e / sum n`` is a ratio estimator with standard error
+    ``sqrt(sum (e_i - r n_i)^2 / (F (F - 1))) / mean(n)``; for equal frames that is the sample
+    standard deviation of the per-frame rates over ``sqrt(F)``.
+    """
+    e = torch.as_tensor(errors_per_frame, dtype=torch.float64).reshape(-1)
+    n = torch.broadcast_to(torch.as_tensor(symbols_per_frame, dtype=torch.float64), e.shape)
+    f = e.numel()
+    if f < 2 or float(n.sum()) == 0:
+        return (0.0, 1.0)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    r = float(e.sum() / n.sum())
+    se = math.sqrt(float(((e - r * n) ** 2).sum()) / (f * (f - 1))) / float(n.mean())
+    return (max(0.0, r - z * se), min(1.0, r + z * se))
+
+
+def error_rate_interval(errors_per_frame, symbols_per_frame, confidence: float = 0.95) -> tuple[float, float]:
+    """Conservative interval for a block-fading error rate: the union of the Wilson interval
+    (right when errors are few) and :func:`clustered_interval` (right when frames cluster)."""
+    e = torch.as_tensor(errors_per_frame).reshape(-1)
+    n = torch.broadcast_to(torch.as_tensor(symbols_per_frame), e.shape)
+    w = wilson_interval(int(e.sum()), int(n.sum()), confidence)
+    c = clustered_interval(e, symbols_per_frame, confidence)
+    return (min(w[0], c[0]), max(w[1], c[1]))
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Each frame has its own channel realisation (block fading): ``Np`` orthogonal pilots followed by
 ``frame_data`` data vectors. Every detector sees the same frames (paired comparison). SER is per
-complex symbol, BER per bit.
+complex symbol, BER per bit. The SER interval ``ci`` accounts for the errors of one frame
+sharing a channel (:func:`metrics.error_rate_interval`); ``ber_ci`` is the binomial one.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import torch
 from . import channels as ch
 from .constellation import Constellation
 from .detectors import kbest_detect, linear_detect, ml_detect
-from .estimation import ls_estimate
+from .estimation import LSChannelEstimator
 from .frames import FrameLayout
-from .metrics import ErrorRate, bit_errors, symbol_errors
-from .snr import complex_noise, noise_variance
+from .metrics import ErrorRate, bit_errors, error_rate_interval, symbol_errors
+from .snr import noise_variance
 
 DETECTORS = ("zf", "mmse", "ml", "kbest")
 CHANNELS = ("iid", "kronecker", "local-scattering", "deepsic-sed", "time-varying", "umi-task")
@@ -65,7 +66,7 @@ def simulate(cfg: SimConfig, progress: bool = True) -> list[dict]:
     const = Constellation(cfg.modulation)
     channel = build_channel(cfg)
     layout = FrameLayout(cfg.nt, cfg.pilots if cfg.pilots else cfg.nt, cfg.frame_data)
-    x_p = layout.pilots()
+    estimate = LSChannelEstimator(layout.pilots())
     n_frames = math.ceil(cfg.symbols / (cfg.nt * cfg.frame_data))
     csi = f"LS, Np={cfg.pilots}" if cfg.pilots else "perfect"
     records = []
@@ -78,16 +79,17 @@ def simulate(cfg: SimConfig, progress: bool = True) -> list[dict]:
         nv = noise_variance(snr_db, cfg.snr_convention, channel_energy=channel.mean_energy, nr=cfg.nr, nt=cfg.nt)
         ser = {d: ErrorRate(0, 0, "complex symbol") for d in cfg.detectors}
         ber = {d: ErrorRate(0, 0, "bit") for d in cfg.detectors}
+        frame_errors = {d: [] for d in cfg.detectors}
         done = 0
         while done < n_frames:
             b = min(cfg.batch_frames, n_frames - done)
             h = channel.sample(b, g)
             idx = const.random_indices((b, cfg.nt, cfg.frame_data), g)
             frame = layout.assemble(const.symbols(idx))
-            y = h @ frame + complex_noise((b, cfg.nr, layout.length), nv, g)
+            y = ch.transmit(h, frame, nv, g)
             y_p, y_d = layout.split(y)
             if cfg.pilots:
-                h_hat, nv_hat = ls_estimate(y_p, x_p)
+                h_hat, nv_hat = estimate(y_p)
                 if cfg.mmse_noise == "true" or torch.isnan(nv_hat).any():
                     nv_hat = torch.full((b,), nv)
             else:
@@ -102,12 +104,14 @@ def simulate(cfg: SimConfig, progress: bool = True) -> list[dict]:
                 else:
                     dec = kbest_detect(y_d, h_hat, const, cfg.kbest_k)
                 ser[d] = ser[d] + symbol_errors(dec, idx)
+                frame_errors[d].append((dec != idx).sum((-2, -1)))
                 ber[d] = ber[d] + bit_errors(const.indices_to_bits(dec), bits)
             done += b
         for d in cfg.detectors:
             records.append({
                 "snr_db": float(snr_db), "snr_convention": cfg.snr_convention, "detector": d,
-                "ser": ser[d].rate, "ci": list(ser[d].ci), "n_symbols": ser[d].trials, "ser_unit": "per complex symbol",
+                "ser": ser[d].rate,
+                "ci": list(error_rate_interval(torch.cat(frame_errors[d]), cfg.nt * cfg.frame_data)), "n_symbols": ser[d].trials, "ser_unit": "per complex symbol",
                 "ber": ber[d].rate, "ber_ci": list(ber[d].ci), "n_bits": ber[d].trials, "ber_unit": "per bit",
                 "channel": cfg.channel, "nt": cfg.nt, "nr": cfg.nr, "modulation": cfg.modulation, "csi": csi,
             })
@@ -128,12 +132,13 @@ def format_table(records: list[dict]) -> str:
             r = by[(s, d)]
             cells.append(f"{r['ser']:.3e} ±{(r['ci'][1] - r['ci'][0]) / 2:.1e}".rjust(24))
         lines.append(f"{s:>20.2f} | " + " | ".join(cells))
-    lines.append(f"SER per complex symbol, 95% Wilson half-width; {records[0]['n_symbols'] if records else 0} symbols per point")
+    lines.append(f"SER per complex symbol, 95% CI half-width (Wilson or over frames, whichever is wider); "
+                 f"{records[0]['n_symbols'] if records else 0} symbols per point")
     return "\n".join(lines)
 
 
 def plot_ser(records: list[dict], path, title: str = "") -> None:
-    """SER-vs-SNR PNG with Wilson 95 % intervals as error bars."""
+    """SER-vs-SNR PNG with 95 % intervals (see :func:`metrics.error_rate_interval`) as error bars."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,7 +1,14 @@
 """gr-neuralmimo GNU Radio blocks, installed by CMake as ``gnuradio.neuralmimo``.
 
 The blocks are thin adapters (stream I/O, tags, messages, threads) over the core library
-:mod:`neuralmimo`, which holds all estimation and detection math.
+:mod:`neuralmimo`, which holds all estimation and detection math. The tag contract between
+them is described in :mod:`gnuradio.neuralmimo._common`.
 """
 
 from neuralmimo import __version__  # noqa: F401
+
+from .error_rate_probe import error_rate_probe  # noqa: F401
+from .linear_detector import linear_detector  # noqa: F401
+from .ls_channel_estimator import ls_channel_estimator  # noqa: F401
+from .mimo_channel import mimo_channel  # noqa: F401
+from .mimo_frame_source import mimo_frame_source  # noqa: F401

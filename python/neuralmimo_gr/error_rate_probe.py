@@ -1,0 +1,159 @@
+"""Error-rate probe: SER/BER of detected symbols against what the frame source sent."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pmt
+import torch
+from gnuradio import gr
+
+from neuralmimo.constellation import Constellation
+from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.metrics import ErrorRate, error_rate_interval
+
+from ._common import FRAME_START, FailureLog, guarded_work, stack_streams, tag_int, tags_by_key
+
+
+class error_rate_probe(gr.sync_block):
+    """Symbol and bit error rates of ``nt`` detected streams.
+
+    The reference is regenerated from the ``frame_start`` tags: a :class:`mimo_frame_source`
+    with random data and the same ``seed`` sent, in frame ``n``, symbols that depend only on
+    ``(seed, n)``. So the probe needs no connection to the transmitter and is not confused by
+    dropped frames or delays (loopback or over the air). Vectors before the first tag are not
+    counted.
+
+    SER is per complex symbol, BER per bit (hard decisions on the detected symbols). Getters:
+    :meth:`ser`, :meth:`ber`, :meth:`ser_interval` (95 %, frame-clustered), :meth:`frame_ser` (last
+    completed frame), :meth:`symbols`, :meth:`frames`. The ``stats`` message port publishes a
+    dict for every completed frame: frame, symbols, symbol_errors, bit_errors, ser, ber and the
+    cumulative cum_ser, cum_ber. With ``report_on_stop`` a one-line summary is printed when the
+    flowgraph stops.
+    """
+
+    def __init__(self, nt: int = 2, n_data: int = 256, modulation: str = "qpsk", seed: int = 0, label: str = "",
+                 report_on_stop: bool = False):
+        self.layout = FrameLayout(int(nt), int(nt), int(n_data))  # pilots do not reach the probe
+        self.constellation = Constellation(modulation)
+        gr.sync_block.__init__(self, name="error_rate_probe", in_sig=[np.complex64] * self.layout.nt, out_sig=None)
+        self.seed, self.label, self.report_on_stop = int(seed), label, bool(report_on_stop)
+        self._lock = threading.Lock()
+        self._ser = ErrorRate(0, 0, "complex symbol")
+        self._ber = ErrorRate(0, 0, "bit")
+        self._frame_ser = float("nan")
+        self._frames = 0
+        self._frame_counts: list[tuple[int, int]] = []  # (symbol errors, symbols) per completed frame
+        self._frame: int | None = None  # number of the frame being received
+        self._pos = 0  # data vectors of it seen so far
+        self._ref: torch.Tensor | None = None
+        self._acc = [0, 0, 0, 0]  # symbols, symbol errors, bits, bit errors of the current frame
+        self.message_port_register_out(pmt.intern("stats"))
+        self.failures = FailureLog(self.logger)
+
+    # ----------------------------------------------------------------- getters
+    def ser(self) -> float:
+        with self._lock:
+            return self._ser.rate
+
+    def ber(self) -> float:
+        with self._lock:
+            return self._ber.rate
+
+    def ser_interval(self) -> tuple[float, float]:
+        """95 % interval of the SER: Wilson or over frames, whichever is wider (errors within a
+        frame share its channel, see :func:`neuralmimo.metrics.error_rate_interval`)."""
+        with self._lock:
+            counts = list(self._frame_counts)
+        if not counts:
+            return (0.0, 1.0)
+        errors, symbols = zip(*counts)
+        return error_rate_interval(list(errors), list(symbols))
+
+    def frame_errors(self) -> list[tuple[int, int]]:
+        """``(symbol errors, symbols)`` of every completed frame, in order."""
+        with self._lock:
+            return list(self._frame_counts)
+
+    def frame_ser(self) -> float:
+        return self._frame_ser
+
+    def symbols(self) -> int:
+        return self._ser.trials
+
+    def frames(self) -> int:
+        return self._frames
+
+    def summary(self) -> str:
+        lo, hi = self.ser_interval()
+        return (f"{self.label or self.name()}: SER {self.ser():.4e} [{lo:.2e}, {hi:.2e}] "
+                f"BER {self.ber():.4e} over {self.symbols()} symbols in {self.frames()} frames")
+
+    def stop(self) -> bool:
+        self._finish_frame()
+        if self.report_on_stop:
+            print(self.summary(), flush=True)
+        return True
+
+    # ----------------------------------------------------------------- streaming
+    def _finish_frame(self) -> None:
+        if self._frame is None or self._acc[0] == 0:
+            return
+        sym, se, bits, be = self._acc
+        with self._lock:
+            self._ser = self._ser + ErrorRate(se, sym, "complex symbol")
+            self._ber = self._ber + ErrorRate(be, bits, "bit")
+            self._frames += 1
+            self._frame_counts.append((se, sym))
+            self._frame_ser = se / sym
+            cum_ser, cum_ber = self._ser.rate, self._ber.rate
+        msg = {"frame": self._frame, "symbols": sym, "symbol_errors": se, "bit_errors": be, "ser": se / sym,
+               "ber": be / bits, "cum_ser": cum_ser, "cum_ber": cum_ber}
+        self.message_port_pub(pmt.intern("stats"), pmt.to_pmt(msg))
+        self._acc = [0, 0, 0, 0]
+
+    def _start_frame(self, number: int) -> None:
+        self._finish_frame()
+        self._frame, self._pos = number, 0
+        self._ref = frame_data_indices(self.constellation, self.layout, self.seed, [number])[0]
+
+    def _count(self, decisions: torch.Tensor) -> None:
+        """Compare ``decisions (Nt, N)`` with the next ``N`` reference vectors of the frame."""
+        if self._ref is None:
+            return
+        take = min(decisions.shape[1], self.layout.n_data - self._pos)
+        if take < decisions.shape[1]:
+            self.failures.report("overlong-frame", f"{self.name()}: frame {self._frame} has more than "
+                                 f"{self.layout.n_data} data vectors; the extra vectors are not counted")
+        ref = self._ref[:, self._pos:self._pos + take]
+        dec = decisions[:, :take]
+        bits_ref, bits_dec = self.constellation.indices_to_bits(ref), self.constellation.indices_to_bits(dec)
+        self._acc[0] += ref.numel()
+        self._acc[1] += int((dec != ref).sum())
+        self._acc[2] += bits_ref.numel()
+        self._acc[3] += int((bits_dec != bits_ref).sum())
+        self._pos += take
+        if self._pos == self.layout.n_data:
+            self._finish_frame()
+
+    @guarded_work("sink")
+    def work(self, input_items, output_items):
+        n = len(input_items[0])
+        r0 = self.nitems_read(0)
+        z = stack_streams(input_items, n)
+        decisions = self.constellation.hard_decision(torch.nan_to_num(z))
+        pos = 0
+        for t in tags_by_key(self, 0, n, FRAME_START):
+            a = t.offset - r0
+            self._count(decisions[:, pos:a])
+            number = tag_int(t.value)
+            if number is None:
+                self.failures.report("bad-frame-tag", f"{self.name()}: frame_start tag without an integer frame number")
+                self._finish_frame()
+                self._ref = None
+            else:
+                self._start_frame(number)
+            pos = a
+        self._count(decisions[:, pos:n])
+        return n

@@ -1,0 +1,172 @@
+"""Pilot-based least-squares channel estimator: ``Nr`` antenna streams in, data vectors out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pmt
+import torch
+from gnuradio import gr
+
+from neuralmimo.estimation import LSChannelEstimator, estimate_problems
+from neuralmimo.frames import FrameLayout
+
+from ._common import CSI, FRAME_START, NOISE_VAR, FailureLog, big_buffers, csi_to_pmt, guarded_work, tag_int, tags_by_key
+
+FRAMING_MODES = ("tags", "count")
+
+
+class ls_channel_estimator(gr.basic_block):
+    """LS channel estimation from each frame's pilots (learngene paper eq. (5)).
+
+    Inputs: ``nr`` complex streams, one per receive antenna (what ``uhd_usrp_source`` with
+    ``nchan = Nr`` gives; a stream of ``Nr``-vectors goes through ``blocks.vector_to_streams``).
+    Outputs: ``nr`` streams carrying only the ``n_data`` data vectors of each frame; at the first
+    data vector of each frame, every output gets the tags ``frame_start`` (frame number),
+    ``csi`` (``H_LS``, ``Nr x Nt`` row-major c32vector) and ``noise_var`` (the pilot-residual
+    estimate, or ``fallback_noise_var`` when ``Np == Nt`` leaves no residual).
+
+    Framing: ``"tags"`` takes frame starts from ``tag_key`` tags on input 0 (their integer value
+    is the frame number); ``"count"`` assumes a frame every ``Np + Nd`` samples from the first
+    sample (frame numbers from 0), e.g. for a USRP receiver started in time with the
+    transmitter.
+
+    Bad input never stops the stream:
+
+    * samples before the first frame tag are dropped;
+    * a frame tag missing where the previous frame says the next one starts: the frame is
+      taken by timing (flywheel) and numbered on from the previous one;
+    * a frame tag inside a frame (misplaced): the partial frame is dropped and framing follows
+      the new tag;
+    * NaN/Inf pilots or a rank-deficient estimate (e.g. a burst of zero samples): the frame's
+      data go out tagged with the last good estimate.
+
+    Each kind of problem is logged once and counted in :meth:`problems`.
+    """
+
+    def __init__(self, nr: int = 4, nt: int = 2, n_pilots: int = 16, n_data: int = 256, framing: str = "tags",
+                 tag_key: str = FRAME_START, fallback_noise_var: float = 0.01, rcond: float = 1e-6):
+        self.layout = FrameLayout(int(nt), int(n_pilots), int(n_data))
+        if nr < 1:
+            raise ValueError(f"need nr >= 1, got {nr}")
+        if framing not in FRAMING_MODES:
+            raise ValueError(f"framing must be one of {FRAMING_MODES}, got {framing!r}")
+        if not fallback_noise_var >= 0:
+            raise ValueError(f"fallback_noise_var must be >= 0, got {fallback_noise_var}")
+        gr.basic_block.__init__(self, name="ls_channel_estimator", in_sig=[np.complex64] * nr,
+                                out_sig=[np.complex64] * nr)
+        self.nr, self.framing, self.tag_key = int(nr), framing, tag_key
+        self.fallback_noise_var, self.rcond = float(fallback_noise_var), float(rcond)
+        self._estimate = LSChannelEstimator(self.layout.pilots(), self.rcond)
+        self._next_start = 0 if framing == "count" else None  # absolute input offset of the next frame
+        self._next_number = 0
+        self._last_good: tuple[torch.Tensor, float] | None = None
+        self.frames_out = 0
+        self.dropped_samples = 0
+        self.set_output_multiple(self.layout.n_data)
+        self.set_tag_propagation_policy(gr.TPP_DONT)
+        self.failures = FailureLog(self.logger)
+        big_buffers(self, 4 * self.layout.n_data)
+
+    def problems(self) -> dict[str, int]:
+        """Occurrences of each kind of problem seen so far."""
+        return dict(self.failures.counts)
+
+    def forecast(self, noutput_items, ninputs):
+        return [(noutput_items // self.layout.n_data) * self.layout.length] * ninputs
+
+    def _find_frames(self, n_in: int, max_frames: int) -> tuple[list[tuple[int, int]], int]:
+        """Frame starts (relative offset, frame number) among the ``n_in`` input samples and how
+        many samples to consume. Updates the framing state."""
+        L = self.layout.length
+        r0 = self.nitems_read(0)
+        tags = [] if self.framing == "count" else tags_by_key(self, 0, n_in, self.tag_key)
+        tag_at = {t.offset - r0: tag_int(t.value) for t in tags}
+        if self._next_start is not None and self._next_start < r0:
+            # input was dropped behind our back (after an internal error): re-acquire framing
+            if self.framing == "tags":
+                self._next_start = None
+            else:
+                skipped = -(-(r0 - self._next_start) // L)
+                self._next_start += skipped * L
+                self._next_number += skipped
+        frames, pos = [], 0
+        while len(frames) < max_frames:
+            if self._next_start is None:  # not synchronised: wait for a frame tag
+                later = sorted(o for o in tag_at if o >= pos)
+                if not later:
+                    self._drop(n_in - pos, "before-first-tag", "no frame tag yet: dropping samples until the first one")
+                    return frames, n_in
+                self._drop(later[0] - pos, "before-first-tag", "no frame tag yet: dropping samples until the first one")
+                pos = later[0]
+                self._start_at(r0 + pos, tag_at[pos])
+            start = self._next_start - r0
+            if start + L > n_in:
+                break
+            inside = sorted(o for o in tag_at if start < o < start + L)
+            if inside:
+                self._drop(inside[0] - start, "misplaced-tag",
+                           f"frame tag at sample {r0 + inside[0]} lies inside the frame that started at "
+                           f"{r0 + start}: dropping the partial frame and following the new tag")
+                pos = inside[0]
+                self._start_at(r0 + pos, tag_at[pos])
+                continue
+            if self.framing == "tags" and start not in tag_at:
+                self.failures.report("missing-tag", f"{self.name()}: no frame tag at sample {r0 + start} where the "
+                                     "previous frame ends: continuing on frame timing")
+            frames.append((start, self._next_number))
+            self._next_number += 1
+            self._next_start += L
+            pos = start + L
+        return frames, pos
+
+    def _start_at(self, offset: int, number: int | None) -> None:
+        self._next_start = offset
+        if number is not None:
+            self._next_number = number
+
+    def _drop(self, count: int, kind: str, message: str) -> None:
+        if count > 0:
+            self.dropped_samples += count
+            self.failures.report(kind, f"{self.name()}: {message}")
+
+    @guarded_work("consume")
+    def general_work(self, input_items, output_items):
+        lay = self.layout
+        n_in = min(len(x) for x in input_items)
+        frames, consumed = self._find_frames(n_in, len(output_items[0]) // lay.n_data)
+        if frames:
+            # (F, L) windows of every stream: a reshaped view when the frames are back to back
+            # (the normal case), a gather when a dropped partial frame lies between them.
+            first, count, L, n_p = frames[0][0], len(frames), lay.length, lay.n_pilots
+            if frames[-1][0] - first == (count - 1) * L:
+                windows = [a[first:first + count * L].reshape(count, L) for a in input_items]
+            else:
+                idx = np.array([s for s, _ in frames])[:, None] + np.arange(L)
+                windows = [a[idx] for a in input_items]
+            # only the pilots go to torch; the data go straight from input to output buffers
+            y_p = torch.from_numpy(np.stack([w[:, :n_p] for w in windows], axis=1))  # (F, Nr, Np)
+            for w, out in zip(windows, output_items):
+                out[: count * lay.n_data].reshape(count, lay.n_data)[:] = w[:, n_p:]
+            h, nv = self._estimate(y_p)
+            if lay.n_pilots == lay.nt:
+                nv = torch.full_like(nv, self.fallback_noise_var)
+            problems = estimate_problems(h, self.rcond)
+            key_f, key_c, key_n = pmt.intern(FRAME_START), pmt.intern(CSI), pmt.intern(NOISE_VAR)
+            w0 = self.nitems_written(0)
+            for i, (problem, (_, number)) in enumerate(zip(problems, frames)):
+                if problem is None and bool(torch.isfinite(nv[i])):
+                    self._last_good = (h[i], float(nv[i]))
+                elif problem is not None:
+                    self.failures.report(problem, f"{self.name()}: frame {number}: {problem}; "
+                                         "its data keep the last good channel estimate")
+                offset = w0 + i * lay.n_data
+                tags = [(key_f, pmt.from_long(number))]
+                if self._last_good is not None:
+                    tags += [(key_c, csi_to_pmt(self._last_good[0])), (key_n, pmt.from_double(self._last_good[1]))]
+                for k in range(self.nr):
+                    for key, value in tags:
+                        self.add_item_tag(k, offset, key, value)
+        for i in range(self.nr):
+            self.consume(i, consumed)
+        self.frames_out += len(frames)
+        return len(frames) * lay.n_data
