@@ -1,0 +1,50 @@
+"""Helpers for the flowgraph tests: run with a timeout, build and read tags."""
+
+import numpy as np
+import pmt
+import pytest
+from gnuradio import blocks, gr
+
+from gnuradio.neuralmimo.flowgraphs import run_flowgraph
+
+FLOWGRAPH_TIMEOUT_S = 60
+
+
+def run(tb, timeout_s: float = FLOWGRAPH_TIMEOUT_S) -> float:
+    """Run ``tb`` to completion or fail the test (GR 3.10 hangs if a Python work() raises)."""
+    try:
+        return run_flowgraph(tb, timeout_s)
+    except TimeoutError as e:
+        pytest.fail(str(e))
+
+
+def tag(offset: int, key: str, value) -> gr.tag_t:
+    t = gr.tag_t()
+    t.offset, t.key, t.value, t.srcid = int(offset), pmt.intern(key), value, pmt.PMT_F
+    return t
+
+
+def tags(sink, key: str) -> list[tuple[int, object]]:
+    """``(offset, python value)`` of the tags with ``key`` a vector sink received, by offset."""
+    out = [(t.offset, pmt.to_python(t.value)) for t in sink.tags() if pmt.symbol_to_string(t.key) == key]
+    return sorted(out, key=lambda x: x[0])
+
+
+def sources(tb, streams: np.ndarray, tag_list=()) -> list:
+    """One complex vector source per row of ``streams``; ``tag_list`` goes on stream 0."""
+    srcs = [blocks.vector_source_c(row.astype(np.complex64).tolist(), False, 1, list(tag_list) if i == 0 else [])
+            for i, row in enumerate(streams)]
+    tb._keep = getattr(tb, "_keep", []) + srcs  # Python blocks must outlive the run
+    return srcs
+
+
+def sinks(tb, count: int, vlen: int = 1, kind=blocks.vector_sink_c) -> list:
+    snks = [kind(vlen) for _ in range(count)]
+    tb._keep = getattr(tb, "_keep", []) + snks
+    return snks
+
+
+def data(sink) -> np.ndarray:
+    """Items of a vector sink as complex64 / float32 (the streams' own precision)."""
+    arr = np.asarray(sink.data())
+    return arr.astype(np.complex64 if np.iscomplexobj(arr) else np.float32)
