@@ -174,9 +174,10 @@ def plot_loopback(records: list[dict], path: Path) -> None:
 
 # ----------------------------------------------------------------------------- benchmark
 def bench_flowgraph(nt: int = 8, nr: int = 32, n_pilots: int = 16, n_data: int = 1024, frames: int = 256,
-                    snr_db: float = 10.0, threads: int = 1, repeats: int = 2, timeout_s: float = 600) -> dict:
+                    snr_db: float = 10.0, repeats: int = 2, timeout_s: float = 600) -> dict:
     """Data vectors/s of frame source -> channel -> LS -> MMSE -> null sinks, and of the same core
-    kernels called frame by frame in this process (best of ``repeats``)."""
+    kernels called frame by frame in this process (best of ``repeats``). Both use one torch thread
+    per thread of work (the blocks' default, ``_common.TORCH_THREADS_PER_BLOCK``)."""
     from gnuradio import blocks, gr
 
     from neuralmimo.channels import BlockFadingProcess, make_channel, transmit
@@ -189,6 +190,9 @@ def bench_flowgraph(nt: int = 8, nr: int = 32, n_pilots: int = 16, n_data: int =
     from . import linear_detector, ls_channel_estimator, mimo_channel, mimo_frame_source
 
     quiet_info_logs()
+    from ._common import TORCH_THREADS_PER_BLOCK
+
+    threads = TORCH_THREADS_PER_BLOCK
     torch.set_num_threads(threads)
     vectors = frames * n_data
 
