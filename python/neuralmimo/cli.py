@@ -132,15 +132,19 @@ def cmd_umi_generate(a) -> int:
     return 0
 
 
+def _add_bench_common(p, repeats: int = 3) -> None:
+    p.add_argument("--repeats", type=int, default=repeats, help=f"timed repetitions, best kept (default {repeats})")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+
+
 def _add_bench(sub):
     p = sub.add_parser("bench", help="throughput benchmarks against reference implementations")
     s = p.add_subparsers(dest="bench_cmd", required=True)
     d = s.add_parser("detectors", help="ZF/MMSE/ML/K-best vs Sionna's detectors on the same data (lab environment)")
     d.add_argument("--vectors", type=int, default=4096, help="received vectors per configuration (default 4096)")
-    d.add_argument("--repeats", type=int, default=3, help="timed repetitions, best kept (default 3)")
     d.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     d.add_argument("--kbest-k", type=int, default=16, help="K of both K-best detectors (default 16)")
-    d.add_argument("--json", type=Path, help="also write the results as JSON here")
+    _add_bench_common(d)
     d.set_defaults(func=cmd_bench_detectors)
     f = s.add_parser("flowgraph", help="frame source -> channel -> LS -> MMSE flowgraph vs the core kernels (rx environment)")
     f.add_argument("--nt", type=int, default=8, help="transmit streams (default 8)")
@@ -148,8 +152,7 @@ def _add_bench(sub):
     f.add_argument("--pilots", type=int, default=16, help="pilot vectors per frame (default 16)")
     f.add_argument("--frame-data", type=int, default=1024, help="data vectors per frame (default 1024)")
     f.add_argument("--frames", type=int, default=512, help="frames per run (default 512)")
-    f.add_argument("--repeats", type=int, default=3, help="timed repetitions, best kept (default 3)")
-    f.add_argument("--json", type=Path, help="also write the result as JSON here")
+    _add_bench_common(f)
     f.set_defaults(func=cmd_bench_flowgraph)
 
 

@@ -42,8 +42,6 @@ class error_rate_probe(gr.sync_block):
         self._lock = threading.Lock()
         self._ser = ErrorRate(0, 0, "complex symbol")
         self._ber = ErrorRate(0, 0, "bit")
-        self._frame_ser = float("nan")
-        self._frames = 0
         self._frame_counts: list[tuple[int, int]] = []  # (symbol errors, symbols) per completed frame
         self._frame: int | None = None  # number of the frame being received
         self._pos = 0  # data vectors of it seen so far
@@ -77,13 +75,17 @@ class error_rate_probe(gr.sync_block):
             return list(self._frame_counts)
 
     def frame_ser(self) -> float:
-        return self._frame_ser
+        with self._lock:
+            if not self._frame_counts:
+                return float("nan")
+            errors, symbols = self._frame_counts[-1]
+        return errors / symbols
 
     def symbols(self) -> int:
         return self._ser.trials
 
     def frames(self) -> int:
-        return self._frames
+        return len(self._frame_counts)
 
     def summary(self) -> str:
         lo, hi = self.ser_interval()
@@ -104,9 +106,7 @@ class error_rate_probe(gr.sync_block):
         with self._lock:
             self._ser = self._ser + ErrorRate(se, sym, "complex symbol")
             self._ber = self._ber + ErrorRate(be, bits, "bit")
-            self._frames += 1
             self._frame_counts.append((se, sym))
-            self._frame_ser = se / sym
             cum_ser, cum_ber = self._ser.rate, self._ber.rate
         msg = {"frame": self._frame, "symbols": sym, "symbol_errors": se, "bit_errors": be, "ser": se / sym,
                "ber": be / bits, "cum_ser": cum_ser, "cum_ber": cum_ber}

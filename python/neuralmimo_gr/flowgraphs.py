@@ -88,15 +88,26 @@ def run_flowgraph(tb, timeout_s: float) -> float:
 
 
 # ----------------------------------------------------------------------------- loopback demo
+def sim_config_of(tb, snrs: list[float], frames: int, seed: int):
+    """The core :class:`SimConfig` with the settings of a loopback top block (its ``src``,
+    ``chan`` and ``est`` blocks): the same channel, sizes, modulation and pilots."""
+    from neuralmimo.sim import SimConfig
+
+    lay = tb.est.layout
+    return SimConfig(channel=tb.chan.model_name, channel_kwargs=tb.chan.model_args, nt=lay.nt, nr=tb.est.nr,
+                     modulation=tb.src.constellation.name, snr_db=list(snrs), pilots=lay.n_pilots,
+                     frame_data=lay.n_data, detectors=["zf", "mmse"], symbols=frames * lay.nt * lay.n_data, seed=seed)
+
+
 def loopback_demo(grc: Path, snrs: list[float], frames: int, seed: int, out_dir: Path, timeout_s: float = 600,
                   progress: bool = True) -> list[dict]:
     """Run the loopback flowgraph at each SNR and the core simulation with the same settings
     (read from the flowgraph's own blocks); returns one record per (SNR, detector)."""
-    from neuralmimo.sim import SimConfig, simulate
+    from neuralmimo.sim import simulate
 
     quiet_info_logs()
     cls = load_top_block_class(compile_grc(grc, out_dir / "generated")[0])
-    records, settings = [], None
+    records, cfg = [], None
     iterator = snrs
     if progress:
         from tqdm import tqdm
@@ -107,20 +118,17 @@ def loopback_demo(grc: Path, snrs: list[float], frames: int, seed: int, out_dir:
         for p in probes.values():
             p.report_on_stop = False
         wall = run_flowgraph(tb, timeout_s)
-        lay = tb.est.layout
-        settings = dict(channel=tb.chan.model_name, channel_kwargs=tb.chan.model_args, nt=lay.nt, nr=tb.est.nr,
-                        modulation=tb.src.constellation.name, pilots=lay.n_pilots, frame_data=lay.n_data)
+        cfg = sim_config_of(tb, snrs, frames, seed)
         for det, p in probes.items():
             records.append({"snr_db": snr, "detector": det, "source": "flowgraph", "ser": p.ser(),
                             "ci": list(p.ser_interval()), "n_symbols": p.symbols(), "frames": p.frames(),
                             "wall_s": wall})
-    cfg = SimConfig(snr_db=list(snrs), detectors=["zf", "mmse"], symbols=frames * settings["nt"] * settings["frame_data"],
-                    seed=seed, **settings)
     for r in simulate(cfg, progress=progress):
         records.append({"snr_db": r["snr_db"], "detector": r["detector"], "source": "core sim", "ser": r["ser"],
                         "ci": r["ci"], "n_symbols": r["n_symbols"]})
     for r in records:
-        r.update({k: settings[k] for k in ("channel", "nt", "nr", "modulation", "pilots", "frame_data")})
+        r.update(channel=cfg.channel, nt=cfg.nt, nr=cfg.nr, modulation=cfg.modulation, pilots=cfg.pilots,
+                 frame_data=cfg.frame_data, snr_convention=cfg.snr_convention)
     return records
 
 
@@ -148,28 +156,11 @@ def format_loopback(records: list[dict]) -> str:
 
 
 def plot_loopback(records: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """SER vs SNR of the flowgraph and the core simulation, one curve per (detector, source)."""
+    from neuralmimo.sim import plot_ser
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for det, colour in (("zf", "tab:blue"), ("mmse", "tab:red")):
-        for source, style in (("flowgraph", dict(marker="o", linestyle="-")),
-                              ("core sim", dict(marker="x", linestyle="--"))):
-            rs = [r for r in records if r["detector"] == det and r["source"] == source]
-            x = [r["snr_db"] for r in rs]
-            y = [max(r["ser"], 1e-9) for r in rs]
-            err = [[max(r["ser"] - r["ci"][0], 0) for r in rs], [r["ci"][1] - r["ser"] for r in rs]]
-            ax.errorbar(x, y, yerr=err, color=colour, capsize=3, label=f"{det.upper()} {source}", **style)
-    ax.set_yscale("log")
-    ax.set_xlabel("SNR [dB] (project convention)")
-    ax.set_ylabel("SER (per complex symbol)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    ax.set_title("Loopback flowgraph vs core simulation")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    curves = [{**r, "detector": f"{r['detector']} {r['source']}"} for r in records]
+    plot_ser(curves, path, title="Loopback flowgraph vs core simulation")
 
 
 # ----------------------------------------------------------------------------- benchmark

@@ -60,7 +60,6 @@ class ls_channel_estimator(gr.basic_block):
         self._next_start = 0 if framing == "count" else None  # absolute input offset of the next frame
         self._next_number = 0
         self._last_good: tuple[torch.Tensor, float] | None = None
-        self.frames_out = 0
         self.dropped_samples = 0
         self.set_output_multiple(self.layout.n_data)
         self.set_tag_propagation_policy(gr.TPP_DONT)
@@ -168,5 +167,4 @@ class ls_channel_estimator(gr.basic_block):
                         self.add_item_tag(k, offset, key, value)
         for i in range(self.nr):
             self.consume(i, consumed)
-        self.frames_out += len(frames)
         return len(frames) * lay.n_data

@@ -118,8 +118,11 @@ class mimo_channel(gr.sync_block):
         x_new = stack_streams(input_items, n)
         if zero_nonfinite(x_new):
             self.failures.report("nonfinite", f"{self.name()}: NaN/Inf input samples replaced by 0")
-        x_all = torch.cat([self._history, x_new], 1)
-        x, self._history = x_all[:, :n], x_all[:, n:]
+        if self.delay:
+            x_all = torch.cat([self._history, x_new], 1)
+            x, self._history = x_all[:, :n], x_all[:, n:]
+        else:
+            x = x_new
         first_out = self.nitems_written(0)
         first_in = first_out - self.delay  # input index of output sample 0 (negative: leading zeros)
         y = torch.empty(self.nr, n, dtype=torch.complex64)

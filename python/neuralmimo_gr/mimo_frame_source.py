@@ -46,7 +46,6 @@ class mimo_frame_source(gr.basic_block):
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.failures = FailureLog(self.logger)
         big_buffers(self, 4 * self.layout.length)
-        self._pilots = self.layout.pilots()
 
     def forecast(self, noutput_items, ninputs):
         per_frame = self.layout.nt * self.layout.n_data

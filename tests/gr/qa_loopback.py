@@ -9,8 +9,8 @@ from conftest import run
 from gnuradio import gr
 
 from gnuradio.neuralmimo import error_rate_probe, linear_detector, ls_channel_estimator, mimo_channel, mimo_frame_source
-from gnuradio.neuralmimo.flowgraphs import compile_grc, load_top_block_class
-from neuralmimo.sim import SimConfig, simulate
+from gnuradio.neuralmimo.flowgraphs import compile_grc, load_top_block_class, sim_config_of
+from neuralmimo.sim import simulate
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +26,7 @@ def test_loopback_grc_ser_equals_core_simulation(tmp_path):
     tb.probe_zf.report_on_stop = tb.probe_mmse.report_on_stop = False
     run(tb, 240)
     lay = tb.est.layout
-    cfg = SimConfig(channel=tb.chan.model_name, channel_kwargs=tb.chan.model_args, nt=lay.nt, nr=tb.est.nr,
-                    modulation=tb.src.constellation.name, snr_db=[snr], pilots=lay.n_pilots, frame_data=lay.n_data,
-                    detectors=["zf", "mmse"], symbols=frames * lay.nt * lay.n_data, seed=seed + 100)
+    cfg = sim_config_of(tb, [snr], frames, seed + 100)  # independent randomness
     core = {r["detector"]: r for r in simulate(cfg, progress=False)}
     for det, probe in (("zf", tb.probe_zf), ("mmse", tb.probe_mmse)):
         assert probe.frames() == frames and probe.symbols() == frames * lay.nt * lay.n_data
