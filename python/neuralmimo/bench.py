@@ -100,3 +100,91 @@ def format_bench(rows: list[dict]) -> str:
     lines.append("ratio = ours / Sionna vectors per second, measured in this process on identical data "
                  f"(QPSK, i.i.d. Rayleigh, one channel per vector, {rows[0]['threads'] if rows else 1} torch thread(s))")
     return "\n".join(lines)
+
+
+def _plain_sdnet(n_conv: int, nt: int = 8, nr: int = 32) -> torch.nn.Sequential:
+    """The reference: SDNet written as a plain ``nn.Sequential`` (default NCHW layout)."""
+    from torch import nn
+
+    layers, cin = [], 1
+    for i in range(n_conv + 2):
+        cout = 1 if i == n_conv + 1 else 8
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.Tanh()]
+        cin = cout
+    layers += [nn.Flatten(), nn.Linear((2 * nr + 1) * 2 * nt, 2 * nt), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def bench_training(n_conv=(12, 8), samples: int = 4000, repeats: int = 2, threads: int = 2,
+                   batch_size: int = 500, seed: int = 0) -> dict:
+    """Training samples/s of :func:`neuralmimo.sdnet_train.train` (which also draws each epoch's
+    frames, LS estimates and ZF inputs) against a plain ``nn.Sequential`` + Adam loop fed with
+    precomputed inputs, same model size, batch and data, in this process. Also projects the
+    paper-scale pipeline time (Table III) from the measured rates."""
+    from .channels import IIDRayleigh
+    from .constellation import Constellation
+    from .sdnet import SDNet
+    from .sdnet_train import draw_batch, make_optimiser, train
+
+    torch.set_num_threads(threads)
+    depths = (n_conv,) if isinstance(n_conv, int) else tuple(n_conv)
+    const = Constellation("qpsk")
+    g = torch.Generator().manual_seed(seed)
+    h = IIDRayleigh(32, 8).sample(samples, g)
+    data = draw_batch(h, 25.0, const, 16, g)
+    x_nchw, target = data.inputs.contiguous(), data.target
+    rows = []
+    for depth in depths:
+        torch.manual_seed(seed)
+        plain = _plain_sdnet(depth)
+        opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
+
+        def plain_epoch():
+            perm = torch.randperm(samples)
+            for s in range(0, samples, batch_size):
+                b = perm[s:s + batch_size]
+                opt.zero_grad()
+                ((plain(x_nchw[b]) - target[b]) ** 2).mean().backward()
+                opt.step()
+
+        torch.manual_seed(seed)
+        ours = SDNet(8, 32, depth)
+        opt2 = make_optimiser(ours, 1e-3)
+
+        def ours_epoch():
+            train(ours, opt2, h, epochs=1, snr_db=25.0, constellation=const, n_pilots=16, batch_size=batch_size, seed=seed)
+
+        t_plain = _best_time(plain_epoch, repeats)
+        t_ours = _best_time(ours_epoch, repeats)
+        rows.append({"n_conv": depth, "plain_sps": samples / t_plain, "ours_sps": samples / t_ours,
+                     "ratio": t_plain / t_ours})
+    rate = {r["n_conv"]: r["ours_sps"] for r in rows}
+    plain_rate = {r["n_conv"]: r["plain_sps"] for r in rows}
+    out = {"threads": threads, "samples": samples, "batch_size": batch_size, "rows": rows}
+    if 12 in rate and 8 in rate:
+        out["paper_projection_hours"] = {"ours": paper_scale_hours(rate[12], rate[8]),
+                                         "plain": paper_scale_hours(plain_rate[12], plain_rate[8])}
+    return out
+
+
+def paper_scale_hours(rate_col: float, rate_ind: float, tasks: int = 50, epochs_col: int = 50, targets: int = 5,
+                      schemes: int = 7, epochs_ind: int = 200, pretrain_epochs: int = 50, train_ues: int = 8100) -> float:
+    """Training time of the paper-scale pipeline (Table III) at the given samples/s: collective
+    50 tasks x 50 epochs at Nconv=12; per target 7 individual models (scratch, transfer, five
+    distinct expansion strategies) x 200 epochs at Nconv=8; one transfer pre-training."""
+    col = tasks * epochs_col * train_ues / rate_col
+    ind = (targets * schemes * epochs_ind + pretrain_epochs) * train_ues / rate_ind
+    return (col + ind) / 3600.0
+
+
+def format_bench_training(r: dict) -> str:
+    lines = [f"SDNet training throughput, {r['samples']} samples per epoch, batch {r['batch_size']}, "
+             f"{r['threads']} torch threads (best of repeats; ratio = ours / plain loop, same process)",
+             f"{'Nconv':>6} {'plain samples/s':>16} {'ours samples/s':>15} {'ratio':>6}"]
+    for row in r["rows"]:
+        lines.append(f"{row['n_conv']:>6} {row['plain_sps']:>16.0f} {row['ours_sps']:>15.0f} {row['ratio']:>6.2f}")
+    if "paper_projection_hours" in r:
+        p = r["paper_projection_hours"]
+        lines.append(f"paper-scale pipeline projection (Table III, training only): ours {p['ours']:.1f} h, "
+                     f"plain loop {p['plain']:.1f} h")
+    return "\n".join(lines)

@@ -154,6 +154,12 @@ def _add_bench(sub):
     f.add_argument("--frames", type=int, default=512, help="frames per run (default 512)")
     _add_bench_common(f)
     f.set_defaults(func=cmd_bench_flowgraph)
+    t = s.add_parser("training", help="SDNet training throughput: our loop vs a plain nn.Sequential + Adam loop")
+    t.add_argument("--n-conv", type=int, default=8, help="SDNet depth Nconv (default 8, the individual model)")
+    t.add_argument("--samples", type=int, default=4000, help="training samples per timed epoch (default 4000)")
+    t.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    _add_bench_common(t, repeats=2)
+    t.set_defaults(func=cmd_bench_training)
 
 
 def cmd_bench_detectors(a) -> int:
@@ -211,6 +217,54 @@ def cmd_loopback(a) -> int:
     return 0
 
 
+LEARNGENE_STEPS = ("run", "baselines", "collective", "extract", "individual", "compare")
+
+
+def _add_learngene(sub):
+    p = sub.add_parser("learngene", help="SDNet + learngene pipeline: collective model, extraction, individual models, "
+                       "comparison (UMi tasks; generating them needs the lab environment)",
+                       description="Each step reads the steps before it from the run folder --out and writes its "
+                                   "config, metrics (JSON), plots (PNG) and model bundles there. 'run' does all steps.")
+    s = p.add_subparsers(dest="learngene_cmd", required=True)
+    helps = {"run": "all steps in order", "baselines": "ZF/MMSE on the target tasks before training (Table I)",
+             "collective": "train the collective model over the tasks in sequence, recording gradient significance",
+             "extract": "select the learngene layers from the rho trends and export learngene bundles",
+             "individual": "train individual models: scratch, transfer and the six expansion strategies",
+             "compare": "figures 8-13, Table IV and report.md"}
+    for step in LEARNGENE_STEPS:
+        q = s.add_parser(step, help=helps[step])
+        q.add_argument("--config", dest="lg_config", type=Path, required=True,
+                       help="pipeline YAML (configs/learngene/quick.yaml or paper.yaml)")
+        q.add_argument("--out", type=Path, help="run folder (default out/learngene/<config name>)")
+        q.add_argument("--threads", type=int, default=2, help="torch threads of this process (default 2)")
+        q.set_defaults(func=cmd_learngene, step=step)
+
+
+def cmd_learngene(a) -> int:
+    import torch
+
+    from .learngene_pipeline import STEPS, LearngeneConfig, run_pipeline
+
+    torch.set_num_threads(a.threads)
+    cfg = LearngeneConfig.load(a.lg_config)
+    run = a.out or Path("out/learngene") / cfg.name
+    steps = tuple(STEPS) if a.step == "run" else (a.step,)
+    run_pipeline(cfg, run, steps)
+    if "compare" in steps:
+        print((run / "compare" / "report.md").read_text())
+    return 0
+
+
+def cmd_bench_training(a) -> int:
+    from .bench import bench_training, format_bench_training
+
+    r = bench_training(n_conv=a.n_conv, samples=a.samples, repeats=a.repeats, threads=a.threads)
+    print(format_bench_training(r))
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neuralmimo", description="gr-neuralmimo lab tools: simulate, generate data, benchmark.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -218,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_umi(sub)
     _add_bench(sub)
     _add_loopback(sub)
+    _add_learngene(sub)
     return p
 
 
