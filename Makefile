@@ -18,10 +18,12 @@ demo: bootstrap
 test: bootstrap
 	cd build && ctest --output-on-failure
 
-## bench: detector throughput against Sionna (lab), flowgraph against its kernels (rx)
+## bench: detector throughput against Sionna (lab), flowgraph against its kernels (rx),
+## SDNet training loop against a plain nn.Sequential loop (rx)
 bench: bootstrap
 	$(LAB)/neuralmimo bench detectors
 	$(RX)/neuralmimo bench flowgraph
+	$(RX)/neuralmimo bench training
 
 clean:
 	rm -rf build out

@@ -115,8 +115,39 @@ def _plain_sdnet(n_conv: int, nt: int = 8, nr: int = 32) -> torch.nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _training_worker(args) -> float:
+    """One single-thread training epoch in a worker process; returns its seconds."""
+    depth, samples, batch_size, seed = args
+    torch.set_num_threads(1)
+    from .channels import IIDRayleigh
+    from .constellation import Constellation
+    from .sdnet import SDNet
+    from .sdnet_train import make_optimiser, train
+
+    g = torch.Generator().manual_seed(seed)
+    h = IIDRayleigh(32, 8).sample(samples, g)
+    model = SDNet(8, 32, depth)
+    opt = make_optimiser(model, 1e-3)
+    run = lambda: train(model, opt, h, epochs=1, snr_db=25.0, constellation=Constellation("qpsk"),  # noqa: E731
+                        n_pilots=16, batch_size=batch_size, seed=seed)
+    run()
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def _parallel_rate(depth: int, samples: int, batch_size: int, workers: int, seed: int) -> float:
+    """Aggregate samples/s of ``workers`` single-thread trainings running at once."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        times = list(pool.map(_training_worker, [(depth, samples, batch_size, seed + i) for i in range(workers)]))
+    return workers * samples / max(times)
+
+
 def bench_training(n_conv=(12, 8), samples: int = 4000, repeats: int = 2, threads: int = 2,
-                   batch_size: int = 500, seed: int = 0) -> dict:
+                   batch_size: int = 500, seed: int = 0, workers: int = 2) -> dict:
     """Training samples/s of :func:`neuralmimo.sdnet_train.train` (which also draws each epoch's
     frames, LS estimates and ZF inputs) against a plain ``nn.Sequential`` + Adam loop fed with
     precomputed inputs, same model size, batch and data, in this process. Also projects the
@@ -156,14 +187,22 @@ def bench_training(n_conv=(12, 8), samples: int = 4000, repeats: int = 2, thread
 
         t_plain = _best_time(plain_epoch, repeats)
         t_ours = _best_time(ours_epoch, repeats)
-        rows.append({"n_conv": depth, "plain_sps": samples / t_plain, "ours_sps": samples / t_ours,
-                     "ratio": t_plain / t_ours})
+        row = {"n_conv": depth, "plain_sps": samples / t_plain, "ours_sps": samples / t_ours,
+               "ratio": t_plain / t_ours}
+        if workers > 1:
+            row["parallel_sps"] = _parallel_rate(depth, samples, batch_size, workers, seed)
+            row["parallel_ratio"] = row["parallel_sps"] / row["plain_sps"]
+        rows.append(row)
     rate = {r["n_conv"]: r["ours_sps"] for r in rows}
     plain_rate = {r["n_conv"]: r["plain_sps"] for r in rows}
-    out = {"threads": threads, "samples": samples, "batch_size": batch_size, "rows": rows}
+    out = {"threads": threads, "samples": samples, "batch_size": batch_size, "workers": workers, "rows": rows}
     if 12 in rate and 8 in rate:
-        out["paper_projection_hours"] = {"ours": paper_scale_hours(rate[12], rate[8]),
-                                         "plain": paper_scale_hours(plain_rate[12], plain_rate[8])}
+        proj = {"ours": paper_scale_hours(rate[12], rate[8]), "plain": paper_scale_hours(plain_rate[12], plain_rate[8])}
+        if workers > 1:
+            # the pipeline trains the collective model in one process and individual models in parallel
+            par = {r["n_conv"]: r["parallel_sps"] for r in rows}
+            proj["ours_parallel_individuals"] = paper_scale_hours(rate[12], par[8])
+        out["paper_projection_hours"] = proj
     return out
 
 
@@ -180,11 +219,17 @@ def paper_scale_hours(rate_col: float, rate_ind: float, tasks: int = 50, epochs_
 def format_bench_training(r: dict) -> str:
     lines = [f"SDNet training throughput, {r['samples']} samples per epoch, batch {r['batch_size']}, "
              f"{r['threads']} torch threads (best of repeats; ratio = ours / plain loop, same process)",
-             f"{'Nconv':>6} {'plain samples/s':>16} {'ours samples/s':>15} {'ratio':>6}"]
+             f"{'Nconv':>6} {'plain samples/s':>16} {'ours samples/s':>15} {'ratio':>6}"
+             + (f" {str(r['workers']) + ' x 1-thread samples/s':>24} {'ratio':>6}" if r.get("workers", 0) > 1 else "")]
     for row in r["rows"]:
-        lines.append(f"{row['n_conv']:>6} {row['plain_sps']:>16.0f} {row['ours_sps']:>15.0f} {row['ratio']:>6.2f}")
+        line = f"{row['n_conv']:>6} {row['plain_sps']:>16.0f} {row['ours_sps']:>15.0f} {row['ratio']:>6.2f}"
+        if "parallel_sps" in row:
+            line += f" {row['parallel_sps']:>24.0f} {row['parallel_ratio']:>6.2f}"
+        lines.append(line)
     if "paper_projection_hours" in r:
         p = r["paper_projection_hours"]
-        lines.append(f"paper-scale pipeline projection (Table III, training only): ours {p['ours']:.1f} h, "
-                     f"plain loop {p['plain']:.1f} h")
+        extra = (f", ours with parallel individual models {p['ours_parallel_individuals']:.1f} h"
+                 if "ours_parallel_individuals" in p else "")
+        lines.append(f"paper-scale pipeline projection (Table III, training only): plain loop {p['plain']:.1f} h, "
+                     f"ours {p['ours']:.1f} h{extra}")
     return "\n".join(lines)

@@ -155,9 +155,12 @@ def _add_bench(sub):
     _add_bench_common(f)
     f.set_defaults(func=cmd_bench_flowgraph)
     t = s.add_parser("training", help="SDNet training throughput: our loop vs a plain nn.Sequential + Adam loop")
-    t.add_argument("--n-conv", type=int, default=8, help="SDNet depth Nconv (default 8, the individual model)")
+    t.add_argument("--n-conv", type=lambda v: tuple(int(x) for x in v.split(",")), default=(12, 8),
+                   help="SDNet depths Nconv, comma list (default 12,8: collective and individual models)")
     t.add_argument("--samples", type=int, default=4000, help="training samples per timed epoch (default 4000)")
     t.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    t.add_argument("--workers", type=int, default=2,
+                   help="also time this many single-thread training processes at once (default 2; 0: skip)")
     _add_bench_common(t, repeats=2)
     t.set_defaults(func=cmd_bench_training)
 
@@ -258,7 +261,7 @@ def cmd_learngene(a) -> int:
 def cmd_bench_training(a) -> int:
     from .bench import bench_training, format_bench_training
 
-    r = bench_training(n_conv=a.n_conv, samples=a.samples, repeats=a.repeats, threads=a.threads)
+    r = bench_training(n_conv=a.n_conv, samples=a.samples, repeats=a.repeats, threads=a.threads, workers=a.workers)
     print(format_bench_training(r))
     if a.json:
         a.json.write_text(json.dumps(r, indent=1))

@@ -17,10 +17,7 @@ the six expansion strategies ``embed-top`` ... ``inherit-bottom`` (``embed-botto
 
 from __future__ import annotations
 
-import copy
 import json
-import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -368,18 +365,13 @@ def step_individual(cfg: LearngeneConfig, run: Path) -> list[dict]:
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    cfg_dict = _config_dict(cfg)
+    cfg_dict = asdict(cfg)
     results = []
     with cf.ProcessPoolExecutor(cfg.individual.workers, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(_worker, (cfg_dict, str(run), t, s)) for t, s in jobs]
         for f in _progress()(cf.as_completed(futures), total=len(futures), desc="individual models", unit="model"):
             results.append(f.result())
     return results
-
-
-def _config_dict(cfg: LearngeneConfig) -> dict:
-    d = asdict(cfg)
-    return d
 
 
 # -------------------------------------------------------------------------------------- compare
