@@ -402,14 +402,15 @@ def step_compare(cfg: LearngeneConfig, run: Path) -> dict:
         results["baselines"][t] = {"zf": first["zf"], "mmse": first["mmse"], "symbols": first["symbols"]}
         results["ser_25db"][t] = {s: m["test"]["sdnet"] for s, m in ms.items()}
         plot_strategy_bars(ms, first, out / f"fig9_strategies_task{t:03d}.png", t)
+        lines = {"ZF": first["zf"], "MMSE": first["mmse"]}
         plot_convergence({s: ms[s]["history"] for s in ms if s.startswith("embed") or s in ("scratch", "inherit-bottom")},
                          out / f"fig10a_embedding_task{t:03d}.png", f"task {t}: embedding strategies",
-                         rename={"inherit-bottom": "embed-bottom (= inherit-bottom)"})
+                         rename={"inherit-bottom": "embed-bottom (= inherit-bottom)"}, baselines=lines)
         plot_convergence({s: ms[s]["history"] for s in ms if s.startswith("inherit") or s == "scratch"},
-                         out / f"fig10b_inheriting_task{t:03d}.png", f"task {t}: inheriting strategies")
+                         out / f"fig10b_inheriting_task{t:03d}.png", f"task {t}: inheriting strategies", baselines=lines)
         plot_convergence({s: ms[s]["history"] for s in ("scratch", "transfer", "inherit-bottom") if s in ms},
                          out / f"fig11_convergence_task{t:03d}.png", f"task {t}: scratch vs transfer vs learngene",
-                         rename={"inherit-bottom": "learngene (bottom)"})
+                         rename={"inherit-bottom": "learngene (bottom)"}, baselines=lines)
         if "scratch" in ms:
             final_scratch = ms["scratch"]["history"][-1]["val_ser"]
             results["reach_epoch"][t] = {s: first_epoch_reaching(m["history"], final_scratch)
@@ -438,9 +439,11 @@ def step_compare(cfg: LearngeneConfig, run: Path) -> dict:
                 cfg, run, t, s, nt=nt4, epochs=cfg.compare.scalability_epochs)
             scal[s] = rec
         results["scalability"] = {s: {"test": r["test"]} for s, r in scal.items()}
+        test4 = next(iter(scal.values()))["test"]
         plot_convergence({s: r["history"] for s, r in scal.items()}, out / "fig13_scalability.png",
                          f"task {t}: (Nt, Nr) = ({nt4}, 32), learngene from the 8x32 collective model",
-                         rename={"inherit-bottom": "learngene (bottom)"})
+                         rename={"inherit-bottom": "learngene (bottom)"},
+                         baselines={"ZF": test4["zf"], "MMSE": test4["mmse"]})
     rho, tasks = _load_rho(run)
     plot_rho_heatmap(rho, tasks, out / "fig8_gradient_significance.png")
     results["complexity"] = complexity_table(cfg)
@@ -521,11 +524,15 @@ def plot_strategy_bars(ms: dict, base: dict, path: Path, task: int) -> None:
     plt.close(fig)
 
 
-def plot_convergence(histories: dict, path: Path, title: str, rename: dict | None = None) -> None:
+def plot_convergence(histories: dict, path: Path, title: str, rename: dict | None = None,
+                     baselines: dict | None = None) -> None:
+    """Validation SER per epoch; ``baselines`` ({"ZF": ser, ...}) as dashed horizontal lines."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for s, h in histories.items():
         ax.semilogy([r["epoch"] for r in h], [max(r["val_ser"], 1e-6) for r in h], label=(rename or {}).get(s, s))
+    for (name, value), color in zip((baselines or {}).items(), ("tab:red", "tab:orange")):
+        ax.axhline(max(value, 1e-6), color=color, ls="--", lw=1, label=f"{name} (test)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("SER (validation)")
     ax.set_title(title)

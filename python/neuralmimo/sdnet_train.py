@@ -11,9 +11,11 @@ and MMSE on the very same vectors.
 SNR is the project convention (``E||Hx||^2 / E||n||^2`` per receive antenna) with channels of
 average energy ``Nr Nt``, i.e. complex noise variance ``Nt / 10^(SNR/10)``.
 
-Speed: the model and its inputs use the channels-last memory layout (oneDNN's convolutions with
-8 channels run ~2x faster in it; measured in ``neuralmimo bench training``) and each epoch's
-inputs are built in one batched pass.
+Speed: each epoch's inputs are built in one batched pass (~5 % of an epoch); the training step
+itself is a plain PyTorch loop. Measured alternatives that did *not* pay on the 2-core machine
+(``neuralmimo bench training`` and the issue-4 note): channels-last layout (same speed
+uncontended), bfloat16 autocast (0.7x), ``torch.compile`` (1.05x). Independent trainings run in
+parallel single-thread processes instead (``individual.workers``), ~1.2x aggregate.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def noise_var_for(snr_db: float, nt: int) -> float:
 class DetectionBatch:
     """One draw of frames over a set of channels, flattened to ``n = channels x vectors``."""
 
-    inputs: torch.Tensor    # (n, 1, 2Nr+1, 2Nt) float32, channels-last
+    inputs: torch.Tensor    # (n, 1, 2Nr+1, 2Nt) float32
     target: torch.Tensor    # (n, 2Nt) float32 real-valued transmitted symbols
     indices: torch.Tensor   # (n, Nt) constellation indices
     y: torch.Tensor         # (channels, Nr, vectors) complex received data vectors
@@ -67,7 +69,7 @@ def draw_batch(h: torch.Tensor, snr_db: float, constellation: Constellation, n_p
     x_zf, _ = linear_detect(y, h_ls, nv_hat, "zf", constellation)
     zf = x_zf.transpose(-1, -2).reshape(-1, nt)
     hh = h_ls.unsqueeze(1).expand(c, vectors_per_ue, nr, nt).reshape(-1, nr, nt)
-    inputs = sdnet_input(zf, hh).contiguous(memory_format=torch.channels_last)
+    inputs = sdnet_input(zf, hh).contiguous()
     target = vec_to_real(x.transpose(-1, -2).reshape(-1, nt)).to(torch.float32)
     return DetectionBatch(inputs, target, idx.transpose(-1, -2).reshape(-1, nt), y, h_ls, nv_hat)
 
@@ -125,7 +127,6 @@ def train(model: SDNet, optimiser: torch.optim.Optimizer, train_h: torch.Tensor,
     last epoch (gradient significance). ``progress``: a tqdm-like factory or ``None``.
     Returns one record per epoch: training loss (MSE part), seconds, and validation SER/loss.
     """
-    model.to(memory_format=torch.channels_last)
     model.train()
     history = []
     epochs_iter = range(epochs)
