@@ -322,6 +322,11 @@ def _pretrain_transfer(cfg: LearngeneConfig, run: Path) -> None:
     _write_json(out / "metrics.json", {"source_task": source, "history": hist})
 
 
+def individual_dir(run: Path, task: int, scheme: str, nt: int = 8) -> Path:
+    """Run-folder place of one individual model (``task_NNN`` or ``task_NNN_ntK`` for K != 8 streams)."""
+    return run / "individual" / (f"task_{task:03d}" if nt == 8 else f"task_{task:03d}_nt{nt}") / scheme
+
+
 def train_individual(cfg: LearngeneConfig, run: Path, task: int, scheme: str, nt: int = 8,
                      epochs: int | None = None, show_progress: bool = True) -> dict:
     """Train one individual model on a target task and store bundle + metrics."""
@@ -337,7 +342,7 @@ def train_individual(cfg: LearngeneConfig, run: Path, task: int, scheme: str, nt
                  desc=f"task {task} {scheme}" + (f" nt={nt}" if nt != 8 else ""))
     seconds = time.perf_counter() - t0
     test = evaluate(model, splits.test_batch(cfg, const), const)
-    folder = run / "individual" / (f"task_{task:03d}" if nt == 8 else f"task_{task:03d}_nt{nt}") / scheme
+    folder = individual_dir(run, task, scheme, nt)
     save_sdnet(model, folder / "bundle", system=_system(cfg, nt=nt),
                training={"role": "individual", "task": task, "scheme": scheme, "epochs": epochs,
                          "config": asdict(ic), "test": test, "seconds": seconds},
@@ -377,8 +382,7 @@ def step_individual(cfg: LearngeneConfig, run: Path) -> list[dict]:
 # -------------------------------------------------------------------------------------- compare
 
 def _individual_metrics(run: Path, task: int, scheme: str, nt: int = 8) -> dict:
-    folder = run / "individual" / (f"task_{task:03d}" if nt == 8 else f"task_{task:03d}_nt{nt}") / scheme
-    return json.loads((folder / "metrics.json").read_text())
+    return json.loads((individual_dir(run, task, scheme, nt) / "metrics.json").read_text())
 
 
 def first_epoch_reaching(history: list[dict], target: float) -> int | None:
@@ -418,7 +422,7 @@ def step_compare(cfg: LearngeneConfig, run: Path) -> dict:
         # Fig. 12: SER vs SNR of the trained target models on the test split
         sweep = {}
         splits = TaskSplits(cfg, t)
-        models = {s: load_sdnet(run / "individual" / f"task_{t:03d}" / s / "bundle")[0]
+        models = {s: load_sdnet(individual_dir(run, t, s) / "bundle")[0]
                   for s in ("scratch", "transfer", "inherit-bottom") if s in ms}
         for snr in _progress()(cfg.compare.snr_sweep, desc=f"task {t} SNR sweep", unit="snr", leave=False):
             data = splits.test_batch(cfg, const, snr)
@@ -434,7 +438,7 @@ def step_compare(cfg: LearngeneConfig, run: Path) -> dict:
         t = cfg.data.target_tasks[0]
         scal = {}
         for s in ("scratch", "inherit-bottom"):
-            path = run / "individual" / f"task_{t:03d}_nt{nt4}" / s / "metrics.json"
+            path = individual_dir(run, t, s, nt4) / "metrics.json"
             rec = json.loads(path.read_text()) if path.exists() else train_individual(
                 cfg, run, t, s, nt=nt4, epochs=cfg.compare.scalability_epochs)
             scal[s] = rec

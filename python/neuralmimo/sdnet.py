@@ -96,27 +96,30 @@ def sdnet_input(x_zf: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return rows.unsqueeze(-3).to(torch.float32)
 
 
+def predict(model: SDNet, inputs: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+    """Eval-mode forward pass (batch-norm with running statistics) in chunks of ``batch``
+    images -> ``(n, 2Nt)``; the model's training flag is restored afterwards."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model(inputs[s:s + batch]) for s in range(0, inputs.shape[0], batch)])
+    model.train(was)
+    return out
+
+
 def sdnet_detect(model: SDNet, y: torch.Tensor, h: torch.Tensor, constellation: Constellation,
                  batch: int = 4096) -> torch.Tensor:
     """Detect a frame with SDNet: ``y (..., Nr, N)`` complex received vectors sharing the
     channel estimate ``h (..., Nr, Nt)`` -> complex symbol estimates ``(..., Nt, N)``.
 
-    The ZF estimate (eq. 9) is computed here; the model runs in eval mode (batch-norm with its
-    running statistics) in chunks of ``batch`` vectors.
+    The ZF estimate (eq. 9) is computed here; the model runs through :func:`predict`.
     """
     x_zf, _ = linear_detect(y, h, 0.0, "zf", constellation)
     lead = x_zf.shape[:-2]
     n = x_zf.shape[-1]
     zf = x_zf.transpose(-1, -2).reshape(-1, model.nt)
     hh = h.unsqueeze(-3).expand(*lead, n, *h.shape[-2:]).reshape(-1, *h.shape[-2:])
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, zf.shape[0], batch):
-            out.append(model(sdnet_input(zf[s:s + batch], hh[s:s + batch])))
-    model.train(was_training)
-    x = vec_to_complex(torch.cat(out)).to(y.dtype)
+    x = vec_to_complex(predict(model, sdnet_input(zf, hh), batch)).to(y.dtype)
     return x.reshape(*lead, n, model.nt).transpose(-1, -2)
 
 

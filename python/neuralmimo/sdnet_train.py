@@ -27,19 +27,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .channels import transmit
 from .constellation import Constellation
 from .detectors import linear_detect
 from .estimation import LSChannelEstimator
 from .frames import pilot_matrix
+from .metrics import symbol_errors
 from .realvalued import vec_to_complex, vec_to_real
-from .sdnet import SDNet, sdnet_input
-from .snr import complex_noise
-
-
-def noise_var_for(snr_db: float, nt: int) -> float:
-    """Complex noise variance per receive antenna at project SNR for channels with
-    ``E||H||_F^2 = Nr Nt`` and unit-energy symbols."""
-    return nt / 10.0 ** (snr_db / 10.0)
+from .sdnet import SDNet, predict, sdnet_input
+from .snr import noise_variance
 
 
 @dataclass
@@ -59,13 +55,12 @@ def draw_batch(h: torch.Tensor, snr_db: float, constellation: Constellation, n_p
     """Transmit a frame (``Np`` pilots + ``vectors_per_ue`` data vectors) over each channel
     ``h (C, Nr, Nt)`` and build SDNet's inputs from the LS estimate and ZF."""
     c, nr, nt = h.shape
-    nv = noise_var_for(snr_db, nt)
+    nv = noise_variance(snr_db, "project", channel_energy=nr * nt, nr=nr, nt=nt)
     x_p = pilot_matrix(nt, n_pilots, h.dtype)
-    y_p = h @ x_p + complex_noise((c, nr, n_pilots), nv, generator, h.dtype)
-    h_ls, nv_hat = LSChannelEstimator(x_p)(y_p)
+    h_ls, nv_hat = LSChannelEstimator(x_p)(transmit(h, x_p, nv, generator))
     idx = constellation.random_indices((c, nt, vectors_per_ue), generator)
     x = constellation.symbols(idx).to(h.dtype)
-    y = h @ x + complex_noise((c, nr, vectors_per_ue), nv, generator, h.dtype)
+    y = transmit(h, x, nv, generator)
     x_zf, _ = linear_detect(y, h_ls, nv_hat, "zf", constellation)
     zf = x_zf.transpose(-1, -2).reshape(-1, nt)
     hh = h_ls.unsqueeze(1).expand(c, vectors_per_ue, nr, nt).reshape(-1, nr, nt)
@@ -74,27 +69,11 @@ def draw_batch(h: torch.Tensor, snr_db: float, constellation: Constellation, n_p
     return DetectionBatch(inputs, target, idx.transpose(-1, -2).reshape(-1, nt), y, h_ls, nv_hat)
 
 
-def predict(model: SDNet, inputs: torch.Tensor, batch: int = 2000) -> torch.Tensor:
-    """Eval-mode forward pass in chunks -> ``(n, 2Nt)``."""
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([model(inputs[s:s + batch]) for s in range(0, inputs.shape[0], batch)])
-    model.train(was)
-    return out
-
-
-def symbol_error_count(out_real: torch.Tensor, indices: torch.Tensor, constellation: Constellation) -> int:
-    """Symbol errors of real-valued estimates ``(n, 2Nt)`` against indices ``(n, Nt)``."""
-    return int((constellation.hard_decision(vec_to_complex(out_real)) != indices).sum())
-
-
 def evaluate(model: SDNet, data: DetectionBatch, constellation: Constellation, baselines: bool = True) -> dict:
     """SER (per complex symbol) of SDNet and, on the same vectors, ZF and MMSE; MSE loss."""
     out = predict(model, data.inputs)
-    n_sym = data.indices.numel()
-    res = {"symbols": n_sym, "loss": float((out - data.target).square().mean()),
-           "sdnet": symbol_error_count(out, data.indices, constellation) / n_sym}
+    ser = symbol_errors(constellation.hard_decision(vec_to_complex(out)), data.indices)
+    res = {"symbols": ser.trials, "loss": float((out - data.target).square().mean()), "sdnet": ser.rate}
     if baselines:
         res.update(linear_baselines(data, constellation))
     return res
@@ -107,7 +86,7 @@ def linear_baselines(data: DetectionBatch, constellation: Constellation) -> dict
     for kind in ("zf", "mmse"):
         x_hat, _ = linear_detect(data.y, data.h_ls, data.noise_var, kind, constellation)
         idx_hat = constellation.hard_decision(x_hat).transpose(-1, -2).reshape(-1, nt)
-        res[kind] = float((idx_hat != data.indices).double().mean())
+        res[kind] = symbol_errors(idx_hat, data.indices).rate
     return res
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bundle import file_sha256
 from .channels import ChannelModel
 
 
@@ -118,10 +119,6 @@ def _sionna_chunk(cfg: UMiConfig, task_id: int, start: int, count: int) -> np.nd
     return h.cpu().numpy().astype(np.complex64)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def task_path(cfg: UMiConfig, task_id: int, cache_dir: Path | None = None) -> Path:
     return (cache_dir or default_cache_dir()) / "umi" / cfg.key() / f"task_{task_id:03d}.npz"
 
@@ -137,7 +134,7 @@ def generate_task(cfg: UMiConfig, task_id: int, cache_dir: Path | None = None, p
     manifest_path = path.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"config": asdict(cfg), "tasks": {}}
     entry = manifest["tasks"].get(str(task_id))
-    if path.exists() and entry and entry.get("sha256") == _sha256(path):
+    if path.exists() and entry and entry.get("sha256") == file_sha256(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     chunks = range(0, cfg.ues_per_task, cfg.chunk)
@@ -158,7 +155,7 @@ def generate_task(cfg: UMiConfig, task_id: int, cache_dir: Path | None = None, p
     np.savez(tmp, h=h, positions=positions, split=split)
     tmp.replace(path)
     manifest["tasks"][str(task_id)] = {"centre_m": task_centre(cfg, task_id), "normalisation": scale,
-                                       "sha256": _sha256(path), "file": path.name}
+                                       "sha256": file_sha256(path), "file": path.name}
     manifest_path.write_text(json.dumps(manifest, indent=2))
     return path
 
