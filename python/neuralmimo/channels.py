@@ -182,6 +182,22 @@ class LocalScattering(ChannelModel):
 
 
 # --------------------------------------------------------------------------- DeepSIC synthetic
+def user_counts(n_blocks: int, k_min: int, k_max: int, change_prob: float, seed: int,
+                k_initial: int | None = None) -> list[int]:
+    """Users joining and leaving: ``K[t]`` starts at ``k_initial`` (default ``k_max``) and, at each
+    block with probability ``change_prob``, moves one step up or down inside ``[k_min, k_max]``."""
+    g = torch.Generator().manual_seed(seed)
+    ks, k = [], k_max if k_initial is None else k_initial
+    for _ in range(n_blocks):
+        ks.append(k)
+        if k_min < k_max and float(torch.rand(1, generator=g)) < change_prob:
+            step = 1 if float(torch.rand(1, generator=g)) < 0.5 else -1
+            if not k_min <= k + step <= k_max:
+                step = -step
+            k += step
+    return ks
+
+
 def sed_matrix(n_rx: int, n_users: int) -> torch.Tensor:
     """The DeepSIC spatial exponential decay matrix ``exp(-|n - k|)`` (float64, ``(N, K)``)."""
     n = torch.arange(n_rx, dtype=torch.float64)[:, None]
@@ -241,16 +257,7 @@ class DeepSICSynthetic:
 
     def user_counts(self, n_blocks: int) -> list[int]:
         """``K[t]`` for ``t = 0..n_blocks-1`` (reproducible from the seed)."""
-        g = torch.Generator().manual_seed(self._seed + 1)
-        ks, k = [], self.k_initial
-        for _ in range(n_blocks):
-            ks.append(k)
-            if self.k_min < self.k_max and float(torch.rand(1, generator=g)) < self.change_prob:
-                step = 1 if float(torch.rand(1, generator=g)) < 0.5 else -1
-                if not self.k_min <= k + step <= self.k_max:
-                    step = -step
-                k += step
-        return ks
+        return user_counts(n_blocks, self.k_min, self.k_max, self.change_prob, self._seed + 1, self.k_initial)
 
     def channel(self, t: int, n_users: int) -> torch.Tensor:
         """``H[t]`` for the first ``n_users`` users, ``(N, n_users)`` complex64."""

@@ -258,6 +258,44 @@ def cmd_learngene(a) -> int:
     return 0
 
 
+def _add_deepsic(sub):
+    from .deepsic_pipeline import STEPS as DEEPSIC_STEPS
+
+    p = sub.add_parser("deepsic", help="DeepSIC: joint, online and modular-hypernetwork receivers over T-block "
+                       "transmissions with per-user SNR profiles and users joining/leaving",
+                       description="Each step reads the steps before it from the run folder --out and writes its "
+                                   "config, metrics (JSON), plots (PNG) and model bundles there. 'run' does all steps.")
+    s = p.add_subparsers(dest="deepsic_cmd", required=True)
+    helps = {"run": "all steps in order",
+             "train": "offline training: the hypernetwork over all K mixed, joint DeepSIC per K; exports bundles",
+             "evaluate": "every scenario: joint / online / hypernetwork / MMSE / ML on the same blocks",
+             "report": "report.md with the SER, runtime and complexity tables"}
+    for step in ("run", *DEEPSIC_STEPS):
+        q = s.add_parser(step, help=helps[step])
+        q.add_argument("--config", dest="ds_config", type=Path, required=True,
+                       help="pipeline YAML (configs/deepsic/quick.yaml, sed_n12.yaml, ...)")
+        q.add_argument("--out", type=Path, help="run folder (default out/deepsic/<config name>)")
+        q.add_argument("--threads", type=int, help="torch threads (default: the config's, 2)")
+        q.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        q.set_defaults(func=cmd_deepsic, step=step)
+
+
+def cmd_deepsic(a) -> int:
+    import torch
+
+    from .deepsic_pipeline import STEPS as DEEPSIC_STEPS
+    from .deepsic_pipeline import DeepSICConfig, run_pipeline
+
+    cfg = DeepSICConfig.load(a.ds_config)
+    torch.set_num_threads(a.threads or cfg.threads)
+    run = a.out or Path("out/deepsic") / cfg.name
+    steps = DEEPSIC_STEPS if a.step == "run" else (a.step,)
+    run_pipeline(cfg, run, steps, progress=not a.no_progress)
+    if "report" in steps:
+        print((run / "report.md").read_text())
+    return 0
+
+
 def cmd_bench_training(a) -> int:
     from .bench import bench_training, format_bench_training
 
@@ -276,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_loopback(sub)
     _add_learngene(sub)
+    _add_deepsic(sub)
     return p
 
 
