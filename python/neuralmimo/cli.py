@@ -296,6 +296,69 @@ def cmd_deepsic(a) -> int:
     return 0
 
 
+def _add_bundle(sub):
+    p = sub.add_parser("bundle", help="show or check a model bundle (safetensors + manifest.json)")
+    s = p.add_subparsers(dest="bundle_cmd", required=True)
+    q = s.add_parser("inspect", help="print the manifest summary of a bundle (validated)")
+    q.add_argument("path", type=Path, help="bundle folder (or its manifest.json)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_bundle_inspect)
+    q = s.add_parser("verify", help="validate a bundle as a receiver would; exit 1 with the reason if refused")
+    q.add_argument("path", type=Path, help="bundle folder (or its manifest.json)")
+    q.add_argument("--nr", type=int, help="receive streams of the flowgraph")
+    q.add_argument("--nt", type=int, help="transmit streams (users) of the flowgraph")
+    q.add_argument("--modulation", help="modulation of the flowgraph")
+    q.add_argument("--sha256", help="expected sha256 of the weights")
+    q.set_defaults(func=cmd_bundle_verify)
+
+
+def cmd_bundle_inspect(a) -> int:
+    from .bundle import BundleError
+    from .neural import inspect_bundle
+
+    try:
+        info = inspect_bundle(a.path)
+    except BundleError as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{info['path']}\n  architecture  {info['architecture']}"
+          f"{'' if info['registered'] else '  (not a registered detector)'}\n"
+          f"  sha256        {info['sha256']}\n  parameters    {info['parameters']:,}")
+    for key in ("hyperparameters", "system"):
+        print(f"  {key:<13} " + ", ".join(f"{k}={v}" for k, v in info[key].items()))
+    names = [f"{k}{v}" for k, v in info["tensors"].items()]
+    more = f", ... ({len(names) - 8} more)" if len(names) > 8 else ""
+    print(f"  tensors       {len(names)}: " + ", ".join(names[:8]) + more)
+    if info["learngene"]:
+        lg = info["learngene"]
+        print("  learngene     " + ", ".join(f"{k}={lg[k]}" for k in ("strategy", "layers", "source_sha256", "segment")
+                                              if k in lg))
+    return 0
+
+
+def cmd_bundle_verify(a) -> int:
+    from .bundle import BundleError
+    from .neural import SystemSpec, load_detector
+
+    system = None
+    if a.nr is not None or a.nt is not None or a.modulation is not None:
+        if None in (a.nr, a.nt, a.modulation):
+            print("give all of --nr, --nt and --modulation to check the system configuration", file=sys.stderr)
+            return 2
+        system = SystemSpec(a.nr, a.nt, a.modulation)
+    try:
+        det = load_detector(a.path, system, a.sha256)
+    except BundleError as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 1
+    d = det.describe()
+    print(f"ok: {d['architecture']} sha256 {d['sha256'][:16]}... Nr={d['nr']} Nt={d['nt']} {d['modulation']}")
+    return 0
+
+
 def cmd_bench_training(a) -> int:
     from .bench import bench_training, format_bench_training
 
@@ -315,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loopback(sub)
     _add_learngene(sub)
     _add_deepsic(sub)
+    _add_bundle(sub)
     return p
 
 

@@ -306,9 +306,18 @@ def save_hypernetwork(model: ModularHypernetwork, directory, *, iterations: int,
 
 def load_hypernetwork(path) -> tuple[ModularHypernetwork, int, "Bundle"]:  # noqa: F821
     """Load a hypernetwork-DeepSIC bundle: ``(model in eval mode, iterations, bundle)``."""
-    from .bundle import BundleError, load_bundle
+    from .bundle import load_bundle
 
     bundle = load_bundle(path)
+    model, iterations = hypernetwork_from_bundle(bundle)
+    return model, iterations, bundle
+
+
+def hypernetwork_from_bundle(bundle) -> tuple[ModularHypernetwork, int]:
+    """The eval-mode hypernetwork and iteration count of a loaded bundle; raises
+    :class:`~neuralmimo.bundle.BundleError` if architecture, hyper-parameters or shapes do not fit."""
+    from .bundle import BundleError
+
     if bundle.architecture != ARCHITECTURE:
         raise BundleError(f"{bundle.path}: architecture {bundle.architecture!r}, expected {ARCHITECTURE!r}")
     hp = bundle.hyperparameters
@@ -327,4 +336,4 @@ def load_hypernetwork(path) -> tuple[ModularHypernetwork, int, "Bundle"]:  # noq
         model.load_state_dict(bundle.tensors, strict=True)
     except RuntimeError as e:
         raise BundleError(f"{bundle.path}: tensors do not match a hypernetwork with {hp}: {e}") from None
-    return model.eval(), iterations, bundle
+    return model.eval(), iterations

@@ -157,9 +157,17 @@ def save_sdnet(model: SDNet, directory, *, system: dict, training: dict | None =
 
 def load_sdnet(path) -> tuple[SDNet, "Bundle"]:  # noqa: F821
     """Load an SDNet bundle (validated by :func:`~neuralmimo.bundle.load_bundle`) in eval mode."""
-    from .bundle import BundleError, load_bundle
+    from .bundle import load_bundle
 
     bundle = load_bundle(path)
+    return sdnet_from_bundle(bundle), bundle
+
+
+def sdnet_from_bundle(bundle) -> SDNet:
+    """The eval-mode SDNet of a loaded bundle; :class:`~neuralmimo.bundle.BundleError` if the
+    architecture, hyper-parameters or tensor shapes do not fit."""
+    from .bundle import BundleError
+
     if bundle.architecture != ARCHITECTURE:
         raise BundleError(f"{bundle.path}: architecture {bundle.architecture!r}, expected {ARCHITECTURE!r}")
     hp = bundle.hyperparameters
@@ -176,4 +184,4 @@ def load_sdnet(path) -> tuple[SDNet, "Bundle"]:  # noqa: F821
         model.load_state_dict(bundle.tensors, strict=True)
     except RuntimeError as e:
         raise BundleError(f"{bundle.path}: tensors do not match an SDNet with {hp}: {e}") from None
-    return model.eval(), bundle
+    return model.eval()

@@ -12,3 +12,4 @@ from .linear_detector import linear_detector  # noqa: F401
 from .ls_channel_estimator import ls_channel_estimator  # noqa: F401
 from .mimo_channel import mimo_channel  # noqa: F401
 from .mimo_frame_source import mimo_frame_source  # noqa: F401
+from .neural_detector import neural_detector  # noqa: F401

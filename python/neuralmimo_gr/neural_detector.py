@@ -1,0 +1,273 @@
+"""Neural MIMO detector with hot-swappable model bundles: ``Nr`` streams in, ``Nt`` symbol streams out."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+import pmt
+import torch
+from gnuradio import gr
+
+from neuralmimo.bundle import MANIFEST, BundleError
+from neuralmimo.neural import SystemSpec, load_detector
+
+from ._common import (CSI, FRAME_START, NOISE_VAR, FailureLog, big_buffers, guarded_work, pmt_to_csi, stack_streams,
+                      tag_float, tag_int, write_streams, zero_nonfinite)
+
+MODEL = "model"
+N_USERS = "n_users"
+_PORT_MODEL = pmt.intern("model")
+_PORT_STATUS = pmt.intern("status")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class neural_detector(gr.sync_block):
+    """Detect each frame with a neural model loaded from a bundle (``neuralmimo.neural``).
+
+    Inputs: ``nr`` complex streams of data vectors with the :class:`ls_channel_estimator`'s
+    ``frame_start``/``csi``/``noise_var`` tags at each frame's first data vector, and optionally
+    an ``n_users`` tag there (frames with fewer active users, hypernetwork-DeepSIC). Outputs:
+    ``nt`` complex streams of symbol estimates (SDNet: its refined estimate; DeepSIC: the MAP
+    constellation point; absent users 0). Every input tag is passed to every output.
+
+    Models (SDNet, hypernetwork-DeepSIC, anything in ``neuralmimo.neural.REGISTRY``):
+
+    * ``model`` (constructor / GRC parameter): bundle loaded at start;
+    * ``set_model(path)`` (GRC callback), the ``model`` message port (a path as symbol/string,
+      or a dict with ``path`` and optionally ``sha256``) and, if ``watch_dir`` is set, any new
+      bundle folder appearing there request a new model.
+
+    A request is loaded and validated by a background thread (never the streaming thread) and
+    applied at the next frame boundary, so a frame is never split between models and no vector
+    is dropped or repeated; a ``model`` tag (dict: architecture, sha256, path) marks the first
+    vector each new model produced. The ``status`` port reports each event as a dict: ``loaded``
+    (validated, waiting for a frame boundary), ``swapped`` (in force from ``offset``, frame
+    ``frame``) and ``refused`` (``reason``: unknown architecture, shape/system mismatch, sha256,
+    truncated or non-safetensors weights, NaN/Inf...). A refused bundle leaves the running model
+    in place.
+
+    Bad input as in the linear detector: malformed ``csi``/``noise_var`` keep the last good
+    values, NaN/Inf vectors are zeroed, vectors before the first estimate or model come out 0;
+    each logged once and counted in :meth:`problems`.
+    """
+
+    def __init__(self, nr: int = 12, nt: int = 8, modulation: str = "bpsk", model: str = "", watch_dir: str = "",
+                 watch_interval_s: float = 1.0):
+        if nr < 1 or nt < 1 or nt > nr:
+            raise ValueError(f"neural detection needs 1 <= nt <= nr, got nr={nr}, nt={nt}")
+        gr.sync_block.__init__(self, name="neural_detector", in_sig=[np.complex64] * nr, out_sig=[np.complex64] * nt)
+        self.nr, self.nt = int(nr), int(nt)
+        self.system = SystemSpec(self.nr, self.nt, modulation)
+        self._lock = threading.Lock()
+        self._active = None       # FrameDetector in force (streaming thread only)
+        self._pending = None      # validated FrameDetector waiting for a frame boundary
+        self._h: torch.Tensor | None = None
+        self._noise_var = 0.0
+        self._n_users: int | None = None
+        self._frame_number: int | None = None
+        self.swaps: list[dict] = []
+        self.refusals: list[dict] = []
+        self._requests: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._early_status: list[dict] = []
+        self._started = False
+        self.set_tag_propagation_policy(gr.TPP_DONT)
+        self.failures = FailureLog(self.logger)
+        big_buffers(self)
+        self.message_port_register_in(_PORT_MODEL)
+        self.message_port_register_out(_PORT_STATUS)
+        self.set_msg_handler(_PORT_MODEL, self._on_model_message)
+        self._loader = threading.Thread(target=self._load_loop, name="neural_detector-loader", daemon=True)
+        self._loader.start()
+        self.watch_dir, self.watch_interval_s = str(watch_dir or ""), float(watch_interval_s)
+        self._watcher = None
+        if self.watch_dir:
+            self._watcher = threading.Thread(target=self._watch_loop, name="neural_detector-watch", daemon=True)
+            self._watcher.start()
+        if model:
+            self.set_model(model)
+
+    # ----------------------------------------------------------------- runtime control
+    def set_model(self, path: str, sha256: str | None = None) -> None:
+        """Request a bundle (loaded off the streaming thread, applied at the next frame boundary)."""
+        if path:
+            self._requests.put((str(path), sha256))
+
+    def wait_idle(self, timeout_s: float = 30.0) -> bool:
+        """Block until every requested bundle has been loaded or refused (for scripts and tests)."""
+        done = threading.Event()
+        self._requests.put(done)
+        return done.wait(timeout_s)
+
+    def model_info(self) -> dict | None:
+        """What is in force: architecture, sha256, path, nr, nt, modulation (None before the first)."""
+        det = self._active
+        return None if det is None else det.describe()
+
+    def problems(self) -> dict[str, int]:
+        return dict(self.failures.counts)
+
+    def _on_model_message(self, msg) -> None:
+        try:
+            if pmt.is_symbol(msg):
+                self.set_model(pmt.symbol_to_string(msg))
+                return
+            value = pmt.to_python(msg)
+            if isinstance(value, (str, bytes)):
+                self.set_model(value.decode() if isinstance(value, bytes) else value)
+            elif isinstance(value, dict) and isinstance(value.get("path"), str):
+                sha = value.get("sha256")
+                self.set_model(value["path"], sha if isinstance(sha, str) else None)
+            else:
+                raise ValueError(f"expected a path or a dict with 'path' (and 'sha256'), got {value!r}")
+        except Exception as exc:  # noqa: BLE001 - a bad message must not reach the scheduler
+            self._refuse("", f"bad model message: {exc}")
+
+    # ----------------------------------------------------------------- background threads
+    def _load_loop(self) -> None:
+        while not self._stop.is_set():
+            req = self._requests.get()
+            if req is None:
+                return
+            if isinstance(req, threading.Event):
+                req.set()
+                continue
+            path, sha = req
+            try:
+                with torch.inference_mode():
+                    det = load_detector(path, self.system, sha)
+            except BundleError as exc:
+                self._refuse(path, str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - any failure to build is a refusal
+                self._refuse(path, f"{path}: could not build the detector ({type(exc).__name__}: {exc})")
+                continue
+            with self._lock:
+                self._pending = det
+            self._status({"event": "loaded", **det.describe(), "time": _now()})
+
+    def _watch_loop(self) -> None:
+        seen: dict[str, float] = {}
+        first = True
+        while not self._stop.wait(0 if first else self.watch_interval_s):
+            root = Path(self.watch_dir)
+            found = {}
+            for manifest in root.glob(f"*/{MANIFEST}") if root.is_dir() else []:
+                try:
+                    found[str(manifest.parent)] = manifest.stat().st_mtime
+                except OSError:
+                    continue
+            new = [p for p, t in found.items() if seen.get(p) != t]
+            if new and not first:  # bundles present at start are not swapped in by themselves
+                self.set_model(max(new, key=lambda p: found[p]))
+            seen, first = found, False
+
+    def _refuse(self, path: str, reason: str) -> None:
+        self.logger.error(f"model refused, keeping the current one: {reason}")
+        info = {"event": "refused", "path": path, "reason": reason, "time": _now()}
+        self.refusals.append(info)
+        self._status(info)
+
+    def _status(self, info: dict) -> None:
+        if not self._started:
+            self._early_status.append(info)
+            return
+        self.message_port_pub(_PORT_STATUS, pmt.to_pmt(info))
+
+    def start(self):
+        self._started = True
+        for info in self._early_status:
+            self.message_port_pub(_PORT_STATUS, pmt.to_pmt(info))
+        self._early_status.clear()
+        return True
+
+    def close(self) -> None:
+        """End the loader and watcher threads (they are daemons and idle otherwise; a stopped
+        flowgraph may be started again, so ``stop()`` leaves them running)."""
+        self._stop.set()
+        self._requests.put(None)
+
+    # ----------------------------------------------------------------- streaming
+    def _frame_boundary(self, tags: list, offset: int) -> None:
+        """State changes at a frame's first vector: pending model, CSI, noise variance, users."""
+        self._n_users = None
+        for t in tags:
+            key = pmt.symbol_to_string(t.key)
+            if key == CSI:
+                try:
+                    self._h = pmt_to_csi(t.value, self.nr, self.nt)
+                except ValueError as exc:
+                    self.failures.report("bad-csi", f"{self.name()}: {exc} at item {t.offset}; keeping the last good estimate")
+            elif key == NOISE_VAR:
+                v = tag_float(t.value)
+                if v is None or not np.isfinite(v) or v <= 0:
+                    self.failures.report("bad-noise-var", f"{self.name()}: invalid noise_var tag {t.value} at item "
+                                         f"{t.offset}; keeping {self._noise_var:g}")
+                else:
+                    self._noise_var = v
+            elif key == FRAME_START:
+                self._frame_number = tag_int(t.value)
+            elif key == N_USERS:
+                k = tag_int(t.value)
+                if k is None or not 1 <= k <= self.nt:
+                    self.failures.report("bad-n-users", f"{self.name()}: n_users tag {t.value} outside 1..{self.nt}; "
+                                         f"using all {self.nt} streams")
+                else:
+                    self._n_users = k
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._active = pending
+            d = pending.describe()
+            value = pmt.to_pmt({"architecture": d["architecture"], "sha256": d["sha256"], "path": d["path"]})
+            for k in range(self.nt):
+                self.add_item_tag(k, offset, pmt.intern(MODEL), value)
+            info = {"event": "swapped", **d, "offset": int(offset), "frame": self._frame_number, "time": _now()}
+            self.swaps.append(info)
+            self._status(info)
+
+    @guarded_work("zeros")
+    def work(self, input_items, output_items):
+        n = len(output_items[0])
+        r0 = self.nitems_read(0)
+        tags = sorted(self.get_tags_in_window(0, 0, n), key=lambda t: t.offset)
+        for t in tags:
+            for k in range(self.nt):
+                self.add_item_tag(k, t.offset, t.key, t.value)
+        boundary = (FRAME_START, CSI)
+        cuts = sorted({t.offset - r0 for t in tags if pmt.symbol_to_string(t.key) in boundary} | {0, n})
+        y_all = stack_streams(input_items, n)
+        if zero_nonfinite(y_all):
+            self.failures.report("nonfinite", f"{self.name()}: NaN/Inf input vectors replaced by 0")
+        # segments between frame boundaries; equal-length segments of one model run batched
+        groups: dict[tuple[int, int], list] = {}
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            at_a = [t for t in tags if t.offset - r0 == a]
+            if any(pmt.symbol_to_string(t.key) in boundary for t in at_a):
+                self._frame_boundary(at_a, r0 + a)
+            if self._active is None:
+                self.failures.report("no-model", f"{self.name()}: no model loaded yet: output is 0")
+                continue
+            if self._h is None:
+                self.failures.report("no-csi", f"{self.name()}: no channel estimate yet (no csi tag): output is 0")
+                continue
+            groups.setdefault((b - a, id(self._active)), []).append((a, self._active, self._h, self._noise_var,
+                                                                     self._n_users or self.nt))
+        x_all = torch.zeros(self.nt, n, dtype=torch.complex64)
+        for (length, _), segs in groups.items():
+            det = segs[0][1]
+            cols = (torch.tensor([s[0] for s in segs])[:, None] + torch.arange(length)).reshape(-1)
+            y = y_all[:, cols].reshape(self.nr, len(segs), length).transpose(0, 1)  # (S, Nr, length)
+            h = torch.stack([s[2] for s in segs])
+            nv = torch.tensor([s[3] for s in segs], dtype=torch.float32)
+            x = det.detect(y, h, nv, [s[4] for s in segs])  # (S, Nt, length)
+            x_all[:, cols] = x.transpose(0, 1).reshape(self.nt, -1).to(torch.complex64)
+        write_streams(output_items, x_all)
+        return n

@@ -1,0 +1,339 @@
+"""Neural detector block: equality with the core models, hot-swap at frame boundaries while
+streaming, every refusal case while streaming, the pickle-renamed-safetensors refusal."""
+
+import json
+import pickle
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pmt
+import pytest
+import torch
+from conftest import data, run, sinks, sources, tag, tags
+from gnuradio import blocks, gr
+
+from gnuradio.neuralmimo import neural_detector
+from gnuradio.neuralmimo._common import csi_to_pmt
+from neuralmimo.bundle import MANIFEST, WEIGHTS, file_sha256, save_bundle
+from neuralmimo.deepsic import ModularHypernetwork, ModuleSpec, save_hypernetwork
+from neuralmimo.neural import SystemSpec, load_detector
+from neuralmimo.sdnet import SDNet, save_sdnet
+
+pytestmark = pytest.mark.timeout(180)
+NT, NR, ND = 2, 4, 16
+SYSTEM = {"nt": NT, "nr": NR, "modulation": "qpsk", "n_pilots": 4}
+
+
+def _sdnet(seed):
+    torch.manual_seed(seed)
+    m = SDNet(NT, NR, 2)
+    for bn in m.norms:  # non-trivial batch-norm statistics, as after training
+        bn.running_mean.uniform_(-0.3, 0.3)
+        bn.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+def _rewrite_sha(bundle: Path) -> None:
+    m = json.loads((bundle / MANIFEST).read_text())
+    m["weights_sha256"] = file_sha256(bundle / WEIGHTS)
+    (bundle / MANIFEST).write_text(json.dumps(m))
+
+
+def _edit_manifest(bundle: Path, fn) -> None:
+    m = json.loads((bundle / MANIFEST).read_text())
+    fn(m)
+    (bundle / MANIFEST).write_text(json.dumps(m))
+
+
+class _Exploit:
+    """Unpickling this writes a marker file: proof that a pickle was (or was not) executed."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    b = {"a": save_sdnet(_sdnet(1), root / "a", system=SYSTEM), "b": save_sdnet(_sdnet(2), root / "b", system=SYSTEM)}
+    b["wrong_system"] = save_sdnet(SDNet(NT, NR + 2, 2).eval(), root / "wrong_system", system={**SYSTEM, "nr": NR + 2})
+    b["unknown_arch"] = save_bundle(root / "unknown_arch", _sdnet(3).state_dict(), architecture="transformer-9000",
+                                    hyperparameters={}, system=SYSTEM)
+    b["shape_manifest"] = save_sdnet(_sdnet(4), root / "shape_manifest", system=SYSTEM)
+    _edit_manifest(b["shape_manifest"], lambda m: m["tensors"]["fc.weight"].update(shape=[3, 3]))
+    b["shape_hparams"] = save_sdnet(_sdnet(5), root / "shape_hparams", system=SYSTEM)
+    _edit_manifest(b["shape_hparams"], lambda m: m["architecture"]["hyperparameters"].update(n_conv=3))
+    b["sha"] = save_sdnet(_sdnet(6), root / "sha", system=SYSTEM)
+    raw = bytearray((b["sha"] / WEIGHTS).read_bytes())
+    raw[-5] ^= 0xFF
+    (b["sha"] / WEIGHTS).write_bytes(bytes(raw))
+    b["truncated"] = save_sdnet(_sdnet(7), root / "truncated", system=SYSTEM)
+    raw = (b["truncated"] / WEIGHTS).read_bytes()
+    (b["truncated"] / WEIGHTS).write_bytes(raw[: len(raw) // 2])
+    _rewrite_sha(b["truncated"])
+    nan_model = _sdnet(8)
+    with torch.no_grad():
+        nan_model.fc.weight[0, 0] = float("nan")
+    b["nan"] = save_sdnet(nan_model, root / "nan", system=SYSTEM)
+    b["pickle"] = save_sdnet(_sdnet(9), root / "pickle", system=SYSTEM)
+    marker = root / "unpickled.txt"
+    (b["pickle"] / WEIGHTS).write_bytes(pickle.dumps(_Exploit(marker)))
+    _rewrite_sha(b["pickle"])
+    b["marker"] = marker
+    return b
+
+
+def _frames(n_frames, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n_frames, NR, NT, dtype=torch.complex64, generator=g)
+    y = torch.randn(n_frames, NR, ND, dtype=torch.complex64, generator=g)
+    nv = 0.05 + torch.rand(n_frames, generator=g)
+    return h, y, nv
+
+
+def _tags(h, nv):
+    out = []
+    for f in range(h.shape[0]):
+        out += [tag(f * ND, "frame_start", pmt.from_long(f)), tag(f * ND, "csi", csi_to_pmt(h[f])),
+                tag(f * ND, "noise_var", pmt.from_double(float(nv[f])))]
+    return out
+
+
+def _flowgraph(y, tag_list, det, throttle=None):
+    tb = gr.top_block()
+    src = sources(tb, y.transpose(0, 1).reshape(NR, -1).numpy(), tag_list)
+    snk = sinks(tb, NT)
+    for r in range(NR):
+        if throttle and r == 0:
+            th = blocks.throttle(gr.sizeof_gr_complex, throttle)
+            th.set_max_noutput_items(ND)  # small chunks: requests arrive between frames
+            tb.connect(src[r], th, (det, r))
+            tb._keep.append(th)
+        else:
+            tb.connect(src[r], (det, r))
+    for k in range(NT):
+        tb.connect((det, k), snk[k])
+    status = blocks.message_debug()
+    tb.msg_connect((det, "status"), (status, "store"))
+    tb._keep += [det, status]
+    return tb, snk, status
+
+
+def _status(dbg) -> list[dict]:
+    return [pmt.to_python(dbg.get_message(i)) for i in range(dbg.num_messages())]
+
+
+def _reference(path, y, h, nv):
+    return load_detector(path, SystemSpec(NR, NT, "qpsk")).detect(y, h, nv)  # (F, Nt, ND)
+
+
+def test_output_equals_core_model(bundles):
+    h, y, nv = _frames(8)
+    det = neural_detector(NR, NT, "qpsk", str(bundles["a"]))
+    assert det.wait_idle()
+    tb, snk, status = _flowgraph(y, _tags(h, nv), det)
+    run(tb)
+    out = np.stack([data(s) for s in snk])  # (Nt, F*ND)
+    ref = _reference(bundles["a"], y, h, nv).transpose(0, 1).reshape(NT, -1).numpy()
+    assert out.shape == ref.shape
+    assert np.allclose(out, ref, atol=1e-5)
+    ev = _status(status)
+    assert [e["event"] for e in ev] == ["loaded", "swapped"]
+    assert ev[1]["offset"] == 0 and ev[1]["sha256"] == json.loads((bundles["a"] / MANIFEST).read_text())["weights_sha256"]
+    for s in snk:
+        assert [o for o, _ in tags(s, "csi")] == [f * ND for f in range(8)]  # tags passed through
+        assert [o for o, _ in tags(s, "model")] == [0]
+
+
+def test_hypernetwork_deepsic_block_equals_core_with_varying_users(tmp_path):
+    torch.manual_seed(3)
+    hyper = ModularHypernetwork(ModuleSpec(NR), 3)
+    path = save_hypernetwork(hyper, tmp_path / "h", iterations=3, system={"n_rx": NR, "k_max": 3, "modulation": "bpsk"})
+    g = torch.Generator().manual_seed(4)
+    n_frames, nt = 6, 3
+    h = torch.randn(n_frames, NR, nt, generator=g).to(torch.complex64)
+    y = torch.randn(n_frames, NR, ND, dtype=torch.complex64, generator=g)
+    nv = 0.05 + torch.rand(n_frames, generator=g)
+    users = [3, 2, 2, 1, 3, 2]
+    tag_list = []
+    for f in range(n_frames):
+        tag_list += [tag(f * ND, "frame_start", pmt.from_long(f)), tag(f * ND, "csi", csi_to_pmt(h[f])),
+                     tag(f * ND, "noise_var", pmt.from_double(float(nv[f]))), tag(f * ND, "n_users", pmt.from_long(users[f]))]
+    det = neural_detector(NR, nt, "bpsk", str(path))
+    assert det.wait_idle()
+    tb = gr.top_block()
+    src = sources(tb, y.transpose(0, 1).reshape(NR, -1).numpy(), tag_list)
+    snk = sinks(tb, nt)
+    for r in range(NR):
+        tb.connect(src[r], (det, r))
+    for k in range(nt):
+        tb.connect((det, k), snk[k])
+    tb._keep.append(det)
+    run(tb)
+    out = np.stack([data(s) for s in snk]).reshape(nt, n_frames, ND).transpose(1, 0, 2)
+    ref = load_detector(path, SystemSpec(NR, nt, "bpsk")).detect(y, h, nv, users).numpy()
+    assert np.array_equal(out, ref)
+    for f, k in enumerate(users):
+        assert np.all(out[f, k:] == 0) and np.all(np.abs(out[f, :k]) == 1)
+
+
+def test_hot_swap_many_times_lands_on_frame_boundaries(bundles):
+    """A thread sends valid (a/b, some as dicts with sha256) and invalid models while a throttled
+    stream runs: items in = items out, every frame comes from exactly one model, each swap is at
+    a frame boundary and every refusal is reported."""
+    n_frames = 240
+    h, y, nv = _frames(n_frames, seed=1)
+    det = neural_detector(NR, NT, "qpsk", str(bundles["a"]))
+    assert det.wait_idle()
+    tb, snk, status = _flowgraph(y, _tags(h, nv), det, throttle=ND * 200)
+    sha_b = json.loads((bundles["b"] / MANIFEST).read_text())["weights_sha256"]
+    sent = {"valid": 0, "invalid": 0}
+
+    def swapper():
+        time.sleep(0.02)
+        for i in range(60):
+            if i % 3 == 2:
+                det.to_basic_block()._post(pmt.intern("model"), pmt.intern(str(bundles["sha"])))
+                sent["invalid"] += 1
+            elif i % 2:
+                msg = pmt.to_pmt({"path": str(bundles["b"]), "sha256": sha_b})
+                det.to_basic_block()._post(pmt.intern("model"), msg)
+                sent["valid"] += 1
+            else:
+                det.set_model(str(bundles["a"]))
+                sent["valid"] += 1
+            time.sleep(0.01)
+
+    th = threading.Thread(target=swapper)
+    th.start()
+    run(tb)
+    th.join()
+    out = np.stack([data(s) for s in snk]).reshape(NT, n_frames, ND).transpose(1, 0, 2)
+    assert out.shape == (n_frames, NT, ND)  # items in = items out
+    ref = {k: _reference(bundles[k], y, h, nv).numpy() for k in ("a", "b")}
+    which = []
+    for f in range(n_frames):
+        match = [k for k in ("a", "b") if np.allclose(out[f], ref[k][f], atol=1e-5)]
+        assert len(match) == 1, f"frame {f} equals neither model (or both)"
+        which.append(match[0])
+    model_tags = tags(snk[0], "model")
+    assert all(off % ND == 0 for off, _ in model_tags)  # swaps only at frame boundaries
+    # the model of each frame is the one tagged last at or before its first vector
+    shas = {json.loads((bundles[k] / MANIFEST).read_text())["weights_sha256"]: k for k in ("a", "b")}
+    tagged = {off // ND: shas[v["sha256"]] for off, v in model_tags}
+    current = None
+    for f in range(n_frames):
+        current = tagged.get(f, current)
+        assert which[f] == current, f"frame {f}"
+    ev = _status(status)
+    swapped = [e for e in ev if e["event"] == "swapped"]
+    assert len(swapped) == len(model_tags) and len(swapped) > 10  # many swaps happened mid-stream
+    assert [e["offset"] for e in swapped] == [off for off, _ in model_tags]
+    assert all(e["frame"] == e["offset"] // ND for e in swapped)
+    assert det.wait_idle()
+    refused = [e for e in ev if e["event"] == "refused"]  # those published while running
+    # a message still queued when the stream ended is never handled (GNU Radio stops the block)
+    assert 0 < len(refused) <= len(det.refusals) <= sent["invalid"]
+    assert all("sha256" in e["reason"] for e in det.refusals)
+
+
+REFUSALS = [("unknown_arch", "unknown architecture 'transformer-9000'"),
+            ("shape_manifest", "has shape"),
+            ("shape_hparams", "an SDNet with"),
+            ("wrong_system", "Nr = 6"),
+            ("sha", "does not match the manifest"),
+            ("truncated", "not a readable safetensors file"),
+            ("nan", "NaN or Inf"),
+            ("pickle", "not a readable safetensors file")]
+
+
+@pytest.mark.parametrize("case,reason", REFUSALS)
+def test_refusal_while_streaming_keeps_old_model(bundles, case, reason):
+    n_frames = 60
+    h, y, nv = _frames(n_frames, seed=2)
+    det = neural_detector(NR, NT, "qpsk", str(bundles["a"]))
+    assert det.wait_idle()
+    tb, snk, status = _flowgraph(y, _tags(h, nv), det, throttle=ND * 300)
+
+    def send():
+        time.sleep(0.05)
+        det.to_basic_block()._post(pmt.intern("model"), pmt.intern(str(bundles[case])))
+
+    th = threading.Thread(target=send)
+    th.start()
+    run(tb)
+    th.join()
+    assert det.wait_idle()
+    ev = _status(status)
+    refused = [e for e in ev if e["event"] == "refused"]
+    assert len(refused) == 1 and reason in refused[0]["reason"], refused
+    assert [e["event"] for e in ev if e["event"] != "refused"] == ["loaded", "swapped"]
+    out = np.stack([data(s) for s in snk])
+    ref = _reference(bundles["a"], y, h, nv).transpose(0, 1).reshape(NT, -1).numpy()
+    assert np.allclose(out, ref, atol=1e-5)  # the old model kept producing correct output
+    assert not bundles["marker"].exists()  # nothing was unpickled
+
+
+def test_expected_sha_mismatch_and_bad_message_refused(bundles):
+    h, y, nv = _frames(20, seed=3)
+    det = neural_detector(NR, NT, "qpsk", str(bundles["a"]))
+    det.to_basic_block()._post(pmt.intern("model"), pmt.to_pmt({"path": str(bundles["b"]), "sha256": "00" * 32}))
+    det.to_basic_block()._post(pmt.intern("model"), pmt.from_long(5))
+    tb, snk, status = _flowgraph(y, _tags(h, nv), det)
+    run(tb)
+    assert det.wait_idle()
+    reasons = [e["reason"] for e in _status(status) if e["event"] == "refused"]
+    assert any("is not the requested 000000000000" in r for r in reasons)
+    assert any("bad model message" in r for r in reasons)
+    out = np.stack([data(s) for s in snk])
+    assert np.allclose(out, _reference(bundles["a"], y, h, nv).transpose(0, 1).reshape(NT, -1).numpy(), atol=1e-5)
+
+
+def test_watch_directory_picks_up_new_bundle(bundles, tmp_path):
+    import shutil
+
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    shutil.copytree(bundles["a"], watch / "a")
+    det = neural_detector(NR, NT, "qpsk", str(watch / "a"), str(watch), 0.05)
+    assert det.wait_idle()
+    time.sleep(0.2)
+    shutil.copytree(bundles["b"], watch / "b")
+    deadline = time.time() + 10
+    while time.time() < deadline and not any(e.get("path", "").endswith("/b") for e in det.refusals + [
+            {"path": str(det._pending.bundle.path)} if det._pending is not None else {}]):
+        time.sleep(0.05)
+    assert det.wait_idle()
+    h, y, nv = _frames(4, seed=4)
+    tb, snk, status = _flowgraph(y, _tags(h, nv), det)
+    run(tb)
+    assert det.model_info()["path"].endswith("/b")
+    out = np.stack([data(s) for s in snk])
+    assert np.allclose(out, _reference(bundles["b"], y, h, nv).transpose(0, 1).reshape(NT, -1).numpy(), atol=1e-5)
+
+
+def test_bad_input_keeps_streaming(bundles):
+    h, y, nv = _frames(6, seed=5)
+    y[2, :, 3] = float("nan")
+    tag_list = _tags(h, nv)
+    tag_list[3 * 3 + 1] = tag(3 * ND, "csi", pmt.init_c32vector(3, [1, 2, 3]))  # wrong size at frame 3
+    det = neural_detector(NR, NT, "qpsk", str(bundles["a"]))
+    assert det.wait_idle()
+    tb, snk, _ = _flowgraph(y, tag_list, det)
+    run(tb)
+    out = np.stack([data(s) for s in snk])
+    assert out.shape == (NT, 6 * ND) and np.isfinite(out).all()
+    probs = det.problems()
+    assert probs.get("nonfinite") == 1 and probs.get("bad-csi") == 1
+    # frame 3 was detected with frame 2's estimate (the last good one)
+    h_used = h.clone()
+    h_used[3] = h[2]
+    y_clean = y.clone()
+    y_clean[2, :, 3] = 0
+    ref = _reference(bundles["a"], y_clean, h_used, nv).transpose(0, 1).reshape(NT, -1).numpy()
+    assert np.allclose(out, ref, atol=1e-5)
