@@ -370,7 +370,7 @@ def jakes_rho(doppler_hz: float, block_duration_s: float) -> float:
 
 def make_channel(name: str, nr: int, nt: int, **kw) -> ChannelModel | DeepSICSynthetic:
     """Channel model by CLI name (``iid``, ``kronecker``, ``local-scattering``, ``deepsic-sed``,
-    ``time-varying``); keyword arguments go to the model's constructor."""
+    ``time-varying``, ``umi-task``); keyword arguments go to the model's constructor."""
     if name == "iid":
         return IIDRayleigh(nr, nt)
     if name == "kronecker":
@@ -381,6 +381,10 @@ def make_channel(name: str, nr: int, nt: int, **kw) -> ChannelModel | DeepSICSyn
         return DeepSICSynthetic(nr, nt, **kw)
     if name == "time-varying":
         return TimeVaryingCorrelated(nr, nt, **kw)
+    if name == "umi-task":  # cached 3GPP UMi task (generating a missing one needs the lab environment)
+        from .umi import make_umi_channel
+
+        return make_umi_channel(nr, nt, **kw)
     raise ValueError(f"unknown channel model {name!r}")
 
 

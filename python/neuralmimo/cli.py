@@ -209,6 +209,29 @@ def _add_loopback(sub):
     p.set_defaults(func=cmd_loopback)
 
 
+def _add_loopback_neural(sub):
+    p = sub.add_parser("loopback-neural", help="the neural loopbacks (hypernetwork-DeepSIC and SDNet-learngene next to "
+                       "ZF/MMSE) with the lab evaluation of the same models (rx environment)")
+    p.add_argument("--examples", type=Path, default=Path("examples"), help="folder with loopback_neural.grc and "
+                   "loopback_sdnet.grc (default examples)")
+    p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped bundles (default models)")
+    p.add_argument("--sed-frames", type=int, default=100, help="frames (blocks) of the DeepSIC loopback (default 100)")
+    p.add_argument("--umi-frames", type=int, default=1000, help="frames (UEs) of the SDNet loopback (default 1000)")
+    p.add_argument("--out", type=Path, default=Path("out/loopback-neural"), help="folder for generated code and JSON")
+    p.add_argument("--no-progress", action="store_true", help="quiet")
+    p.set_defaults(func=cmd_loopback_neural)
+
+
+def cmd_loopback_neural(a) -> int:
+    fg = _gr_flowgraphs()
+    a.out.mkdir(parents=True, exist_ok=True)
+    records = fg.neural_loopback_demo(a.examples, a.models, a.out, a.sed_frames, a.umi_frames,
+                                      progress=not a.no_progress)
+    print(fg.format_neural_demo(records))
+    (a.out / "loopback_neural.json").write_text(json.dumps(records, indent=1))
+    return 0
+
+
 def cmd_loopback(a) -> int:
     fg = _gr_flowgraphs()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -376,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_umi(sub)
     _add_bench(sub)
     _add_loopback(sub)
+    _add_loopback_neural(sub)
     _add_learngene(sub)
     _add_deepsic(sub)
     _add_bundle(sub)

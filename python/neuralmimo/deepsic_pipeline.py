@@ -316,7 +316,8 @@ def run_transmission(cfg: DeepSICConfig, sc: ScenarioConfig, rx: Receivers, snr_
                      methods=METHODS, progress: bool = False) -> dict:
     """All receivers over the scenario's ``T`` blocks (block by block, as deployed).
 
-    Returns per-method lists of per-block SER, ``K[t]`` and per-method wall-clock seconds.
+    ``methods`` may also name ``"zf"``. Returns per-method lists of per-block SER, ``K[t]`` and
+    per-method wall-clock seconds.
     """
     const = cfg.constellation
     tx = Transmission(cfg, sc)
@@ -365,11 +366,12 @@ def run_transmission(cfg: DeepSICConfig, sc: ScenarioConfig, rx: Receivers, snr_
             seconds["online"] += time.perf_counter() - t0 + t_front
             ser["online"].append(_ser(det, labels))
         h_ls = fe.h_ls[0, :, :k]
-        if "mmse" in methods:
-            t0 = time.perf_counter()
-            x, _ = linear_detect(y_info, h_ls, fe.noise_var[0], "mmse", const)
-            ser["mmse"].append(_ser(const.hard_decision(x), labels))
-            seconds["mmse"] += time.perf_counter() - t0 + t_front
+        for lin in ("mmse", "zf"):
+            if lin in methods:
+                t0 = time.perf_counter()
+                x, _ = linear_detect(y_info, h_ls, fe.noise_var[0], lin, const)
+                ser[lin].append(_ser(const.hard_decision(x), labels))
+                seconds[lin] += time.perf_counter() - t0 + t_front
         if "ml" in methods:
             if sc.ml and const.num_points ** k <= ML_MAX_CANDIDATES:
                 n_ml = sc.n_info if sc.ml_symbols is None else min(sc.ml_symbols, sc.n_info)
@@ -558,7 +560,7 @@ def step_report(cfg: DeepSICConfig, run: Path) -> dict:
         lines += ["", f"Single process, {cfg.threads} torch threads, CPU; each time includes the LS front end "
                   "(online: training on the pilots + detection; hypernetwork: weight generation + detection).", ""]
     lines += ["## Complexity (Proposition 1 / Corollary 1) from the parameter counts", "",
-              "| scenario | K | B_pilot | B_info | |theta| | |phi_hyper| | alpha_T/alpha_I | C_hyper/C_online (Prop. 1) "
+              "| scenario | K | B_pilot | B_info | params per module | hypernetwork params | alpha_T/alpha_I | C_hyper/C_online (Prop. 1) "
               "| Corollary 1 |", "|---|---|---|---|---|---|---|---|---|"]
     comp = {}
     for sc in cfg.scenarios:

@@ -32,7 +32,7 @@ from .learngene import (STRATEGIES, GradientRecorder, LearngenePenalty, expand, 
                         strategy_mapping)
 from .sdnet import SDNet, count_trainable, load_sdnet, save_sdnet, sdnet_flops
 from .sdnet_train import draw_batch, evaluate, linear_baselines, make_optimiser, train
-from .umi import UMiConfig, load_task
+from .umi import UMiConfig, load_task, normalise_channels
 
 # Table I of the paper (Nconv = 12, SNR 25 dB): ZF and MMSE SER on its target tasks B-F.
 PAPER_TABLE_I = {"task": ["B", "C", "D", "E", "F"],
@@ -137,12 +137,10 @@ class TaskSplits:
         h = torch.from_numpy(d["h"])
         if nt is not None:  # a UE using only its first nt ports (scalability, Fig. 13)
             h = h[..., :nt].contiguous()
-        if cfg.data.normalise == "ue":
-            h = h / h.abs().square().mean((-2, -1), keepdim=True).sqrt()
-        elif cfg.data.normalise == "task":
+        if cfg.data.normalise == "task":
             h = h / h.abs().square().mean().sqrt()
         else:
-            raise ValueError(f"normalise must be 'ue' or 'task', got {cfg.data.normalise!r}")
+            h = normalise_channels(h, cfg.data.normalise)
         split = torch.from_numpy(d["split"])
         self.task_id = task_id
         self.train, self.val, self.test = (h[split == s].contiguous() for s in (0, 1, 2))

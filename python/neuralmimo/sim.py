@@ -47,14 +47,6 @@ class SimConfig:
 
 
 def build_channel(cfg: SimConfig):
-    if cfg.channel == "umi-task":
-        from .umi import UMiConfig, UMiTaskChannel
-        kw = dict(cfg.channel_kwargs)
-        task = int(kw.pop("task_id", 0))
-        umi_cfg = UMiConfig(**kw)
-        if (cfg.nr, cfg.nt) != (umi_cfg.nr, umi_cfg.nt):
-            raise ValueError(f"umi-task channels are {umi_cfg.nr}x{umi_cfg.nt} (Nr x Nt), got --nr {cfg.nr} --nt {cfg.nt}")
-        return UMiTaskChannel(task, umi_cfg, split="test")
     return ch.make_channel(cfg.channel, cfg.nr, cfg.nt, **cfg.channel_kwargs)
 
 

@@ -172,21 +172,35 @@ def load_task(cfg: UMiConfig, task_id: int, cache_dir: Path | None = None, gener
         return {k: z[k] for k in z.files}
 
 
+NORMALISATIONS = ("task", "ue")
+
+
+def normalise_channels(h: torch.Tensor, mode: str) -> torch.Tensor:
+    """``"task"``: as cached (unit average power over the task, shadow fading kept); ``"ue"``:
+    each channel scaled to ``||H||_F^2 = Nr Nt`` (shadow fading removed)."""
+    if mode == "ue":
+        return h / h.abs().square().mean((-2, -1), keepdim=True).sqrt()
+    if mode == "task":
+        return h
+    raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {mode!r}")
+
+
 class UMiTaskChannel(ChannelModel):
     """Channel model drawing UEs (with replacement) from one task's split.
 
-    ``split``: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+    ``split``: ``"train"``, ``"val"``, ``"test"`` or ``"all"``; ``normalise``: see
+    :func:`normalise_channels`.
     """
 
     _SPLITS = {"train": 0, "val": 1, "test": 2}
 
     def __init__(self, task_id: int, cfg: UMiConfig = UMiConfig(), split: str = "test",
-                 cache_dir: Path | None = None, generate: bool = True):
+                 cache_dir: Path | None = None, generate: bool = True, normalise: str = "task"):
         data = load_task(cfg, task_id, cache_dir, generate)
         h = data["h"]
         if split != "all":
             h = h[data["split"] == self._SPLITS[split]]
-        self.h = torch.from_numpy(np.ascontiguousarray(h))
+        self.h = normalise_channels(torch.from_numpy(np.ascontiguousarray(h)), normalise)
         self.nr, self.nt = cfg.nr, cfg.nt
         self.task_id = task_id
 
@@ -209,3 +223,13 @@ def correlation_matrix_distance(r1: torch.Tensor, r2: torch.Tensor) -> float:
     """Herdin's correlation matrix distance ``1 - tr(R1 R2) / (||R1||_F ||R2||_F)`` in [0, 1]."""
     num = torch.trace(r1 @ r2).real
     return float(1.0 - num / (torch.linalg.norm(r1) * torch.linalg.norm(r2)))
+
+
+def make_umi_channel(nr: int, nt: int, task_id: int = 0, split: str = "test", normalise: str = "task",
+                     generate: bool = True, **umi_kwargs) -> UMiTaskChannel:
+    """The ``umi-task`` channel by name (``channels.make_channel``): one task's UEs; remaining
+    keyword arguments are :class:`UMiConfig` fields (e.g. ``ues_per_task``, ``seed``)."""
+    cfg = UMiConfig(**umi_kwargs)
+    if (nr, nt) != (cfg.nr, cfg.nt):
+        raise ValueError(f"umi-task channels are {cfg.nr}x{cfg.nt} (Nr x Nt), got {nr}x{nt}")
+    return UMiTaskChannel(int(task_id), cfg, split, normalise=normalise, generate=generate)

@@ -14,7 +14,7 @@ from neuralmimo.snr import complex_noise, noise_variance
 
 from ._common import FailureLog, big_buffers, guarded_work, stack_streams, write_streams, zero_nonfinite
 
-CHANNEL_MODELS = ("iid", "kronecker", "local-scattering", "deepsic-sed", "time-varying")
+CHANNEL_MODELS = ("iid", "kronecker", "local-scattering", "deepsic-sed", "time-varying", "umi-task")
 
 
 class mimo_channel(gr.sync_block):
@@ -25,7 +25,9 @@ class mimo_channel(gr.sync_block):
     samples, counted from the first sample, so with ``block_length = Np + Nd`` and a
     :class:`mimo_frame_source` upstream every frame has its own channel (the papers' block
     fading). Models: ``iid``, ``kronecker``, ``local-scattering``, ``deepsic-sed`` (all
-    ``k_max = Nt`` users active) and ``time-varying``; ``model_args`` are the model's keyword
+    ``k_max = Nt`` users active), ``time-varying`` and ``umi-task`` (a cached 3GPP UMi task,
+    32x8: ``{"task_id": 50, "normalise": "ue"}``; a task that is not cached yet is generated in
+    the lab environment with ``neuralmimo umi generate``); ``model_args`` are the model's keyword
     arguments (e.g. ``{"rho_rx": 0.5}``).
 
     Noise: complex AWGN at ``snr_db`` in the project convention, SNR = E||Hx||^2 / E||n||^2 per

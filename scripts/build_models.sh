@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Rebuild one shipped model bundle under models/ with the lab tools (one command per model):
+#   scripts/build_models.sh sdnet-learngene-umi50      # learngene pipeline, medium scale (~1 h, 2 cores)
+#   scripts/build_models.sh hypernet-deepsic-sed-n12   # DeepSIC training on the synthetic channel (~8 min)
+#   scripts/build_models.sh hypernet-deepsic-tv-n12    # DeepSIC training on the time-varying channel (~8 min)
+# Training is seeded; a rebuilt bundle has the same architecture and system config, and weights
+# equal up to floating-point non-determinism of multi-threaded CPU kernels.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+scripts/bootstrap.sh
+copy() { rm -rf "models/$2"; cp -r "$1" "models/$2"; .venv/rx/bin/neuralmimo bundle inspect "models/$2"; }
+case "${1:-}" in
+  sdnet-learngene-umi50)
+    .venv/lab/bin/neuralmimo learngene run --config configs/learngene/medium.yaml --out out/learngene/medium
+    copy out/learngene/medium/individual/task_050/inherit-bottom/bundle sdnet-learngene-umi50
+    copy out/learngene/medium/extract/learngene learngene-umi-bottom ;;
+  hypernet-deepsic-sed-n12)
+    .venv/rx/bin/neuralmimo deepsic train --config configs/deepsic/sed_n12.yaml --out out/deepsic/sed_n12
+    copy out/deepsic/sed_n12/train/hypernetwork hypernet-deepsic-sed-n12 ;;
+  hypernet-deepsic-tv-n12)
+    .venv/rx/bin/neuralmimo deepsic train --config configs/deepsic/tv_n12.yaml --out out/deepsic/tv_n12
+    copy out/deepsic/tv_n12/train/hypernetwork hypernet-deepsic-tv-n12 ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
+esac
