@@ -2,7 +2,7 @@
 RX  := .venv/rx/bin
 LAB := .venv/lab/bin
 
-.PHONY: bootstrap demo test bench clean
+.PHONY: bootstrap demo test bench soak clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -24,11 +24,17 @@ test: bootstrap
 	cd build && ctest --output-on-failure
 
 ## bench: detector throughput against Sionna (lab), flowgraph against its kernels (rx),
-## SDNet training loop against a plain nn.Sequential loop (rx)
+## SDNet training loop against a plain nn.Sequential loop (rx), neural detectors: SDNet fast path
+## against the plain module and the neural block against its kernel (rx)
 bench: bootstrap
 	$(LAB)/neuralmimo bench detectors
 	$(RX)/neuralmimo bench flowgraph
 	$(RX)/neuralmimo bench training
+	$(RX)/neuralmimo bench neural
+
+## soak: 1e7 vectors through the neural detector block with >= 100 model swaps (rx)
+soak: bootstrap
+	$(RX)/neuralmimo soak
 
 clean:
 	rm -rf build out

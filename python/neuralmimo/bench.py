@@ -233,3 +233,86 @@ def format_bench_training(r: dict) -> str:
         lines.append(f"paper-scale pipeline projection (Table III, training only): plain loop {p['plain']:.1f} h, "
                      f"ours {p['ours']:.1f} h{extra}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- neural detectors
+def _random_sdnet(nt: int, nr: int, n_conv: int, seed: int = 0):
+    """An eval-mode SDNet with non-trivial batch-norm statistics (timing does not need training)."""
+    from .sdnet import SDNet
+
+    torch.manual_seed(seed)
+    m = SDNet(nt, nr, n_conv)
+    for bn in m.norms:
+        bn.running_mean.uniform_(-0.3, 0.3)
+        bn.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+def bench_neural(frames: int = 8, frame_data: int = 1024, repeats: int = 3, threads: int = 1, n_conv: int = 8,
+                 sdnet_dims=(8, 32), deepsic_dims=(12, 12, 8)) -> list[dict]:
+    """Per-frame inference throughput of the neural detectors, in one process on the same frames.
+
+    * SDNet: the frame-amortised kernel (:mod:`neuralmimo.sdnet_fast`) against the plain
+      ``nn.Module`` (:func:`neuralmimo.sdnet.sdnet_detect`), both including the per-frame ZF; the
+      ratio, the FLOPs per vector of each (Table IV counting) and the GFLOP/s each achieves.
+    * Hypernetwork-DeepSIC (``N, K_max, K``): modules generated once per frame, all vectors in one
+      batched pass; FLOPs per vector ``2 Q K (D 16 + 16 |S|)`` with ``D = N + K - 1``.
+    """
+    from .deepsic import ModularHypernetwork, ModuleSpec
+    from .neural import HyperDeepSICDetector
+    from .sdnet import sdnet_detect
+    from .sdnet_fast import SDNetKernel, sdnet_fast_detect
+
+    torch.set_num_threads(threads)
+    rows = []
+    nt, nr = sdnet_dims
+    const = Constellation("qpsk")
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(frames, nr, nt, dtype=torch.complex64, generator=g)
+    y = torch.randn(frames, nr, frame_data, dtype=torch.complex64, generator=g)
+    model = _random_sdnet(nt, nr, n_conv)
+    kernel = SDNetKernel(model)
+    t_plain = _best_time(lambda: sdnet_detect(model, y, h, const), repeats)
+    t_fast = _best_time(lambda: sdnet_fast_detect(kernel, y, h, const), repeats)
+    diff = float((sdnet_detect(model, y, h, const) - sdnet_fast_detect(kernel, y, h, const)).abs().max())
+    fl = kernel.flops_per_vector()
+    n = frames * frame_data
+    rows.append({"model": f"SDNet Nconv={n_conv} {nt}x{nr} QPSK", "reference": "plain nn.Module", "vectors": n,
+                 "ref_vps": n / t_plain, "vps": n / t_fast, "ratio": t_plain / t_fast,
+                 "flops_ref": fl["plain"], "flops": fl["fast"], "gflops_ref": fl["plain"] * n / t_plain / 1e9,
+                 "gflops": fl["fast"] * n / t_fast / 1e9, "max_abs_diff": diff})
+    n_rx, k_max, k = deepsic_dims
+    torch.manual_seed(2)
+    spec = ModuleSpec(n_rx)
+    hyper = ModularHypernetwork(spec, k_max).eval()
+
+    det = HyperDeepSICDetector.from_model(hyper, 3)
+    hd = torch.randn(frames, n_rx, k, generator=g).to(torch.complex64)
+    yd = torch.randn(frames, n_rx, frame_data, dtype=torch.complex64, generator=g)
+    nv = torch.full((frames,), 0.1)
+    t_hyper = _best_time(lambda: det.detect(yd, hd, nv), repeats)
+    d = n_rx + k - 1
+    flops = 2 * 3 * k * (d * 16 + 16 * 2)
+    per_frame = 2 * k * hyper.n_hyper_params()
+    rows.append({"model": f"hypernet-DeepSIC N={n_rx} Kmax={k_max} K={k} BPSK", "reference": "-", "vectors": n,
+                 "ref_vps": None, "vps": n / t_hyper, "ratio": None, "flops_ref": None,
+                 "flops": flops + per_frame / frame_data, "gflops_ref": None,
+                 "gflops": (flops * n + per_frame * frames) / t_hyper / 1e9, "max_abs_diff": None})
+    return rows
+
+
+def format_bench_neural(rows: list[dict]) -> str:
+    lines = [f"{'model':<40} | {'vectors/s':>11} | {'reference':>15} | {'ref vectors/s':>13} | {'ratio':>6} | "
+             f"{'FLOP/vector':>12} | {'ref FLOP/vec':>12} | {'GFLOP/s':>7} | {'ref GFLOP/s':>11}", "-" * 150]
+    for r in rows:
+        def opt(v, fmt, width):
+            return "-".rjust(width) if v is None else format(v, fmt).rjust(width)
+
+        lines.append(f"{r['model']:<40} | {r['vps']:>11,.0f} | {r['reference']:>15} | {opt(r['ref_vps'], ',.0f', 13)} | "
+                     f"{opt(r['ratio'], '.1f', 5)}{'x' if r['ratio'] else ' '} | {r['flops']:>12,.0f} | {opt(r['flops_ref'], ',', 12)} | "
+                     f"{r['gflops']:>7.2f} | {opt(r['gflops_ref'], '.2f', 11)}")
+    for r in rows:
+        if r["max_abs_diff"] is not None:
+            lines.append(f"{r['model']}: fast path vs plain module, max |difference| {r['max_abs_diff']:.1e} "
+                         f"(goal ratio >= 10x)")
+    return "\n".join(lines)

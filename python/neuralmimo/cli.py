@@ -163,6 +163,56 @@ def _add_bench(sub):
                    help="also time this many single-thread training processes at once (default 2; 0: skip)")
     _add_bench_common(t, repeats=2)
     t.set_defaults(func=cmd_bench_training)
+    n = s.add_parser("neural", help="neural detectors: SDNet fast path vs the plain module, hypernetwork-DeepSIC, and "
+                     "the neural detector block in a flowgraph vs its kernel (the latter in the rx environment)")
+    n.add_argument("--frames", type=int, default=8, help="frames for the kernel comparison (default 8)")
+    n.add_argument("--frame-data", type=int, default=1024, help="data vectors per frame (default 1024)")
+    n.add_argument("--fg-frames", type=int, default=64, help="frames for the flowgraph comparison (default 64; 0: skip)")
+    n.add_argument("--threads", type=int, default=1, help="torch threads (default 1, the block's default)")
+    _add_bench_common(n)
+    n.set_defaults(func=cmd_bench_neural)
+
+
+def _add_soak(sub):
+    p = sub.add_parser("soak", help="stream >= 1e7 vectors through the neural detector block with >= 100 model swaps "
+                       "(valid and invalid mixed); report loss/duplication, refusals and memory growth (rx environment)")
+    p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped bundles (default models)")
+    p.add_argument("--vectors", type=float, default=1e7, help="data vectors to stream (default 1e7)")
+    p.add_argument("--swaps", type=int, default=100, help="valid swaps to apply (default 100)")
+    p.add_argument("--interval", type=float, default=0.1, help="seconds between model requests (default 0.1)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_soak)
+
+
+def cmd_soak(a) -> int:
+    fg = _gr_flowgraphs()
+    r = fg.soak_neural(a.models, int(a.vectors), a.swaps, a.interval, progress=not a.no_progress)
+    print(fg.format_soak(r))
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=1))
+    ok = r["vectors_in"] == r["vectors_out"] and not (r["lost"] or r["duplicated"] or r["misplaced"])
+    return 0 if ok and r["swaps_off_frame_boundary"] == 0 else 1
+
+
+def cmd_bench_neural(a) -> int:
+    from .bench import bench_neural, format_bench_neural
+
+    rows = bench_neural(frames=a.frames, frame_data=a.frame_data, repeats=a.repeats, threads=a.threads)
+    print(format_bench_neural(rows))
+    out = {"kernels": rows}
+    if a.fg_frames:
+        try:
+            fg = _gr_flowgraphs()
+        except RuntimeError as e:
+            print(f"(flowgraph comparison skipped: {e})")
+        else:
+            fr = fg.bench_neural_flowgraph(frames=a.fg_frames, frame_data=a.frame_data, repeats=min(a.repeats, 2))
+            print(fg.format_bench_neural_flowgraph(fr))
+            out["flowgraph"] = fr
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return 0
 
 
 def cmd_bench_detectors(a) -> int:
@@ -403,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_learngene(sub)
     _add_deepsic(sub)
     _add_bundle(sub)
+    _add_soak(sub)
     return p
 
 

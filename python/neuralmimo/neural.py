@@ -120,9 +120,18 @@ class HyperDeepSICDetector(FrameDetector):
     def __init__(self, bundle: Bundle):
         from .deepsic import hypernetwork_from_bundle
 
-        self.hyper, self.iterations = hypernetwork_from_bundle(bundle)
-        self.spec = self.hyper.spec
+        self._setup(bundle, *hypernetwork_from_bundle(bundle))
+
+    def _setup(self, bundle, hyper, iterations: int) -> None:
+        self.hyper, self.iterations, self.spec = hyper, iterations, hyper.spec
         super().__init__(bundle, self.spec.n_rx, self.hyper.k_max, self.spec.modulation)
+
+    @classmethod
+    def from_model(cls, hyper, iterations: int) -> "HyperDeepSICDetector":
+        """A detector around an in-memory hypernetwork (benchmarks, lab code); no bundle."""
+        det = cls.__new__(cls)
+        det._setup(None, hyper, iterations)
+        return det
 
     def check_system(self, system: SystemSpec) -> None:
         super().check_system(system)

@@ -83,27 +83,20 @@ class SDNetKernel:
 
     # ------------------------------------------------------------------ per vector
     @torch.no_grad()
-    def detect(self, state: FrameState, x_zf: torch.Tensor, frame_of: torch.Tensor | None = None) -> torch.Tensor:
-        """Real-valued SDNet outputs ``(B, 2Nt)`` for ZF estimates ``x_zf (B, 2Nt)`` (real-valued,
-        ``[Re; Im]``); ``frame_of (B,)`` says which of the state's frames each vector belongs to
-        (default: all to frame 0)."""
+    def detect(self, state: FrameState, x_zf: torch.Tensor, frame: int = 0) -> torch.Tensor:
+        """Real-valued SDNet outputs ``(B, 2Nt)`` for the ZF estimates ``x_zf (B, 2Nt)``
+        (real-valued, ``[Re; Im]``) of frame ``frame`` of ``state``. The frame's constant rows
+        are broadcast, not copied, over its vectors."""
         n = x_zf.shape[0]
-        idx = torch.zeros(n, dtype=torch.long) if frame_of is None else frame_of
         a = x_zf.float()[:, None, None, :]
         if a.shape[-1] != self.width:
             a = a.repeat_interleave(self.width // (2 * self.nt), dim=-1)
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
-            v_out = self.var_rows[l + 1]
-            const = state.const_rows[l]
-            parts = [a]
-            if const.shape[2]:
-                parts.append(const[idx] if const.shape[0] > 1 or idx.any() else const.expand(n, -1, -1, -1))
-            inp = torch.cat(parts, 2)
-            bottom = 1 if v_out == self.rows else 0  # the variable rows reached the image's edge
+            const = state.const_rows[l][frame:frame + 1]
+            inp = torch.cat([a, const.expand(n, -1, -1, -1)], 2) if const.shape[2] else a
+            bottom = 1 if self.var_rows[l + 1] == self.rows else 0  # the variable rows reached the image's edge
             a = torch.tanh(F.conv2d(F.pad(inp, (1, 1, 1, bottom)), w, b))
-            assert a.shape[2] == v_out
-        out = a.flatten(1) @ self.fc_w_var + state.fc_const[idx]
-        return torch.tanh(out)
+        return torch.tanh(a.flatten(1) @ self.fc_w_var + state.fc_const[frame])
 
     def flops_per_vector(self) -> dict:
         """Table IV-style FLOPs (2 x kernel MACs) per data vector: plain vs this kernel."""
@@ -123,7 +116,7 @@ def sdnet_fast_detect(kernel: SDNetKernel, y: torch.Tensor, h: torch.Tensor, con
     (the same as :func:`neuralmimo.sdnet.sdnet_detect`, via the frame-amortised kernel)."""
     s, _, n = y.shape
     x_zf, _ = linear_detect(y, h, 0.0, "zf", constellation)  # (S, Nt, n)
-    zf = vec_to_real(x_zf.transpose(1, 2).reshape(s * n, -1))
-    state = kernel.frame(h)
-    out = kernel.detect(state, zf, torch.arange(s).repeat_interleave(n))
-    return vec_to_complex(out).reshape(s, n, -1).transpose(1, 2).to(y.dtype)
+    zf = vec_to_real(x_zf.transpose(1, 2))  # (S, n, 2Nt)
+    state = kernel.frame(h)  # every frame's constants in one pass
+    out = torch.stack([kernel.detect(state, zf[f], f) for f in range(s)])  # (S, n, 2Nt)
+    return vec_to_complex(out).transpose(1, 2).to(y.dtype)

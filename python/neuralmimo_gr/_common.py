@@ -146,12 +146,13 @@ def guarded_work(fallback: str):
     def wrap(method):
         @functools.wraps(method)
         def inner(self, input_items, output_items):
-            if _thread_state.torch_threads is None:
+            wanted = getattr(self, "torch_threads", TORCH_THREADS_PER_BLOCK)
+            if _thread_state.torch_threads != wanted:
                 # OpenMP thread counts are per calling thread: torch.set_num_threads in the main
                 # thread does not reach GNU Radio's block threads, where torch would default to
                 # every core and spin against the other blocks (measured 5-9x slower small ops).
-                torch.set_num_threads(TORCH_THREADS_PER_BLOCK)
-                _thread_state.torch_threads = TORCH_THREADS_PER_BLOCK
+                torch.set_num_threads(wanted)
+                _thread_state.torch_threads = wanted
             try:
                 return method(self, input_items, output_items)
             except Exception as exc:  # noqa: BLE001 - the whole point is to catch everything

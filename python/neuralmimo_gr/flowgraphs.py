@@ -322,3 +322,303 @@ def format_neural_demo(records: list[dict]) -> str:
                  "pilots instead of the flowgraph's DFT pilots); SDNet: the test SER in the bundle's manifest "
                  "(learngene pipeline, 1,000 test UEs x 50 vectors).")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- neural block benchmark / soak
+def _frame_stream(nr: int, nt: int, frames: int, frame_data: int, seed: int = 0, real_channel: bool = False):
+    """Random frames as the estimator would output them: ``y (frames, Nr, Nd)``, ``h``, ``nv`` and
+    the tag list (frame_start, csi, noise_var at each frame's first vector)."""
+    import pmt
+
+    from ._common import csi_to_pmt
+
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(frames, nr, nt, generator=g).to(torch.complex64) if real_channel else \
+        torch.randn(frames, nr, nt, dtype=torch.complex64, generator=g)
+    y = torch.randn(frames, nr, frame_data, dtype=torch.complex64, generator=g)
+    nv = 0.05 + 0.1 * torch.rand(frames, generator=g)
+    tags = []
+    for f in range(frames):
+        for key, value in (("frame_start", pmt.from_long(f)), ("csi", csi_to_pmt(h[f])),
+                           ("noise_var", pmt.from_double(float(nv[f])))):
+            t = gr_tag(f * frame_data, key, value)
+            tags.append(t)
+    return y, h, nv, tags
+
+
+def gr_tag(offset: int, key: str, value):
+    import pmt
+    from gnuradio import gr
+
+    t = gr.tag_t()
+    t.offset, t.key, t.value, t.srcid = int(offset), pmt.intern(key), value, pmt.PMT_F
+    return t
+
+
+def _neural_fg(det, y, tags, repeat: bool = False, n_items: int | None = None):
+    """vector sources (one per antenna, tags on 0) [-> head] -> neural detector -> null sinks."""
+    from gnuradio import blocks, gr
+
+    tb = gr.top_block()
+    streams = y.transpose(0, 1).reshape(y.shape[1], -1).numpy()
+    keep = [det]
+    for r, row in enumerate(streams):
+        src = blocks.vector_source_c(row.tolist(), repeat, 1, tags if r == 0 else [])
+        keep.append(src)
+        if n_items is not None:
+            head = blocks.head(gr.sizeof_gr_complex, int(n_items))
+            keep.append(head)
+            tb.connect(src, head, (det, r))
+        else:
+            tb.connect(src, (det, r))
+    tb._keep = keep
+    return tb
+
+
+def bench_neural_flowgraph(frames: int = 64, frame_data: int = 1024, repeats: int = 2, timeout_s: float = 600) -> list[dict]:
+    """The neural detector block in a flowgraph (vector sources with the estimator's tags ->
+    block -> null sinks) against its kernel called frame by frame in this process, for SDNet
+    (8x32 QPSK, Nconv = 8) and hypernetwork-DeepSIC (12x8 BPSK, K_max = 12). Random weights."""
+    import tempfile
+
+    from gnuradio import blocks, gr
+
+    from neuralmimo.bench import _random_sdnet
+    from neuralmimo.deepsic import ModularHypernetwork, ModuleSpec, save_hypernetwork
+    from neuralmimo.neural import SystemSpec, load_detector
+    from neuralmimo.sdnet import save_sdnet
+
+    from . import neural_detector
+    from ._common import TORCH_THREADS_PER_BLOCK
+
+    quiet_info_logs()
+    torch.set_num_threads(TORCH_THREADS_PER_BLOCK)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = save_sdnet(_random_sdnet(8, 32, 8), Path(tmp) / "sdnet", system={"nt": 8, "nr": 32, "modulation": "qpsk"})
+        torch.manual_seed(3)
+        hp = save_hypernetwork(ModularHypernetwork(ModuleSpec(12), 12), Path(tmp) / "hyper", iterations=3,
+                               system={"n_rx": 12, "k_max": 12, "modulation": "bpsk"})
+        for name, path, (nr, nt, mod), real in (("SDNet 8x32 QPSK", sd, (32, 8, "qpsk"), False),
+                                                ("hypernet-DeepSIC 12x8 BPSK", hp, (12, 8, "bpsk"), True)):
+            y, h, nv, tags = _frame_stream(nr, nt, frames, frame_data, real_channel=real)
+            kernel = load_detector(path, SystemSpec(nr, nt, mod))
+
+            def run_fg():
+                det = neural_detector(nr, nt, mod, str(path))
+                det.wait_idle()
+                tb = _neural_fg(det, y, tags)
+                for k in range(nt):
+                    snk = blocks.null_sink(gr.sizeof_gr_complex)
+                    tb._keep.append(snk)
+                    tb.connect((det, k), snk)
+                return run_flowgraph(tb, timeout_s)
+
+            def run_kernel():
+                t0 = time.perf_counter()
+                for f in range(frames):
+                    kernel.detect(y[f:f + 1], h[f:f + 1], nv[f:f + 1])
+                return time.perf_counter() - t0
+
+            t_fg = min(run_fg() for _ in range(repeats))
+            t_k = min(run_kernel() for _ in range(repeats))
+            n = frames * frame_data
+            rows.append({"model": name, "vectors": n, "flowgraph_vps": n / t_fg, "kernel_vps": n / t_k,
+                         "ratio": t_k / t_fg})
+    return rows
+
+
+def format_bench_neural_flowgraph(rows: list[dict]) -> str:
+    lines = [f"{'neural detector block':<28} | {'flowgraph vectors/s':>19} | {'kernel vectors/s':>16} | flowgraph / kernel"]
+    for r in rows:
+        lines.append(f"{r['model']:<28} | {r['flowgraph_vps']:>19,.0f} | {r['kernel_vps']:>16,.0f} | {r['ratio']:.2f}")
+    lines.append("flowgraph: vector sources with the estimator's tags -> neural_detector -> null sinks (includes the "
+                 "sources' own cost); kernel: the same detector called frame by frame in this process")
+    return "\n".join(lines)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _frame_checker(frame_data: int, frames_per_cycle: int, warm_items: int):
+    """A sink that counts items and checks that frame_start tags arrive exactly every
+    ``frame_data`` items with consecutive numbers (mod the source's cycle), and model tags only at
+    frame starts; it samples the process RSS once ``warm_items`` have passed."""
+    import numpy as np
+    import pmt
+    from gnuradio import gr
+
+    class frame_checker(gr.sync_block):
+        def __init__(self):
+            gr.sync_block.__init__(self, name="frame_checker", in_sig=[np.complex64], out_sig=[])
+            self.items = 0
+            self.frames = 0
+            self.lost = 0
+            self.duplicated = 0
+            self.misplaced = 0
+            self.model_tags = 0
+            self.model_tags_off_boundary = 0
+            self.nonfinite = 0
+            self.rss_warm = None
+            self._last = None  # (offset, number)
+
+        def work(self, input_items, output_items):
+            n = len(input_items[0])
+            r0 = self.nitems_read(0)
+            for t in self.get_tags_in_window(0, 0, n):
+                key = pmt.symbol_to_string(t.key)
+                if key == "frame_start":
+                    num = pmt.to_long(t.value)
+                    if self._last is not None:
+                        step = (t.offset - self._last[0]) // frame_data
+                        if t.offset - self._last[0] != frame_data or num != (self._last[1] + 1) % frames_per_cycle:
+                            if step > 1:
+                                self.lost += step - 1
+                            elif step < 1:
+                                self.duplicated += 1
+                            else:
+                                self.misplaced += 1
+                    self._last = (t.offset, num)
+                    self.frames += 1
+                elif key == "model":
+                    self.model_tags += 1
+                    if t.offset % frame_data:
+                        self.model_tags_off_boundary += 1
+            if not np.isfinite(input_items[0]).all():
+                self.nonfinite += 1
+            self.items = r0 + n
+            if self.rss_warm is None and self.items >= warm_items:
+                self.rss_warm = _rss_bytes()
+            return n
+
+    return frame_checker()
+
+
+def soak_neural(models: Path, vectors: int = 10_000_000, swaps: int = 100, interval_s: float = 0.1,
+                frames_per_cycle: int = 64, frame_data: int = 1024, timeout_s: float = 3600,
+                progress: bool = True) -> dict:
+    """Stream ``vectors`` data vectors (12x8 BPSK frames with the estimator's tags, cycled)
+    through the neural detector while a thread requests models every ``interval_s``: the two
+    shipped hypernetwork-DeepSIC bundles alternately (valid), and every third request an invalid
+    one (a copy with one flipped weight byte, the 32x8 SDNet bundle, a missing path, a pickle
+    renamed ``weights.safetensors``), until ``swaps`` valid swaps have landed.
+
+    Reports vectors in/out, frames lost/duplicated/misplaced (from the passed-through
+    ``frame_start`` tags), swaps applied and whether each landed on a frame boundary, refusals,
+    and the RSS growth from the first 10 % of the stream to the end."""
+    import json as _json
+    import pickle
+    import shutil
+    import tempfile
+
+    from gnuradio import blocks, gr
+
+    from neuralmimo.bundle import MANIFEST, WEIGHTS, file_sha256
+
+    from . import neural_detector
+
+    quiet_info_logs()
+    nr, nt = 12, 8
+    valid = [models / "hypernet-deepsic-sed-n12", models / "hypernet-deepsic-tv-n12"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        flipped = tmp / "flipped"
+        shutil.copytree(valid[0], flipped)
+        raw = bytearray((flipped / WEIGHTS).read_bytes())
+        raw[-3] ^= 0xFF
+        (flipped / WEIGHTS).write_bytes(bytes(raw))
+        pickled = tmp / "pickled"
+        shutil.copytree(valid[0], pickled)
+        (pickled / WEIGHTS).write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+        m = _json.loads((pickled / MANIFEST).read_text())
+        m["weights_sha256"] = file_sha256(pickled / WEIGHTS)
+        (pickled / MANIFEST).write_text(_json.dumps(m))
+        invalid = [flipped, models / "sdnet-learngene-umi50", tmp / "missing", pickled]
+
+        y, h, nv, tags = _frame_stream(nr, nt, frames_per_cycle, frame_data, real_channel=True)
+        n_frames = max(1, -(-vectors // frame_data))  # whole frames, at least `vectors`
+        total = n_frames * frame_data
+        det = neural_detector(nr, nt, "bpsk", str(valid[0]))
+        det.wait_idle()
+        tb = _neural_fg(det, y, tags, repeat=True, n_items=total)
+        checker = _frame_checker(frame_data, frames_per_cycle, total // 10)
+        tb.connect((det, 0), checker)
+        for k in range(1, nt):
+            snk = blocks.null_sink(gr.sizeof_gr_complex)
+            tb._keep.append(snk)
+            tb.connect((det, k), snk)
+        tb._keep.append(checker)
+        done = threading.Event()
+        requests = {"valid": 0, "invalid": 0}
+
+        def swapper():
+            i = 0
+            while not done.is_set() and len(det.swaps) < swaps + 1:  # +1: the initial model
+                if i % 3 == 2:
+                    det.set_model(str(invalid[(i // 3) % len(invalid)]))
+                    requests["invalid"] += 1
+                else:
+                    det.set_model(str(valid[(requests["valid"] + 1) % 2]))  # alternate, starting with the other
+                    requests["valid"] += 1
+                i += 1
+                done.wait(interval_s)
+
+        rss_start = _rss_bytes()
+        th = threading.Thread(target=swapper, daemon=True)
+        th.start()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="vec", unit_scale=True, desc="soak")
+            stop_bar = threading.Event()
+
+            def poll():
+                while not stop_bar.wait(0.5):
+                    bar.n = checker.items
+                    bar.set_postfix(swaps=len(det.swaps) - 1, refused=len(det.refusals))
+                    bar.refresh()
+
+            threading.Thread(target=poll, daemon=True).start()
+        wall = run_flowgraph(tb, timeout_s)
+        done.set()
+        th.join()
+        if bar is not None:
+            stop_bar.set()
+            bar.n = checker.items
+            bar.close()
+        det.wait_idle()
+        rss_end = _rss_bytes()
+        det.close()
+    warm = checker.rss_warm or rss_start
+    applied = det.swaps[1:]
+    return {"vectors_in": total, "vectors_out": checker.items, "frames": checker.frames, "frames_expected": n_frames,
+            "lost": checker.lost + (n_frames - checker.frames), "duplicated": checker.duplicated,
+            "misplaced": checker.misplaced, "nonfinite_buffers": checker.nonfinite,
+            "swaps_requested_valid": requests["valid"], "swaps_applied": len(applied),
+            "swaps_off_frame_boundary": sum(1 for s in applied if s["offset"] % frame_data),
+            "model_tags_off_boundary": checker.model_tags_off_boundary,
+            "invalid_requested": requests["invalid"], "refusals": len(det.refusals),
+            "refusal_kinds": sorted({r["reason"].split(": ", 1)[-1][:60] for r in det.refusals}),
+            "rss_start_mb": rss_start / 2**20, "rss_warm_mb": warm / 2**20, "rss_end_mb": rss_end / 2**20,
+            "rss_growth_pct": 100.0 * (rss_end - warm) / warm, "wall_s": wall, "vectors_per_s": total / wall}
+
+
+def format_soak(r: dict) -> str:
+    ok = r["vectors_in"] == r["vectors_out"] and r["lost"] == 0 and r["duplicated"] == 0 and r["misplaced"] == 0
+    lines = [f"soak: {r['vectors_in']:,} vectors in, {r['vectors_out']:,} out, {r['frames']:,} frames "
+             f"({r['vectors_per_s']:,.0f} vectors/s, {r['wall_s']:.0f} s)",
+             f"  lost frames {r['lost']}, duplicated {r['duplicated']}, misplaced {r['misplaced']} -> "
+             f"{'OK' if ok else 'FAILED'}",
+             f"  swaps applied {r['swaps_applied']} (requested {r['swaps_requested_valid']}), off a frame boundary: "
+             f"{r['swaps_off_frame_boundary']}",
+             f"  invalid requests {r['invalid_requested']}, refused {r['refusals']}:",
+             *[f"    - ...{k}" for k in r["refusal_kinds"]],
+             f"  RSS {r['rss_warm_mb']:.0f} MB after 10 % -> {r['rss_end_mb']:.0f} MB at the end: growth "
+             f"{r['rss_growth_pct']:+.1f} % (goal < 5 %)"]
+    return "\n".join(lines)

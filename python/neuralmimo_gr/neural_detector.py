@@ -53,15 +53,20 @@ class neural_detector(gr.sync_block):
     truncated or non-safetensors weights, NaN/Inf...). A refused bundle leaves the running model
     in place.
 
+    ``torch_threads`` (default 1) sets torch's thread count in the block's streaming thread.
+
     Bad input as in the linear detector: malformed ``csi``/``noise_var`` keep the last good
     values, NaN/Inf vectors are zeroed, vectors before the first estimate or model come out 0;
     each logged once and counted in :meth:`problems`.
     """
 
     def __init__(self, nr: int = 12, nt: int = 8, modulation: str = "bpsk", model: str = "", watch_dir: str = "",
-                 watch_interval_s: float = 1.0):
+                 watch_interval_s: float = 1.0, torch_threads: int = 1):
         if nr < 1 or nt < 1 or nt > nr:
             raise ValueError(f"neural detection needs 1 <= nt <= nr, got nr={nr}, nt={nt}")
+        if torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
+        self.torch_threads = int(torch_threads)  # of this block's streaming thread (see _common.guarded_work)
         gr.sync_block.__init__(self, name="neural_detector", in_sig=[np.complex64] * nr, out_sig=[np.complex64] * nt)
         self.nr, self.nt = int(nr), int(nt)
         self.system = SystemSpec(self.nr, self.nt, modulation)
