@@ -137,3 +137,18 @@ def load_bundle(path) -> Bundle:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise BundleError(f"{weights}: tensor {name!r} contains NaN or Inf")
     return Bundle(directory, manifest, tensors)
+
+
+def load_module_state(bundle: Bundle, module: torch.nn.Module, what: str) -> None:
+    """Load a bundle's tensors into ``module`` (strict), refusing with :class:`BundleError` if a
+    tensor's shape or the set of names does not fit; ``what`` names the model in the message
+    (e.g. ``"an SDNet with {...}"``)."""
+    expected = module.state_dict()
+    for name, t in bundle.tensors.items():
+        if name in expected and expected[name].shape != t.shape:
+            raise BundleError(f"{bundle.path}: tensor {name!r} has shape {list(t.shape)}, {what} needs "
+                              f"{list(expected[name].shape)}")
+    try:
+        module.load_state_dict(bundle.tensors, strict=True)
+    except RuntimeError as e:
+        raise BundleError(f"{bundle.path}: tensors do not match {what}: {e}") from None

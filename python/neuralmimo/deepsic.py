@@ -316,7 +316,7 @@ def load_hypernetwork(path) -> tuple[ModularHypernetwork, int, "Bundle"]:  # noq
 def hypernetwork_from_bundle(bundle) -> tuple[ModularHypernetwork, int]:
     """The eval-mode hypernetwork and iteration count of a loaded bundle; raises
     :class:`~neuralmimo.bundle.BundleError` if architecture, hyper-parameters or shapes do not fit."""
-    from .bundle import BundleError
+    from .bundle import BundleError, load_module_state
 
     if bundle.architecture != ARCHITECTURE:
         raise BundleError(f"{bundle.path}: architecture {bundle.architecture!r}, expected {ARCHITECTURE!r}")
@@ -327,13 +327,5 @@ def hypernetwork_from_bundle(bundle) -> tuple[ModularHypernetwork, int]:
         iterations = int(hp["iterations"])
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"{bundle.path}: bad hypernetwork-DeepSIC hyper-parameters {hp} ({e})") from None
-    expected = model.state_dict()
-    for name, t in bundle.tensors.items():
-        if name in expected and expected[name].shape != t.shape:
-            raise BundleError(f"{bundle.path}: tensor {name!r} has shape {list(t.shape)}, a hypernetwork with "
-                              f"{hp} needs {list(expected[name].shape)}")
-    try:
-        model.load_state_dict(bundle.tensors, strict=True)
-    except RuntimeError as e:
-        raise BundleError(f"{bundle.path}: tensors do not match a hypernetwork with {hp}: {e}") from None
+    load_module_state(bundle, model, f"a hypernetwork with {hp}")
     return model.eval(), iterations

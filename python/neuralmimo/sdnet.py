@@ -166,7 +166,7 @@ def load_sdnet(path) -> tuple[SDNet, "Bundle"]:  # noqa: F821
 def sdnet_from_bundle(bundle) -> SDNet:
     """The eval-mode SDNet of a loaded bundle; :class:`~neuralmimo.bundle.BundleError` if the
     architecture, hyper-parameters or tensor shapes do not fit."""
-    from .bundle import BundleError
+    from .bundle import BundleError, load_module_state
 
     if bundle.architecture != ARCHITECTURE:
         raise BundleError(f"{bundle.path}: architecture {bundle.architecture!r}, expected {ARCHITECTURE!r}")
@@ -175,13 +175,5 @@ def sdnet_from_bundle(bundle) -> SDNet:
         model = SDNet(int(hp["nt"]), int(hp["nr"]), int(hp["n_conv"]), int(hp["input_width"]))
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"{bundle.path}: bad SDNet hyper-parameters {hp} ({e})") from None
-    expected = model.state_dict()
-    for name, t in bundle.tensors.items():
-        if name in expected and expected[name].shape != t.shape:
-            raise BundleError(f"{bundle.path}: tensor {name!r} has shape {list(t.shape)}, an SDNet with {hp} "
-                              f"needs {list(expected[name].shape)}")
-    try:
-        model.load_state_dict(bundle.tensors, strict=True)
-    except RuntimeError as e:
-        raise BundleError(f"{bundle.path}: tensors do not match an SDNet with {hp}: {e}") from None
+    load_module_state(bundle, model, f"an SDNet with {hp}")
     return model.eval()

@@ -126,6 +126,74 @@ def tags_by_key(block, port: int, n: int, key: str) -> list:
     return sorted(tags, key=lambda t: t.offset)
 
 
+def frame_segments(block, input_items, n_outputs: int) -> tuple[torch.Tensor, list]:
+    """The common first half of a frame-aware sync detector's ``work()``.
+
+    Passes every tag of input 0 to every output (same offset), stacks the inputs into
+    ``y_all (S, n)`` with NaN/Inf vectors zeroed (reported once as ``nonfinite``) and cuts the
+    buffer at the frame boundaries (``frame_start``/``csi`` tags). Returns ``y_all`` and the
+    segments ``[(a, b, offset, boundary_tags)]`` in order: columns ``a:b``, absolute offset of
+    ``a``, and the tags at ``a`` when ``a`` is a frame boundary (else ``[]``), which the caller
+    applies before detecting the segment."""
+    n = len(input_items[0])
+    r0 = block.nitems_read(0)
+    tags = sorted(block.get_tags_in_window(0, 0, n), key=lambda t: t.offset)
+    for t in tags:
+        for k in range(n_outputs):
+            block.add_item_tag(k, t.offset, t.key, t.value)
+    boundary = (FRAME_START, CSI)
+    cuts = sorted({t.offset - r0 for t in tags if pmt.symbol_to_string(t.key) in boundary} | {0, n})
+    y_all = stack_streams(input_items, n)
+    if zero_nonfinite(y_all):
+        block.failures.report("nonfinite", f"{block.name()}: NaN/Inf input vectors replaced by 0")
+    segments = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        at_a = [t for t in tags if t.offset - r0 == a]
+        is_boundary = any(pmt.symbol_to_string(t.key) in boundary for t in at_a)
+        segments.append((a, b, r0 + a, at_a if is_boundary else []))
+    return y_all, segments
+
+
+def gather_segments(y_all: torch.Tensor, starts: list[int], length: int) -> tuple[object, torch.Tensor]:
+    """Columns of ``len(starts)`` equal-length segments: ``(cols, y (S, rows, length))``; ``cols``
+    is a slice (a view, no copy) when the segments are back to back."""
+    count, rows = len(starts), y_all.shape[0]
+    if starts[-1] - starts[0] == (count - 1) * length:
+        cols = slice(starts[0], starts[0] + count * length)
+    else:
+        cols = (torch.tensor(starts)[:, None] + torch.arange(length)).reshape(-1)
+    return cols, y_all[:, cols].reshape(rows, count, length).transpose(0, 1)
+
+
+class EstimateTags:
+    """The channel estimate and noise variance a detector keeps from ``csi``/``noise_var`` tags:
+    a malformed tag is reported (once per kind) and the last good value kept.
+
+    ``noise_floor``: a noise variance must be above it (``None``: ``>= 0``)."""
+
+    def __init__(self, block, nr: int, nt: int, noise_floor: float | None = None):
+        self.block, self.nr, self.nt, self.noise_floor = block, nr, nt, noise_floor
+        self.h: torch.Tensor | None = None
+        self.noise_var = 0.0
+
+    def update(self, t) -> None:
+        key = pmt.symbol_to_string(t.key)
+        blk = self.block
+        if key == CSI:
+            try:
+                self.h = pmt_to_csi(t.value, self.nr, self.nt)
+            except ValueError as exc:
+                blk.failures.report("bad-csi", f"{blk.name()}: {exc} at item {t.offset}; keeping the last good estimate")
+        elif key == NOISE_VAR:
+            v = tag_float(t.value)
+            low_ok = v is not None and (v >= 0 if self.noise_floor is None else v > self.noise_floor)
+            if v is None or not np.isfinite(v) or not low_ok:
+                blk.failures.report("bad-noise-var", f"{blk.name()}: invalid noise_var tag {t.value} at item "
+                                    f"{t.offset}; keeping {self.noise_var:g}")
+            else:
+                self.noise_var = v
+
+
 TORCH_THREADS_PER_BLOCK = 1
 
 

@@ -12,8 +12,8 @@ from gnuradio import gr
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
 
-from ._common import (CSI, DETECTOR, FRAME_START, NOISE_VAR, FailureLog, big_buffers, guarded_work, pmt_to_csi,
-                      stack_streams, tag_float, write_streams, zero_nonfinite)
+from ._common import (DETECTOR, EstimateTags, FailureLog, big_buffers, frame_segments, gather_segments, guarded_work,
+                      write_streams)
 
 LINEAR_DETECTORS = ("zf", "mmse")
 
@@ -52,8 +52,7 @@ class linear_detector(gr.sync_block):
         self._lock = threading.Lock()
         self._requested = detector
         self._active: str | None = None
-        self._h: torch.Tensor | None = None
-        self._noise_var = 0.0
+        self._estimate = EstimateTags(self, self.nr, self.nt)
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.failures = FailureLog(self.logger)
         big_buffers(self)
@@ -84,55 +83,28 @@ class linear_detector(gr.sync_block):
             for k in range(self.nt + self.llr_output):
                 self.add_item_tag(k, offset, pmt.intern(DETECTOR), pmt.intern(requested))
         for t in tags:
-            key = pmt.symbol_to_string(t.key)
-            if key == CSI:
-                try:
-                    self._h = pmt_to_csi(t.value, self.nr, self.nt)
-                except ValueError as exc:
-                    self.failures.report("bad-csi", f"{self.name()}: {exc} at item {t.offset}; keeping the last good estimate")
-            elif key == NOISE_VAR:
-                v = tag_float(t.value)
-                if v is None or not np.isfinite(v) or v < 0:
-                    self.failures.report("bad-noise-var", f"{self.name()}: invalid noise_var tag {t.value} at item "
-                                         f"{t.offset}; keeping {self._noise_var:g}")
-                else:
-                    self._noise_var = v
+            self._estimate.update(t)
 
     @guarded_work("zeros")
     def work(self, input_items, output_items):
         n = len(output_items[0])
-        r0 = self.nitems_read(0)
-        tags = sorted(self.get_tags_in_window(0, 0, n), key=lambda t: t.offset)
-        for t in tags:  # pass every tag through, same offset (sync block)
-            for k in range(len(output_items)):
-                self.add_item_tag(k, t.offset, t.key, t.value)
-        boundary_keys = (FRAME_START, CSI)
-        cuts = sorted({t.offset - r0 for t in tags if pmt.symbol_to_string(t.key) in boundary_keys} | {0, n})
-        y_all = stack_streams(input_items, n)
-        if zero_nonfinite(y_all):
-            self.failures.report("nonfinite", f"{self.name()}: NaN/Inf input vectors replaced by 0")
+        y_all, segments = frame_segments(self, input_items, len(output_items))
         # Walk the frame boundaries in order (state changes there), then detect all segments of
         # equal length and algorithm in one batched call: whole frames in the middle of the
         # buffer share a length, only the two buffer edges differ.
         groups: dict[tuple[int, str], list] = {}
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            at_a = [t for t in tags if t.offset - r0 == a]
-            if any(pmt.symbol_to_string(t.key) in boundary_keys for t in at_a):
-                self._frame_boundary(at_a, r0 + a)
-            if self._h is None:
+        est = self._estimate
+        for a, b, offset, boundary_tags in segments:
+            if boundary_tags:
+                self._frame_boundary(boundary_tags, offset)
+            if est.h is None:
                 self.failures.report("no-csi", f"{self.name()}: no channel estimate yet (no csi tag): output is 0")
                 continue
-            groups.setdefault((b - a, self._active or self._requested), []).append((a, self._h, self._noise_var))
+            groups.setdefault((b - a, self._active or self._requested), []).append((a, est.h, est.noise_var))
         x_all = torch.zeros(self.nt, n, dtype=torch.complex64)
         llr_all = torch.zeros(n, self.nt * self.constellation.bits_per_symbol) if self.llr_output else None
         for (length, kind), segs in groups.items():
-            first, count = segs[0][0], len(segs)
-            if segs[-1][0] - first == (count - 1) * length:  # back to back: views, no gather
-                cols = slice(first, first + count * length)
-                y = y_all[:, cols].reshape(self.nr, count, length).transpose(0, 1)  # (S, Nr, length)
-            else:
-                cols = (torch.tensor([a for a, _, _ in segs])[:, None] + torch.arange(length)).reshape(-1)
-                y = y_all[:, cols].reshape(self.nr, count, length).transpose(0, 1)
+            cols, y = gather_segments(y_all, [a for a, _, _ in segs], length)  # (S, Nr, length)
             h = torch.stack([h for _, h, _ in segs])
             nv = torch.tensor([v for _, _, v in segs])
             x, eff = linear_detect(y, h, nv, kind, self.constellation)  # (S, Nt, length), (S, Nt)

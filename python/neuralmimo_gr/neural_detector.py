@@ -15,8 +15,8 @@ from gnuradio import gr
 from neuralmimo.bundle import MANIFEST, BundleError
 from neuralmimo.neural import SystemSpec, load_detector
 
-from ._common import (CSI, FRAME_START, NOISE_VAR, FailureLog, big_buffers, guarded_work, pmt_to_csi, stack_streams,
-                      tag_float, tag_int, write_streams, zero_nonfinite)
+from ._common import (FRAME_START, EstimateTags, FailureLog, big_buffers, frame_segments, gather_segments, guarded_work,
+                      tag_int, write_streams)
 
 MODEL = "model"
 N_USERS = "n_users"
@@ -73,8 +73,7 @@ class neural_detector(gr.sync_block):
         self._lock = threading.Lock()
         self._active = None       # FrameDetector in force (streaming thread only)
         self._pending = None      # validated FrameDetector waiting for a frame boundary
-        self._h: torch.Tensor | None = None
-        self._noise_var = 0.0
+        self._estimate = EstimateTags(self, self.nr, self.nt, noise_floor=0.0)  # DeepSIC divides by sqrt(nv)
         self._n_users: int | None = None
         self._frame_number: int | None = None
         self.swaps: list[dict] = []
@@ -205,19 +204,7 @@ class neural_detector(gr.sync_block):
         self._n_users = None
         for t in tags:
             key = pmt.symbol_to_string(t.key)
-            if key == CSI:
-                try:
-                    self._h = pmt_to_csi(t.value, self.nr, self.nt)
-                except ValueError as exc:
-                    self.failures.report("bad-csi", f"{self.name()}: {exc} at item {t.offset}; keeping the last good estimate")
-            elif key == NOISE_VAR:
-                v = tag_float(t.value)
-                if v is None or not np.isfinite(v) or v <= 0:
-                    self.failures.report("bad-noise-var", f"{self.name()}: invalid noise_var tag {t.value} at item "
-                                         f"{t.offset}; keeping {self._noise_var:g}")
-                else:
-                    self._noise_var = v
-            elif key == FRAME_START:
+            if key == FRAME_START:
                 self._frame_number = tag_int(t.value)
             elif key == N_USERS:
                 k = tag_int(t.value)
@@ -226,6 +213,8 @@ class neural_detector(gr.sync_block):
                                          f"using all {self.nt} streams")
                 else:
                     self._n_users = k
+            else:
+                self._estimate.update(t)
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is not None:
@@ -241,38 +230,27 @@ class neural_detector(gr.sync_block):
     @guarded_work("zeros")
     def work(self, input_items, output_items):
         n = len(output_items[0])
-        r0 = self.nitems_read(0)
-        tags = sorted(self.get_tags_in_window(0, 0, n), key=lambda t: t.offset)
-        for t in tags:
-            for k in range(self.nt):
-                self.add_item_tag(k, t.offset, t.key, t.value)
-        boundary = (FRAME_START, CSI)
-        cuts = sorted({t.offset - r0 for t in tags if pmt.symbol_to_string(t.key) in boundary} | {0, n})
-        y_all = stack_streams(input_items, n)
-        if zero_nonfinite(y_all):
-            self.failures.report("nonfinite", f"{self.name()}: NaN/Inf input vectors replaced by 0")
+        y_all, segments = frame_segments(self, input_items, self.nt)
         # segments between frame boundaries; equal-length segments of one model run batched
         groups: dict[tuple[int, int], list] = {}
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            at_a = [t for t in tags if t.offset - r0 == a]
-            if any(pmt.symbol_to_string(t.key) in boundary for t in at_a):
-                self._frame_boundary(at_a, r0 + a)
+        est = self._estimate
+        for a, b, offset, boundary_tags in segments:
+            if boundary_tags:
+                self._frame_boundary(boundary_tags, offset)
             if self._active is None:
                 self.failures.report("no-model", f"{self.name()}: no model loaded yet: output is 0")
                 continue
-            if self._h is None:
+            if est.h is None:
                 self.failures.report("no-csi", f"{self.name()}: no channel estimate yet (no csi tag): output is 0")
                 continue
-            groups.setdefault((b - a, id(self._active)), []).append((a, self._active, self._h, self._noise_var,
+            groups.setdefault((b - a, id(self._active)), []).append((a, self._active, est.h, est.noise_var,
                                                                      self._n_users or self.nt))
         x_all = torch.zeros(self.nt, n, dtype=torch.complex64)
         for (length, _), segs in groups.items():
-            det = segs[0][1]
-            cols = (torch.tensor([s[0] for s in segs])[:, None] + torch.arange(length)).reshape(-1)
-            y = y_all[:, cols].reshape(self.nr, len(segs), length).transpose(0, 1)  # (S, Nr, length)
+            cols, y = gather_segments(y_all, [s[0] for s in segs], length)  # (S, Nr, length)
             h = torch.stack([s[2] for s in segs])
             nv = torch.tensor([s[3] for s in segs], dtype=torch.float32)
-            x = det.detect(y, h, nv, [s[4] for s in segs])  # (S, Nt, length)
+            x = segs[0][1].detect(y, h, nv, [s[4] for s in segs])  # (S, Nt, length)
             x_all[:, cols] = x.transpose(0, 1).reshape(self.nt, -1).to(torch.complex64)
         write_streams(output_items, x_all)
         return n
