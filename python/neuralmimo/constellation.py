@@ -129,6 +129,16 @@ class Constellation:
         d1 = torch.where(bits == 1, d_exp, inf).amin(-2)
         return d0 - d1
 
+    def llr_from_log_probs(self, log_p: torch.Tensor) -> torch.Tensor:
+        """Exact bit LLRs of a posterior over the points: ``log_p (..., M)`` (log-probabilities)
+        -> ``(..., bits_per_symbol)``, ``log sum_{s: b=1} p(s) - log sum_{s: b=0} p(s)``."""
+        bits = self.bits.to(log_p.device)  # (M, B)
+        neg = torch.tensor(float("-inf"), dtype=log_p.dtype, device=log_p.device)
+        lp = log_p.unsqueeze(-1)  # (..., M, 1)
+        l1 = torch.where(bits == 1, lp, neg).logsumexp(-2)
+        l0 = torch.where(bits == 0, lp, neg).logsumexp(-2)
+        return l1 - l0
+
     @staticmethod
     def llr_to_bits(llr: torch.Tensor) -> torch.Tensor:
         """Hard bits from LLRs (1 where LLR > 0)."""

@@ -61,6 +61,12 @@ class FrameDetector:
 
     def detect(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor,
                n_users: list[int] | None = None) -> torch.Tensor:
+        return self.detect_with_llr(y, h, noise_var, n_users, llr=False)[0]
+
+    def detect_with_llr(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor,
+                        n_users: list[int] | None = None, llr: bool = True):
+        """``(x (S, Nt, n) complex, llr (S, n, Nt, bits_per_symbol) or None)``; positive LLRs
+        favour bit 1, absent users' LLRs are 0."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -103,10 +109,15 @@ class SDNetDetector(FrameDetector):
         if system.nt != self.nt:
             raise BundleError(f"{self.bundle.path}: SDNet is for Nt = {self.nt} streams, the flowgraph has {system.nt}")
 
-    def detect(self, y, h, noise_var, n_users=None):
+    def detect_with_llr(self, y, h, noise_var, n_users=None, llr=True):
+        """LLRs: max-log around SDNet's estimate with ZF's effective noise variance per stream (an
+        approximation: SDNet's own error statistics are not Gaussian nor known per frame)."""
         from .sdnet_fast import sdnet_fast_detect
 
-        return sdnet_fast_detect(self.kernel, y, h, self.constellation)
+        if not llr:
+            return sdnet_fast_detect(self.kernel, y, h, self.constellation), None
+        x, zf_var = sdnet_fast_detect(self.kernel, y, h, self.constellation, noise_var, with_zf_var=True)
+        return x, self.constellation.llr_maxlog(x.transpose(1, 2), zf_var.clamp(min=1e-12)[:, None, :])
 
 
 @register("hypernet-deepsic")
@@ -140,13 +151,15 @@ class HyperDeepSICDetector(FrameDetector):
                               f"flowgraph has Nt = {system.nt}")
 
     @torch.no_grad()
-    def detect(self, y, h, noise_var, n_users=None):
+    def detect_with_llr(self, y, h, noise_var, n_users=None, llr=True):
+        """LLRs: exact per-bit LLRs of the last iteration's posterior over the points."""
         from .deepsic import channel_features, deepsic_logits, noise_std_per_dim, rx_features
 
         s, _, n = y.shape
         nt = h.shape[-1]
         ks = [nt] * s if n_users is None else [int(k) for k in n_users]
         out = torch.zeros(s, nt, n, dtype=torch.complex64)
+        llrs = torch.zeros(s, n, nt, self.constellation.bits_per_symbol) if llr else None
         std = noise_std_per_dim(torch.as_tensor(noise_var, dtype=torch.float32).reshape(s))
         pts = self.constellation.points
         for k in sorted(set(ks)):
@@ -155,9 +168,12 @@ class HyperDeepSICDetector(FrameDetector):
             sel = torch.tensor([i for i, kk in enumerate(ks) if kk == k])
             theta = self.hyper.generate(channel_features(h[sel][..., :k], self.spec, std[sel]))
             feats = rx_features(y[sel], self.spec, std[sel])
-            idx = deepsic_logits(theta, feats, self.spec, self.iterations)[-1].argmax(-1)  # (S_k, K, n)
-            out[sel, :k] = pts[idx]
-        return out
+            logits = deepsic_logits(theta, feats, self.spec, self.iterations)[-1]  # (S_k, K, n, |S|)
+            out[sel, :k] = pts[logits.argmax(-1)]
+            if llrs is not None:
+                bit_llr = self.constellation.llr_from_log_probs(torch.log_softmax(logits, -1))  # (S_k, K, n, B)
+                llrs[sel, :, :k] = bit_llr.transpose(1, 2)
+        return out, llrs
 
 
 def load_detector(path, system: SystemSpec | None = None, sha256: str | None = None) -> FrameDetector:

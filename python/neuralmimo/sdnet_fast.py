@@ -111,12 +111,17 @@ class SDNetKernel:
         return {"plain": plain, "fast": fast, "ratio": plain / fast}
 
 
-def sdnet_fast_detect(kernel: SDNetKernel, y: torch.Tensor, h: torch.Tensor, constellation: Constellation) -> torch.Tensor:
+def sdnet_fast_detect(kernel: SDNetKernel, y: torch.Tensor, h: torch.Tensor, constellation: Constellation,
+                      noise_var=0.0, with_zf_var: bool = False):
     """Frames ``y (S, Nr, n)`` with estimates ``h (S, Nr, Nt)`` -> complex estimates ``(S, Nt, n)``
-    (the same as :func:`neuralmimo.sdnet.sdnet_detect`, via the frame-amortised kernel)."""
+    (the same as :func:`neuralmimo.sdnet.sdnet_detect`, via the frame-amortised kernel).
+
+    ``with_zf_var``: also return ZF's effective noise variance per stream ``(S, Nt)`` for the
+    complex noise variance ``noise_var`` (float or ``(S,)``)."""
     s, _, n = y.shape
-    x_zf, _ = linear_detect(y, h, 0.0, "zf", constellation)  # (S, Nt, n)
+    x_zf, zf_var = linear_detect(y, h, noise_var, "zf", constellation)  # (S, Nt, n), (S, Nt)
     zf = vec_to_real(x_zf.transpose(1, 2))  # (S, n, 2Nt)
     state = kernel.frame(h)  # every frame's constants in one pass
     out = torch.stack([kernel.detect(state, zf[f], f) for f in range(s)])  # (S, n, 2Nt)
-    return vec_to_complex(out).transpose(1, 2).to(y.dtype)
+    x = vec_to_complex(out).transpose(1, 2).to(y.dtype)
+    return (x, zf_var) if with_zf_var else x

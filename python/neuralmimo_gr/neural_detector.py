@@ -13,6 +13,7 @@ import torch
 from gnuradio import gr
 
 from neuralmimo.bundle import MANIFEST, BundleError
+from neuralmimo.constellation import Constellation
 from neuralmimo.neural import SystemSpec, load_detector
 
 from ._common import (FRAME_START, EstimateTags, FailureLog, big_buffers, frame_segments, gather_segments, guarded_work,
@@ -53,7 +54,10 @@ class neural_detector(gr.sync_block):
     truncated or non-safetensors weights, NaN/Inf...). A refused bundle leaves the running model
     in place.
 
-    ``torch_threads`` (default 1) sets torch's thread count in the block's streaming thread.
+    ``llr_output`` adds a float stream of ``nt * bits_per_symbol``-vectors of bit LLRs (user-major,
+    positive favours bit 1): DeepSIC's exact posterior LLRs; for SDNet max-log LLRs around its
+    estimate with ZF's effective noise variance (an approximation). ``torch_threads`` (default 1)
+    sets torch's thread count in the block's streaming thread.
 
     Bad input as in the linear detector: malformed ``csi``/``noise_var`` keep the last good
     values, NaN/Inf vectors are zeroed, vectors before the first estimate or model come out 0;
@@ -61,15 +65,19 @@ class neural_detector(gr.sync_block):
     """
 
     def __init__(self, nr: int = 12, nt: int = 8, modulation: str = "bpsk", model: str = "", watch_dir: str = "",
-                 watch_interval_s: float = 1.0, torch_threads: int = 1):
+                 watch_interval_s: float = 1.0, torch_threads: int = 1, llr_output: bool = False):
         if nr < 1 or nt < 1 or nt > nr:
             raise ValueError(f"neural detection needs 1 <= nt <= nr, got nr={nr}, nt={nt}")
         if torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
         self.torch_threads = int(torch_threads)  # of this block's streaming thread (see _common.guarded_work)
-        gr.sync_block.__init__(self, name="neural_detector", in_sig=[np.complex64] * nr, out_sig=[np.complex64] * nt)
-        self.nr, self.nt = int(nr), int(nt)
+        self.nr, self.nt, self.llr_output = int(nr), int(nt), bool(llr_output)
         self.system = SystemSpec(self.nr, self.nt, modulation)
+        self.bits_per_symbol = Constellation(modulation).bits_per_symbol
+        out_sig = [np.complex64] * self.nt
+        if self.llr_output:
+            out_sig.append((np.float32, self.nt * self.bits_per_symbol))
+        gr.sync_block.__init__(self, name="neural_detector", in_sig=[np.complex64] * nr, out_sig=out_sig)
         self._lock = threading.Lock()
         self._active = None       # FrameDetector in force (streaming thread only)
         self._pending = None      # validated FrameDetector waiting for a frame boundary
@@ -221,7 +229,7 @@ class neural_detector(gr.sync_block):
             self._active = pending
             d = pending.describe()
             value = pmt.to_pmt({"architecture": d["architecture"], "sha256": d["sha256"], "path": d["path"]})
-            for k in range(self.nt):
+            for k in range(self.nt + self.llr_output):
                 self.add_item_tag(k, offset, pmt.intern(MODEL), value)
             info = {"event": "swapped", **d, "offset": int(offset), "frame": self._frame_number, "time": _now()}
             self.swaps.append(info)
@@ -230,7 +238,7 @@ class neural_detector(gr.sync_block):
     @guarded_work("zeros")
     def work(self, input_items, output_items):
         n = len(output_items[0])
-        y_all, segments = frame_segments(self, input_items, self.nt)
+        y_all, segments = frame_segments(self, input_items, len(output_items))
         # segments between frame boundaries; equal-length segments of one model run batched
         groups: dict[tuple[int, int], list] = {}
         est = self._estimate
@@ -246,11 +254,16 @@ class neural_detector(gr.sync_block):
             groups.setdefault((b - a, id(self._active)), []).append((a, self._active, est.h, est.noise_var,
                                                                      self._n_users or self.nt))
         x_all = torch.zeros(self.nt, n, dtype=torch.complex64)
+        llr_all = torch.zeros(n, self.nt * self.bits_per_symbol) if self.llr_output else None
         for (length, _), segs in groups.items():
             cols, y = gather_segments(y_all, [s[0] for s in segs], length)  # (S, Nr, length)
             h = torch.stack([s[2] for s in segs])
             nv = torch.tensor([s[3] for s in segs], dtype=torch.float32)
-            x = segs[0][1].detect(y, h, nv, [s[4] for s in segs])  # (S, Nt, length)
-            x_all[:, cols] = x.transpose(0, 1).reshape(self.nt, -1).to(torch.complex64)
-        write_streams(output_items, x_all)
+            x, llr = segs[0][1].detect_with_llr(y, h, nv, [s[4] for s in segs], llr=self.llr_output)
+            x_all[:, cols] = x.transpose(0, 1).reshape(self.nt, -1).to(torch.complex64)  # x: (S, Nt, length)
+            if llr_all is not None:
+                llr_all[cols] = llr.reshape(-1, llr_all.shape[1]).float()  # (S, length, Nt, B), user-major
+        write_streams(output_items[: self.nt], x_all)
+        if llr_all is not None:
+            output_items[self.nt][:n] = llr_all.numpy()
         return n

@@ -77,3 +77,15 @@ def test_frame_assemble_split():
     assert torch.equal(d, data) and torch.equal(p[0], lay.pilots())
     with pytest.raises(ValueError):
         lay.split(frame[..., :8])
+
+
+def test_llr_from_log_probs_is_exact_posterior_llr():
+    c = Constellation("16qam")
+    g = torch.Generator().manual_seed(3)
+    log_p = torch.log_softmax(torch.randn(5, 16, generator=g), -1)
+    llr = c.llr_from_log_probs(log_p)
+    p = log_p.exp()
+    for i, b in itertools.product(range(5), range(4)):
+        p1 = p[i][c.bits[:, b] == 1].sum()
+        p0 = p[i][c.bits[:, b] == 0].sum()
+        assert abs(float(llr[i, b]) - float(torch.log(p1 / p0))) < 1e-5

@@ -118,6 +118,9 @@ def _flowgraph(y, tag_list, det, throttle=None):
             tb.connect(src[r], (det, r))
     for k in range(NT):
         tb.connect((det, k), snk[k])
+    if det.llr_output:
+        tb.llr = sinks(tb, 1, NT * det.bits_per_symbol, blocks.vector_sink_f)[0]
+        tb.connect((det, NT), tb.llr)
     status = blocks.message_debug()
     tb.msg_connect((det, "status"), (status, "store"))
     tb._keep += [det, status]
@@ -134,14 +137,17 @@ def _reference(path, y, h, nv):
 
 def test_output_equals_core_model(bundles):
     h, y, nv = _frames(8)
-    det = neural_detector(NR, NT, "qpsk", str(bundles["a"]))
+    det = neural_detector(NR, NT, "qpsk", str(bundles["a"]), llr_output=True)
     assert det.wait_idle()
     tb, snk, status = _flowgraph(y, _tags(h, nv), det)
     run(tb)
     out = np.stack([data(s) for s in snk])  # (Nt, F*ND)
-    ref = _reference(bundles["a"], y, h, nv).transpose(0, 1).reshape(NT, -1).numpy()
+    x_ref, llr_ref = load_detector(bundles["a"], SystemSpec(NR, NT, "qpsk")).detect_with_llr(y, h, nv)
+    ref = x_ref.transpose(0, 1).reshape(NT, -1).numpy()
     assert out.shape == ref.shape
     assert np.allclose(out, ref, atol=1e-5)
+    llr = data(tb.llr).reshape(8 * ND, NT, 2)
+    assert np.allclose(llr, llr_ref.reshape(-1, NT, 2).numpy(), rtol=1e-4, atol=1e-4)
     ev = _status(status)
     assert [e["event"] for e in ev] == ["loaded", "swapped"]
     assert ev[1]["offset"] == 0 and ev[1]["sha256"] == json.loads((bundles["a"] / MANIFEST).read_text())["weights_sha256"]
@@ -164,22 +170,29 @@ def test_hypernetwork_deepsic_block_equals_core_with_varying_users(tmp_path):
     for f in range(n_frames):
         tag_list += [tag(f * ND, "frame_start", pmt.from_long(f)), tag(f * ND, "csi", csi_to_pmt(h[f])),
                      tag(f * ND, "noise_var", pmt.from_double(float(nv[f]))), tag(f * ND, "n_users", pmt.from_long(users[f]))]
-    det = neural_detector(NR, nt, "bpsk", str(path))
+    det = neural_detector(NR, nt, "bpsk", str(path), llr_output=True)
     assert det.wait_idle()
     tb = gr.top_block()
     src = sources(tb, y.transpose(0, 1).reshape(NR, -1).numpy(), tag_list)
     snk = sinks(tb, nt)
+    llr_snk = sinks(tb, 1, nt, blocks.vector_sink_f)[0]
     for r in range(NR):
         tb.connect(src[r], (det, r))
     for k in range(nt):
         tb.connect((det, k), snk[k])
+    tb.connect((det, nt), llr_snk)
     tb._keep.append(det)
     run(tb)
     out = np.stack([data(s) for s in snk]).reshape(nt, n_frames, ND).transpose(1, 0, 2)
-    ref = load_detector(path, SystemSpec(NR, nt, "bpsk")).detect(y, h, nv, users).numpy()
-    assert np.array_equal(out, ref)
+    x_ref, llr_ref = load_detector(path, SystemSpec(NR, nt, "bpsk")).detect_with_llr(y, h, nv, users)
+    assert np.array_equal(out, x_ref.numpy())
+    llr = data(llr_snk).reshape(n_frames, ND, nt)
+    assert np.allclose(llr, llr_ref[..., 0].numpy(), rtol=1e-4, atol=1e-4)
     for f, k in enumerate(users):
         assert np.all(out[f, k:] == 0) and np.all(np.abs(out[f, :k]) == 1)
+        assert np.all(llr[f, :, k:] == 0)
+        # exact posterior LLRs: their sign is the MAP decision (BPSK point index 1 = +1 = bit 1)
+        assert np.array_equal(llr[f, :, :k] > 0, out[f, :k].real.T > 0)
 
 
 def test_hot_swap_many_times_lands_on_frame_boundaries(bundles):
