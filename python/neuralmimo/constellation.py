@@ -122,21 +122,21 @@ class Constellation:
         d = self.distances(z)  # (..., M)
         v = torch.as_tensor(noise_var, dtype=d.dtype, device=d.device)
         d = d / v.unsqueeze(-1) if v.dim() > 0 else d / v
-        bits = self.bits.to(z.device)  # (M, B)
-        inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
-        d_exp = d.unsqueeze(-1)  # (..., M, 1)
-        d0 = torch.where(bits == 0, d_exp, inf).amin(-2)
-        d1 = torch.where(bits == 1, d_exp, inf).amin(-2)
+        d0, d1 = self._per_bit(d, float("inf"), lambda t: t.amin(-2))
         return d0 - d1
+
+    def _per_bit(self, per_point: torch.Tensor, fill: float, reduce):
+        """``reduce`` over the points whose bit ``b`` is 0 and over those where it is 1:
+        ``(..., M)`` -> two ``(..., bits_per_symbol)`` tensors (the other points set to ``fill``)."""
+        bits = self.bits.to(per_point.device)  # (M, B)
+        f = torch.tensor(fill, dtype=per_point.dtype, device=per_point.device)
+        x = per_point.unsqueeze(-1)  # (..., M, 1)
+        return reduce(torch.where(bits == 0, x, f)), reduce(torch.where(bits == 1, x, f))
 
     def llr_from_log_probs(self, log_p: torch.Tensor) -> torch.Tensor:
         """Exact bit LLRs of a posterior over the points: ``log_p (..., M)`` (log-probabilities)
         -> ``(..., bits_per_symbol)``, ``log sum_{s: b=1} p(s) - log sum_{s: b=0} p(s)``."""
-        bits = self.bits.to(log_p.device)  # (M, B)
-        neg = torch.tensor(float("-inf"), dtype=log_p.dtype, device=log_p.device)
-        lp = log_p.unsqueeze(-1)  # (..., M, 1)
-        l1 = torch.where(bits == 1, lp, neg).logsumexp(-2)
-        l0 = torch.where(bits == 0, lp, neg).logsumexp(-2)
+        l0, l1 = self._per_bit(log_p, float("-inf"), lambda t: t.logsumexp(-2))
         return l1 - l0
 
     @staticmethod

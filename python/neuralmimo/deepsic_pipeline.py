@@ -43,12 +43,13 @@ from pathlib import Path
 import torch
 
 from .channels import DeepSICSynthetic, TimeVaryingCorrelated, user_counts
+from .config_sections import section
 from .constellation import Constellation
 from .deepsic import (ModularHypernetwork, ModuleSpec, deepsic_detect, init_modules, load_hypernetwork,
                       resize_modules, save_hypernetwork)
 from .deepsic_train import Blocks, draw_blocks, front_end, train_hypernetwork, train_joint, train_online
 from .detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect
-from .snr import noise_variance
+from .snr import reference_power
 
 CHANNELS = ("sed", "time-varying")
 METHODS = ("joint", "online", "hypernetwork", "mmse", "ml")
@@ -137,9 +138,10 @@ class DeepSICConfig:
         if set(d) - known:
             raise ValueError(f"unknown keys {sorted(set(d) - known)} in DeepSIC config")
         cfg = cls(name=d.get("name", "deepsic"), threads=int(d.get("threads", 2)),
-                  receiver=ReceiverConfig(**d.get("receiver", {})), training=TrainingConfig(**d.get("training", {})),
-                  online=OnlineConfig(**d.get("online", {})),
-                  scenarios=[ScenarioConfig(**s) for s in d.get("scenarios", [])])
+                  receiver=section(ReceiverConfig, d.get("receiver"), "receiver"),
+                  training=section(TrainingConfig, d.get("training"), "training"),
+                  online=section(OnlineConfig, d.get("online"), "online"),
+                  scenarios=[section(ScenarioConfig, s, f"scenario {i}") for i, s in enumerate(d.get("scenarios") or [])])
         for s in cfg.scenarios:
             if s.channel not in CHANNELS:
                 raise ValueError(f"scenario {s.name}: channel {s.channel!r}, choose from {CHANNELS}")
@@ -154,8 +156,7 @@ class DeepSICConfig:
     def load(cls, path) -> "DeepSICConfig":
         import yaml
 
-        cfg = cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
-        return cfg
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
 
     @property
     def k_values(self) -> list[int]:
@@ -174,7 +175,8 @@ class DeepSICConfig:
 def deepsic_noise_var(snr_db) -> torch.Tensor:
     """Complex noise variance per antenna for SNRs in the ``deepsic`` convention."""
     snr = torch.as_tensor(snr_db, dtype=torch.float64)
-    return (noise_variance(0.0, "deepsic", channel_energy=1.0, nr=1, nt=1) / 10.0 ** (snr / 10.0)).float()
+    p_ref = reference_power("deepsic", channel_energy=1.0, nr=1, nt=1)  # independent of the channel
+    return (p_ref / 10.0 ** (snr / 10.0)).float()
 
 
 def beamformed_gains(h: torch.Tensor, off_diagonal: float = 0.25) -> torch.Tensor:
@@ -454,6 +456,13 @@ LABEL = {"joint": "joint DeepSIC", "online": "online DeepSIC", "hypernetwork": "
          "mmse": "MMSE (LS CSI)", "ml": "exact ML (LS CSI)"}
 
 
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_training(hist: dict, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -464,10 +473,7 @@ def plot_training(hist: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_ser_vs_block(r: dict, path: Path, title: str) -> None:
@@ -491,10 +497,7 @@ def plot_ser_vs_block(r: dict, path: Path, title: str) -> None:
     axk.set_ylabel("K[t]")
     axk.set_xlabel("block index t")
     axk.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_sweep(r: dict, path: Path, title: str) -> None:
@@ -514,10 +517,7 @@ def plot_sweep(r: dict, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _fmt(x) -> str:

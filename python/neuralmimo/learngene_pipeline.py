@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config_sections import section
 from .constellation import Constellation
 from .learngene import (STRATEGIES, GradientRecorder, LearngenePenalty, expand, layer_significance,
                         learngene_tensors, load_learngene, save_learngene, segment_layers, select_segment,
@@ -101,14 +102,9 @@ class LearngeneConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown learngene config keys {sorted(unknown)}")
-        parts = {}
-        for key, typ in (("data", DataConfig), ("collective", CollectiveConfig), ("individual", IndividualConfig),
-                         ("compare", CompareConfig)):
-            sub = d.get(key) or {}
-            bad = set(sub) - set(typ.__dataclass_fields__)
-            if bad:
-                raise ValueError(f"unknown keys in {key}: {sorted(bad)}")
-            parts[key] = typ(**sub)
+        parts = {key: section(typ, d.get(key), key)
+                 for key, typ in (("data", DataConfig), ("collective", CollectiveConfig),
+                                  ("individual", IndividualConfig), ("compare", CompareConfig))}
         return cls(name=d.get("name", "run"), cache_dir=d.get("cache_dir"), **parts)
 
     @classmethod
@@ -137,10 +133,7 @@ class TaskSplits:
         h = torch.from_numpy(d["h"])
         if nt is not None:  # a UE using only its first nt ports (scalability, Fig. 13)
             h = h[..., :nt].contiguous()
-        if cfg.data.normalise == "task":
-            h = h / h.abs().square().mean().sqrt()
-        else:
-            h = normalise_channels(h, cfg.data.normalise)
+        h = normalise_channels(h, cfg.data.normalise)
         split = torch.from_numpy(d["split"])
         self.task_id = task_id
         self.train, self.val, self.test = (h[split == s].contiguous() for s in (0, 1, 2))
@@ -573,7 +566,7 @@ def format_report(cfg: LearngeneConfig, results: dict, schemes: list[str]) -> st
              f"convention); channel normalisation: {cfg.data.normalise}. SER per complex symbol on each target task's "
              f"test split ({cfg.data.test_vectors_per_ue} data vectors per UE).", ""]
     ex = results["extract"]
-    lines += [f"## Learngene selection (Fig. 8)", "",
+    lines += ["## Learngene selection (Fig. 8)", "",
               f"Selected segment: **{ex['selected']}** (collective layers {ex['layers']}).", "",
               "| segment | layers | rho slope per task (each layer) | mean rho, last third of tasks | decreasing |",
               "|---|---|---|---|---|"]

@@ -176,12 +176,13 @@ NORMALISATIONS = ("task", "ue")
 
 
 def normalise_channels(h: torch.Tensor, mode: str) -> torch.Tensor:
-    """``"task"``: as cached (unit average power over the task, shadow fading kept); ``"ue"``:
-    each channel scaled to ``||H||_F^2 = Nr Nt`` (shadow fading removed)."""
+    """``"task"``: all channels ``h (B, Nr, Nt)`` scaled together to unit average power per entry
+    (shadow fading kept; a no-op on a whole cached task); ``"ue"``: each channel scaled to
+    ``||H||_F^2 = Nr Nt`` (shadow fading removed)."""
     if mode == "ue":
         return h / h.abs().square().mean((-2, -1), keepdim=True).sqrt()
     if mode == "task":
-        return h
+        return h / h.abs().square().mean().sqrt()
     raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {mode!r}")
 
 
@@ -197,10 +198,10 @@ class UMiTaskChannel(ChannelModel):
     def __init__(self, task_id: int, cfg: UMiConfig = UMiConfig(), split: str = "test",
                  cache_dir: Path | None = None, generate: bool = True, normalise: str = "task"):
         data = load_task(cfg, task_id, cache_dir, generate)
-        h = data["h"]
+        h = normalise_channels(torch.from_numpy(data["h"]), normalise)  # over the whole task, then split
         if split != "all":
-            h = h[data["split"] == self._SPLITS[split]]
-        self.h = normalise_channels(torch.from_numpy(np.ascontiguousarray(h)), normalise)
+            h = h[torch.from_numpy(data["split"] == self._SPLITS[split])]
+        self.h = h.contiguous()
         self.nr, self.nt = cfg.nr, cfg.nt
         self.task_id = task_id
 

@@ -337,16 +337,14 @@ def _frame_stream(nr: int, nt: int, frames: int, frame_data: int, seed: int = 0,
         torch.randn(frames, nr, nt, dtype=torch.complex64, generator=g)
     y = torch.randn(frames, nr, frame_data, dtype=torch.complex64, generator=g)
     nv = 0.05 + 0.1 * torch.rand(frames, generator=g)
-    tags = []
-    for f in range(frames):
-        for key, value in (("frame_start", pmt.from_long(f)), ("csi", csi_to_pmt(h[f])),
-                           ("noise_var", pmt.from_double(float(nv[f])))):
-            t = gr_tag(f * frame_data, key, value)
-            tags.append(t)
+    tags = [gr_tag(f * frame_data, key, value) for f in range(frames)
+            for key, value in (("frame_start", pmt.from_long(f)), ("csi", csi_to_pmt(h[f])),
+                               ("noise_var", pmt.from_double(float(nv[f]))))]
     return y, h, nv, tags
 
 
 def gr_tag(offset: int, key: str, value):
+    """A stream tag ``(offset, key, pmt value)``."""
     import pmt
     from gnuradio import gr
 
@@ -512,7 +510,7 @@ def soak_neural(models: Path, vectors: int = 10_000_000, swaps: int = 100, inter
     ``frame_start`` tags), swaps applied and whether each landed on a frame boundary, refusals,
     and the RSS growth from the first 10 % of the stream to the end."""
     import json as _json
-    import pickle
+    import pickle  # only pickle.dumps, to craft the refused "pickle renamed .safetensors" bundle
     import shutil
     import tempfile
 

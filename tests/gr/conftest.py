@@ -3,9 +3,9 @@
 import numpy as np
 import pmt
 import pytest
-from gnuradio import blocks, gr
+from gnuradio import blocks
 
-from gnuradio.neuralmimo.flowgraphs import run_flowgraph
+from gnuradio.neuralmimo.flowgraphs import gr_tag, run_flowgraph
 
 FLOWGRAPH_TIMEOUT_S = 60
 
@@ -18,10 +18,7 @@ def run(tb, timeout_s: float = FLOWGRAPH_TIMEOUT_S) -> float:
         pytest.fail(str(e))
 
 
-def tag(offset: int, key: str, value) -> gr.tag_t:
-    t = gr.tag_t()
-    t.offset, t.key, t.value, t.srcid = int(offset), pmt.intern(key), value, pmt.PMT_F
-    return t
+tag = gr_tag  # a stream tag (offset, key, pmt value)
 
 
 def tags(sink, key: str) -> list[tuple[int, object]]:

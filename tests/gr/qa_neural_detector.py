@@ -293,11 +293,12 @@ def test_refusal_while_streaming_keeps_old_model(bundles, case, reason):
 
 
 def test_expected_sha_mismatch_and_bad_message_refused(bundles):
-    h, y, nv = _frames(20, seed=3)
+    h, y, nv = _frames(40, seed=3)
     det = neural_detector(NR, NT, "qpsk", str(bundles["a"]))
     det.to_basic_block()._post(pmt.intern("model"), pmt.to_pmt({"path": str(bundles["b"]), "sha256": "00" * 32}))
     det.to_basic_block()._post(pmt.intern("model"), pmt.from_long(5))
-    tb, snk, status = _flowgraph(y, _tags(h, nv), det)
+    # throttled (~0.4 s): the refusals are published while the flowgraph still runs
+    tb, snk, status = _flowgraph(y, _tags(h, nv), det, throttle=ND * 100)
     run(tb)
     assert det.wait_idle()
     reasons = [e["reason"] for e in _status(status) if e["event"] == "refused"]
