@@ -1,4 +1,4 @@
-"""Pilot-based least-squares channel estimation (learngene paper eq. (5)).
+"""Pilot-based least-squares channel estimation, [LG] eq. (5).
 
 With received pilots ``Y_p = H X_p + N_p`` (``Y_p: Nr x Np``, ``X_p: Nt x Np``, ``Np >= Nt``)
 
@@ -104,3 +104,29 @@ def estimate_problems(h_ls: torch.Tensor, rcond: float = 1e-6) -> list[str | Non
         else:
             out.append(None)
     return out
+
+
+def ls_padded(y_p: torch.Tensor, x_p: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LS estimate and residual noise variance for frames with different pilot matrices and
+    different numbers of active users.
+
+    Parameters
+    ----------
+    y_p : ``(T, Nr, Np)`` complex received pilots
+    x_p : ``(T, Nt, Np)`` complex pilot symbols (absent users' rows zero)
+    active : ``(T, Nt)`` bool, the users present in each frame
+
+    Returns
+    -------
+    h_ls : ``(T, Nr, Nt)`` complex, absent users' columns exactly zero
+    noise_var : ``(T,)`` real, ``||Y_p - H_LS X_p||_F^2 / (Nr (Np - K))``
+
+    The Gram matrix gets ones on the absent users' diagonal so that it stays invertible; as their
+    pilot rows are zero the absent columns of the estimate come out exactly zero.
+    """
+    gram = x_p @ x_p.mH + torch.diag_embed((~active).to(x_p.dtype))
+    h_ls = torch.linalg.solve(gram, x_p @ y_p.mH).mH  # (X X^H)^{-1} X Y^H, transposed
+    resid = y_p - h_ls @ x_p
+    dof = y_p.shape[-2] * (y_p.shape[-1] - active.sum(-1))
+    noise_var = resid.abs().square().sum((-2, -1)) / dof.clamp(min=1)
+    return h_ls, noise_var

@@ -1,12 +1,16 @@
 """Shared plumbing of the gr-neuralmimo blocks: tag keys and PMT conversions, stream stacking,
 once-per-failure logging and the guard that keeps exceptions out of ``work()``.
 
-Tag contract (every block reads tags from its input 0 and writes them on every output):
+Tag contract (every block reads tags from its input 0 and writes them on every output); every
+key is defined here and nowhere else:
 
 ``frame_start`` (long)   first sample of a frame; value: the frame number.
 ``csi`` (c32vector)      the ``Nr x Nt`` channel estimate, row-major, at the first data vector.
 ``noise_var`` (double)   complex noise variance per receive antenna, at the first data vector.
+``n_users`` (long)       optional, at a frame's first data vector: active users (streams 0..K-1).
 ``detector`` (symbol)    the detection algorithm in force from this vector on (linear detector).
+``model`` (dict)         the model in force from this vector on (neural detector): architecture,
+                         sha256, path.
 """
 
 from __future__ import annotations
@@ -21,12 +25,9 @@ import torch
 FRAME_START = "frame_start"
 CSI = "csi"
 NOISE_VAR = "noise_var"
+N_USERS = "n_users"
 DETECTOR = "detector"
-
-_KEY_FRAME_START = pmt.intern(FRAME_START)
-_KEY_CSI = pmt.intern(CSI)
-_KEY_NOISE_VAR = pmt.intern(NOISE_VAR)
-_KEY_DETECTOR = pmt.intern(DETECTOR)
+MODEL = "model"
 
 
 class FailureLog:

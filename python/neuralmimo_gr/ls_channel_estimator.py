@@ -16,7 +16,7 @@ FRAMING_MODES = ("tags", "count")
 
 
 class ls_channel_estimator(gr.basic_block):
-    """LS channel estimation from each frame's pilots (learngene paper eq. (5)).
+    """LS channel estimation from each frame's pilots ([LG] eq. (5), ``neuralmimo.estimation``).
 
     Inputs: ``nr`` complex streams, one per receive antenna (what ``uhd_usrp_source`` with
     ``nchan = Nr`` gives; a stream of ``Nr``-vectors goes through ``blocks.vector_to_streams``).

@@ -8,50 +8,52 @@ import numpy as np
 import torch
 from gnuradio import gr
 
-from neuralmimo.channels import BlockFadingProcess, apply_cfo, make_channel, transmit
+from neuralmimo.channels import ChannelSpec, apply_cfo, make_channel, transmit
 from neuralmimo.frames import frame_seed
-from neuralmimo.snr import complex_noise, noise_variance
+from neuralmimo.snr import CONVENTIONS, complex_noise, noise_variance
 
 from ._common import FailureLog, big_buffers, guarded_work, stack_streams, write_streams, zero_nonfinite
-
-CHANNEL_MODELS = ("iid", "kronecker", "local-scattering", "deepsic-sed", "time-varying", "umi-task")
 
 
 class mimo_channel(gr.sync_block):
     """Flat block-fading MIMO channel ``y = H x + n`` (GNU Radio 3.10 has no multi-antenna
     channel block).
 
-    A new ``H`` (``Nr x Nt``) is drawn from the core channel model every ``block_length`` input
+    A new ``H`` (``Nr x Nt``) is drawn from the channel model every ``block_length`` input
     samples, counted from the first sample, so with ``block_length = Np + Nd`` and a
     :class:`mimo_frame_source` upstream every frame has its own channel (the papers' block
-    fading). Models: ``iid``, ``kronecker``, ``local-scattering``, ``deepsic-sed`` (all
-    ``k_max = Nt`` users active), ``time-varying`` and ``umi-task`` (a cached 3GPP UMi task,
-    32x8: ``{"task_id": 50, "normalise": "ue"}``; a task that is not cached yet is generated in
-    the lab environment with ``neuralmimo umi generate``); ``model_args`` are the model's keyword
-    arguments (e.g. ``{"rho_rx": 0.5}``).
+    fading). ``channel`` is a channel spec, the same spelling as everywhere in the project: a
+    model name or ``{name: ..., args: {...}}`` as a mapping or YAML/JSON text, e.g.
+    ``{"name": "kronecker", "args": {"rho_rx": 0.5}}``; the models and their arguments are
+    ``neuralmimo.channels.CHANNELS`` (``deepsic-sed`` keeps all ``Nt`` users active; ``umi-task``
+    needs the task in the cache, generated in the lab environment with ``neuralmimo umi generate``).
 
-    Noise: complex AWGN at ``snr_db`` in the project convention, SNR = E||Hx||^2 / E||n||^2 per
-    receive antenna with unit-energy symbols. ``delay`` (integer samples, fixed) prepends zeros
-    and shifts every tag by the same amount; ``cfo`` (cycles/sample) rotates all receive streams
-    like a common LO offset. ``snr_db``, ``cfo`` and the model are settable while running; a new
-    model takes effect at the next fading block.
+    Noise: complex AWGN at ``snr_db`` in ``snr_convention`` (default ``project``: SNR =
+    E||Hx||^2 / E||n||^2 per receive antenna with unit-energy symbols; ``deepsic``, ``detnet``:
+    the papers' conventions, ``neuralmimo.snr``). ``delay`` (integer samples, fixed) prepends
+    zeros and shifts every tag by the same amount; ``cfo`` (cycles/sample) rotates all receive
+    streams like a common LO offset. ``snr_db``, ``cfo`` and the channel are settable while
+    running; a new channel takes effect at the next fading block.
 
     Tags on input 0 are forwarded (delayed) to every output.
     """
 
-    def __init__(self, nt: int = 2, nr: int = 4, model: str = "iid", model_args: dict | None = None,
-                 snr_db: float = 10.0, block_length: int = 272, delay: int = 0, cfo: float = 0.0, seed: int = 0):
+    def __init__(self, nt: int = 2, nr: int = 4, channel="iid", snr_db: float = 10.0, block_length: int = 272,
+                 delay: int = 0, cfo: float = 0.0, seed: int = 0, snr_convention: str = "project"):
         if nt < 1 or nr < 1:
             raise ValueError(f"need nt >= 1 and nr >= 1, got nt={nt}, nr={nr}")
         if block_length < 1:
             raise ValueError(f"block_length must be >= 1, got {block_length}")
         if delay < 0:
             raise ValueError(f"delay must be >= 0 samples, got {delay}")
+        if snr_convention not in CONVENTIONS:
+            raise ValueError(f"snr_convention must be one of {CONVENTIONS}, got {snr_convention!r}")
         gr.sync_block.__init__(self, name="mimo_channel", in_sig=[np.complex64] * nt, out_sig=[np.complex64] * nr)
         self.nt, self.nr, self.block_length, self.delay = int(nt), int(nr), int(block_length), int(delay)
         self._lock = threading.Lock()
-        self._process = BlockFadingProcess(self._build_model(model, model_args), seed)
-        self.model_name, self.model_args = model, dict(model_args or {})
+        self.channel = ChannelSpec.parse(channel)
+        self._process = self._build_model(self.channel).block_process(seed)
+        self.snr_convention = snr_convention
         self._pending_model = None
         self._noise_seed = int(seed) + 1
         self._noise_block: tuple[int, torch.Tensor] | None = None
@@ -63,13 +65,8 @@ class mimo_channel(gr.sync_block):
         self.failures = FailureLog(self.logger)
         big_buffers(self, 4 * self.block_length)
 
-    def _build_model(self, model: str, model_args: dict | None):
-        if model not in CHANNEL_MODELS:
-            raise ValueError(f"unknown channel model {model!r}; choose one of {CHANNEL_MODELS}")
-        m = make_channel(model, self.nr, self.nt, **dict(model_args or {}))
-        if (m.nr, m.nt) != (self.nr, self.nt):
-            raise ValueError(f"model {model!r} is {m.nr}x{m.nt}, the block is {self.nr}x{self.nt}")
-        return m
+    def _build_model(self, spec: ChannelSpec):
+        return make_channel(spec, self.nr, self.nt)  # ValueError: unknown name or argument, wrong size
 
     # ----------------------------------------------------------------- runtime control (GRC callbacks)
     def set_snr_db(self, snr_db: float) -> None:
@@ -83,26 +80,27 @@ class mimo_channel(gr.sync_block):
         with self._lock:
             self._cfo = float(cfo)
 
-    def set_model(self, model: str, model_args: dict | None = None) -> None:
-        """Switch the channel model at the next fading block. An invalid model is logged and
-        the running one kept (a GUI callback must not take the flowgraph down)."""
+    def set_channel(self, channel) -> None:
+        """Switch the channel (a spec, as in the constructor) at the next fading block. An invalid
+        one is logged and the running one kept (a GUI callback must not take the flowgraph down)."""
         try:
-            new = self._build_model(model, model_args)
+            spec = ChannelSpec.parse(channel)
+            new = self._build_model(spec)
         except (ValueError, TypeError) as exc:
-            self.logger.error(f"set_model({model!r}, {model_args!r}) refused: {exc}; keeping the current model")
+            self.logger.error(f"set_channel({channel!r}) refused: {exc}; keeping {self.channel}")
             return
         with self._lock:
             self._pending_model = new
-            self.model_name, self.model_args = model, dict(model_args or {})
+            self.channel = spec
 
     def noise_var(self) -> float:
         m = self._process.model
-        return noise_variance(self._snr_db, "project", channel_energy=m.mean_energy, nr=self.nr, nt=self.nt)
+        return noise_variance(self._snr_db, self.snr_convention, channel_energy=m.mean_energy, nr=self.nr, nt=self.nt)
 
     # ----------------------------------------------------------------- streaming
     def _next_h(self) -> torch.Tensor:
         if self._pending_model is not None:
-            self._process = BlockFadingProcess(self._pending_model, self._process.generator.initial_seed())
+            self._process = self._pending_model.block_process(self._process.generator.initial_seed())
             self._pending_model = None
         return self._process.next()
 

@@ -14,14 +14,13 @@ from gnuradio import gr
 
 from neuralmimo.bundle import MANIFEST, BundleError
 from neuralmimo.constellation import Constellation
-from neuralmimo.neural import SystemSpec, load_detector
+from neuralmimo.detectors import SystemSpec, load_detector
 
-from ._common import (FRAME_START, EstimateTags, FailureLog, big_buffers, frame_segments, gather_segments, guarded_work,
-                      tag_int, write_streams)
+from ._common import (FRAME_START, MODEL, N_USERS, EstimateTags, FailureLog, big_buffers, frame_segments,
+                      gather_segments, guarded_work, tag_int, write_streams)
 
-MODEL = "model"
-N_USERS = "n_users"
 _PORT_MODEL = pmt.intern("model")
+INITIAL_LOAD_TIMEOUT_S = 30.0
 _PORT_STATUS = pmt.intern("status")
 
 
@@ -30,7 +29,7 @@ def _now() -> str:
 
 
 class neural_detector(gr.sync_block):
-    """Detect each frame with a neural model loaded from a bundle (``neuralmimo.neural``).
+    """Detect each frame with a neural model loaded from a bundle (``neuralmimo.detectors``).
 
     Inputs: ``nr`` complex streams of data vectors with the :class:`ls_channel_estimator`'s
     ``frame_start``/``csi``/``noise_var`` tags at each frame's first data vector, and optionally
@@ -38,14 +37,15 @@ class neural_detector(gr.sync_block):
     ``nt`` complex streams of symbol estimates (SDNet: its refined estimate; DeepSIC: the MAP
     constellation point; absent users 0). Every input tag is passed to every output.
 
-    Models (SDNet, hypernetwork-DeepSIC, anything in ``neuralmimo.neural.REGISTRY``):
+    Models (SDNet, hypernetwork-DeepSIC, anything in ``neuralmimo.detectors.REGISTRY``):
 
     * ``model`` (constructor / GRC parameter): bundle loaded at start;
     * ``set_model(path)`` (GRC callback), the ``model`` message port (a path as symbol/string,
       or a dict with ``path`` and optionally ``sha256``) and, if ``watch_dir`` is set, any new
       bundle folder appearing there request a new model.
 
-    A request is loaded and validated by a background thread (never the streaming thread) and
+    A request is loaded, validated and run on one dummy frame by a background thread (never the
+    streaming thread) and
     applied at the next frame boundary, so a frame is never split between models and no vector
     is dropped or repeated; a ``model`` tag (dict: architecture, sha256, path) marks the first
     vector each new model produced. The ``status`` port reports each event as a dict: ``loaded``
@@ -103,6 +103,7 @@ class neural_detector(gr.sync_block):
         if self.watch_dir:
             self._watcher = threading.Thread(target=self._watch_loop, name="neural_detector-watch", daemon=True)
             self._watcher.start()
+        self._initial_model = str(model or "")
         if model:
             self.set_model(model)
 
@@ -136,7 +137,9 @@ class neural_detector(gr.sync_block):
                 self.set_model(value.decode() if isinstance(value, bytes) else value)
             elif isinstance(value, dict) and isinstance(value.get("path"), str):
                 sha = value.get("sha256")
-                self.set_model(value["path"], sha if isinstance(sha, str) else None)
+                if sha is not None and not isinstance(sha, str):
+                    raise ValueError(f"sha256 must be a string of 64 hex digits, got {sha!r}")
+                self.set_model(value["path"], sha)
             else:
                 raise ValueError(f"expected a path or a dict with 'path' (and 'sha256'), got {value!r}")
         except Exception as exc:  # noqa: BLE001 - a bad message must not reach the scheduler
@@ -194,6 +197,11 @@ class neural_detector(gr.sync_block):
         self.message_port_pub(_PORT_STATUS, pmt.to_pmt(info))
 
     def start(self):
+        # a model given at construction is in force from the first frame: wait (bounded) for its
+        # loader to finish before the flowgraph streams; later requests are swapped in asynchronously
+        if self._initial_model and not self.wait_idle(INITIAL_LOAD_TIMEOUT_S):
+            self.logger.error(f"the initial model {self._initial_model} did not load within "
+                              f"{INITIAL_LOAD_TIMEOUT_S:.0f} s; frames before it output 0")
         self._started = True
         for info in self._early_status:
             self.message_port_pub(_PORT_STATUS, pmt.to_pmt(info))

@@ -4,10 +4,7 @@ import itertools
 
 import pytest
 import torch
-
 from neuralmimo.constellation import MODULATIONS, Constellation
-from neuralmimo.frames import FrameLayout, pilot_matrix
-from neuralmimo.realvalued import mat_to_complex, mat_to_real, vec_to_complex, vec_to_real
 
 
 @pytest.mark.parametrize("name", MODULATIONS)
@@ -44,39 +41,12 @@ def test_llr_signs_agree_with_hard_decisions(name):
     assert torch.equal(Constellation.llr_to_bits(llr)[nz], hard_bits[nz])
 
 
-def test_real_model_eq2_both_directions():
-    g = torch.Generator().manual_seed(3)
-    h = torch.complex(torch.randn(5, 6, 3, generator=g), torch.randn(5, 6, 3, generator=g))
-    x = torch.complex(torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g))
-    hr, xr = mat_to_real(h), vec_to_real(x)
-    assert hr.shape == (5, 12, 6)
-    y = (h @ x.unsqueeze(-1)).squeeze(-1)
-    assert torch.allclose((hr @ xr.unsqueeze(-1)).squeeze(-1), vec_to_real(y), atol=1e-5)
-    assert torch.equal(mat_to_complex(hr), h)
-    assert torch.equal(vec_to_complex(xr), x)
 
 
-@pytest.mark.parametrize("nt,n_p", [(1, 1), (4, 4), (4, 16), (8, 16), (3, 7)])
-def test_pilots_orthogonal(nt, n_p):
-    p = pilot_matrix(nt, n_p, torch.complex128)
-    assert torch.allclose(p @ p.mH, n_p * torch.eye(nt, dtype=torch.complex128), atol=1e-9)
-    assert torch.allclose(p.abs(), torch.ones_like(p.real, dtype=torch.float64))
 
 
-def test_pilots_need_enough_columns():
-    with pytest.raises(ValueError, match="n_pilots >= nt"):
-        pilot_matrix(4, 3)
 
 
-def test_frame_assemble_split():
-    lay = FrameLayout(nt=2, n_pilots=4, n_data=5)
-    data = torch.randn(3, 2, 5, dtype=torch.complex64)
-    frame = lay.assemble(data)
-    assert frame.shape == (3, 2, 9)
-    p, d = lay.split(frame)
-    assert torch.equal(d, data) and torch.equal(p[0], lay.pilots())
-    with pytest.raises(ValueError):
-        lay.split(frame[..., :8])
 
 
 def test_llr_from_log_probs_is_exact_posterior_llr():

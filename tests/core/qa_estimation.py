@@ -1,9 +1,18 @@
 """LS channel estimation: error covariance, noise-variance estimate, bad pilots."""
 
+
 import pytest
 import torch
-
-from neuralmimo.estimation import PilotError, ls_error_covariance, ls_estimate
+from neuralmimo.constellation import Constellation
+from neuralmimo.datasets import draw_frames
+from neuralmimo.estimation import (
+    LSChannelEstimator,
+    PilotError,
+    estimate_problems,
+    ls_error_covariance,
+    ls_estimate,
+    ls_padded,
+)
 from neuralmimo.frames import pilot_matrix
 from neuralmimo.snr import complex_noise
 
@@ -50,3 +59,37 @@ def test_rank_deficient_pilots_raise():
     bad[0, 0] = float("nan")
     with pytest.raises(PilotError, match="NaN"):
         ls_estimate(torch.randn(3, 4, dtype=torch.complex64), bad)
+
+
+def test_fixed_pilot_estimator_equals_ls_and_checks_pilots():
+    x_p = pilot_matrix(3, 5)
+    y = torch.randn(4, 6, 5, dtype=torch.complex64)
+    h1, n1 = LSChannelEstimator(x_p)(y)
+    h2, n2 = ls_estimate(y, x_p)
+    assert torch.allclose(h1, h2, atol=1e-6) and torch.allclose(n1, n2, atol=1e-6)
+    with pytest.raises(PilotError):
+        LSChannelEstimator(torch.ones(2, 4, dtype=torch.complex64))  # identical rows: rank 1
+
+
+def test_estimate_problems_names_each_failure():
+    h = torch.randn(3, 4, 2, dtype=torch.complex64)
+    h[1, 0, 0] = float("nan")
+    h[2] = 0
+    p = estimate_problems(h)
+    assert p[0] is None and "non-finite" in p[1] and "rank-deficient" in p[2]
+
+
+BPSK = Constellation("bpsk")
+
+
+def test_ls_padded_matches_per_block_ls():
+    g = torch.Generator().manual_seed(4)
+    h = torch.randn(3, 6, 5, dtype=torch.complex64, generator=g)
+    b = draw_frames(h, BPSK, 100, 120 - 100, 0.1, g, pilots="random", n_users=torch.tensor([5, 3, 2]))
+    x_p = BPSK.symbols(b.labels[..., :100]) * b.active[..., None]
+    h_ls, nv = ls_padded(b.y[..., :100], x_p, b.active)
+    for t, k in enumerate([5, 3, 2]):
+        ref_h, ref_nv = ls_estimate(b.y[t, :, :100], x_p[t, :k])
+        torch.testing.assert_close(h_ls[t, :, :k], ref_h, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(nv[t], ref_nv, rtol=1e-4, atol=1e-6)
+        assert bool((h_ls[t, :, k:] == 0).all())

@@ -4,8 +4,7 @@ import numpy as np
 import pmt
 import pytest
 from gnuradio import blocks
-
-from gnuradio.neuralmimo.flowgraphs import gr_tag, run_flowgraph
+from gnuradio.neuralmimo.harness import gr_tag, run_flowgraph
 
 FLOWGRAPH_TIMEOUT_S = 60
 
@@ -45,3 +44,37 @@ def data(sink) -> np.ndarray:
     """Items of a vector sink as complex64 / float32 (the streams' own precision)."""
     arr = np.asarray(sink.data())
     return arr.astype(np.complex64 if np.iscomplexobj(arr) else np.float32)
+
+
+def estimate_tags(h, nv, frame_data: int) -> list:
+    """The LS estimator's tags for frames of ``frame_data`` vectors: ``frame_start``, ``csi`` and
+    ``noise_var`` at each frame's first vector (``h (F, Nr, Nt)``, ``nv (F,)``)."""
+    from gnuradio.neuralmimo._common import csi_to_pmt
+
+    out = []
+    for f in range(h.shape[0]):
+        out += [tag(f * frame_data, "frame_start", pmt.from_long(f)), tag(f * frame_data, "csi", csi_to_pmt(h[f])),
+                tag(f * frame_data, "noise_var", pmt.from_double(float(nv[f])))]
+    return out
+
+
+def detector_flowgraph(streams: np.ndarray, tag_list, det, n_out: int, throttle=None, chunk: int = 1):
+    """Vector sources (one per row of ``streams``, tags on stream 0) -> ``det`` -> one vector sink
+    per symbol output. With ``throttle`` (items/s) stream 0 is throttled and delivered in chunks of
+    at most ``chunk`` items, so that runtime requests land between frames. Returns ``(tb, sinks)``."""
+    from gnuradio import gr
+
+    tb = gr.top_block()
+    src = sources(tb, streams, tag_list)
+    snk = sinks(tb, n_out)
+    for r, s in enumerate(src):
+        if throttle and r == 0:
+            th = blocks.throttle(gr.sizeof_gr_complex, throttle)
+            th.set_max_noutput_items(chunk)
+            tb.connect(s, th, (det, r))
+            tb._keep.append(th)
+        else:
+            tb.connect(s, (det, r))
+    for k in range(n_out):
+        tb.connect((det, k), snk[k])
+    return tb, snk

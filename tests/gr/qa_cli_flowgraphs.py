@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "neuralmimo.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "neuralmimo.lab.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=280)
 
 

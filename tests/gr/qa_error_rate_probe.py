@@ -3,12 +3,12 @@
 import numpy as np
 import pmt
 import pytest
-from conftest import run, sources, tag
 from gnuradio import blocks, gr
-
 from gnuradio.neuralmimo import error_rate_probe
 from neuralmimo.constellation import Constellation
 from neuralmimo.frames import FrameLayout, frame_data_indices
+
+from conftest import run, sources, tag
 
 pytestmark = pytest.mark.timeout(120)
 

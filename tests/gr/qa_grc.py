@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from gnuradio import gr
+from gnuradio import gr, neuralmimo
 from gnuradio.grc.core.platform import Platform
-
-from gnuradio import neuralmimo
-from gnuradio.neuralmimo.flowgraphs import compile_grc
+from gnuradio.neuralmimo.harness import compile_grc
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,19 +1,17 @@
 """Linear detector: equality with the core ZF/MMSE, runtime switching at frame boundaries, bad input."""
 
 import threading
-import time
 
 import numpy as np
 import pmt
 import pytest
 import torch
-from conftest import data, run, sinks, sources, tag, tags
-from gnuradio import blocks, gr
-
+from gnuradio import blocks
 from gnuradio.neuralmimo import linear_detector
-from gnuradio.neuralmimo._common import csi_to_pmt
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
+
+from conftest import data, detector_flowgraph, estimate_tags, run, sinks, tag, tags
 
 pytestmark = pytest.mark.timeout(120)
 NT, NR, ND = 2, 4, 8
@@ -28,27 +26,12 @@ def _frames(n_frames, seed=0):
 
 
 def _tags(h, nv, n_frames):
-    t = []
-    for f in range(n_frames):
-        t += [tag(f * ND, "frame_start", pmt.from_long(f)), tag(f * ND, "csi", csi_to_pmt(h[f])),
-              tag(f * ND, "noise_var", pmt.from_double(float(nv[f])))]
-    return t
+    return estimate_tags(h[:n_frames], nv, ND)
 
 
 def _detect(y_stream, tag_list, det, llr=False, throttle=None):
-    tb = gr.top_block()
-    src = sources(tb, y_stream, tag_list)
-    snk = sinks(tb, NT)
-    for r in range(NR):
-        if throttle and r == 0:
-            th = blocks.throttle(gr.sizeof_gr_complex, throttle)
-            th.set_max_noutput_items(2 * ND)  # small chunks: switches can land between them
-            tb.connect(src[r], th, (det, r))
-            tb._keep.append(th)
-        else:
-            tb.connect(src[r], (det, r))
-    for k in range(NT):
-        tb.connect((det, k), snk[k])
+    # small chunks when throttled: switches can land between them
+    tb, snk = detector_flowgraph(y_stream, tag_list, det, NT, throttle, chunk=2 * ND)
     llr_snk = None
     if llr:
         llr_snk = sinks(tb, 1, NT * det.constellation.bits_per_symbol, blocks.vector_sink_f)[0]

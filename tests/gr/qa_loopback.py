@@ -5,12 +5,13 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import run
 from gnuradio import gr
-
 from gnuradio.neuralmimo import error_rate_probe, linear_detector, ls_channel_estimator, mimo_channel, mimo_frame_source
-from gnuradio.neuralmimo.flowgraphs import compile_grc, load_top_block_class, sim_config_of
-from neuralmimo.sim import simulate
+from gnuradio.neuralmimo.harness import compile_grc, load_top_block_class
+from gnuradio.neuralmimo.loopback import sim_config_of
+from neuralmimo.lab.sim import simulate
+
+from conftest import run
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def _chain_ser(delay: int, frames: int = 40) -> tuple[int, float]:
     nt, nr, n_p, n_d = 2, 4, 4, 60
     tb = gr.top_block()
     tb.src = mimo_frame_source(nt, n_p, n_d, "qpsk", False, 1, frames)
-    tb.chan = mimo_channel(nt, nr, "iid", {}, 6.0, n_p + n_d, delay, 0.0, 2)
+    tb.chan = mimo_channel(nt, nr, "iid", 6.0, n_p + n_d, delay, 0.0, 2)
     tb.est = ls_channel_estimator(nr, nt, n_p, n_d)
     tb.det = linear_detector(nr, nt, "qpsk", "mmse")
     tb.probe = error_rate_probe(nt, n_d, "qpsk", 1)

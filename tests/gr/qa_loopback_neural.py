@@ -6,13 +6,12 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import run
+from gnuradio.neuralmimo.harness import compile_grc, load_top_block_class
+from neuralmimo.bundle import load_model
+from neuralmimo.detectors.deepsic.model import HYPERNET_CODEC
+from neuralmimo.lab.deepsic import DeepSICConfig, Receivers, ScenarioConfig, run_transmission
 
-from gnuradio.neuralmimo.flowgraphs import compile_grc, load_top_block_class
-from neuralmimo.channels import DeepSICSynthetic
-from neuralmimo.deepsic import load_hypernetwork
-from neuralmimo.deepsic_pipeline import DeepSICConfig, Receivers, ScenarioConfig, run_transmission
-from neuralmimo.snr import convert_snr_db
+from conftest import run
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,10 +20,8 @@ MODEL = ROOT / "models" / "hypernet-deepsic-sed-n12"
 
 def test_loopback_neural_matches_lab_and_beats_mmse(tmp_path):
     frames, nt, nr = 12, 8, 12
-    snr = convert_snr_db(10.0, "deepsic", "project", channel_energy=DeepSICSynthetic(nr, nt, profile_amplitude_db=4.0,
-                                                                                    seed=0).mean_energy, nr=nr, nt=nt)
     cls = load_top_block_class(compile_grc(ROOT / "examples" / "loopback_neural.grc", tmp_path)[0])
-    tb = cls(snr_db=snr, n_frames=frames, seed=1, model=str(MODEL))
+    tb = cls(snr_db=10.0, n_frames=frames, seed=1, model=str(MODEL))  # the channel block's SNR is deepsic
     for p in (tb.probe_zf, tb.probe_mmse, tb.probe_nn):
         p.report_on_stop = False
     run(tb, 300)
@@ -35,11 +32,11 @@ def test_loopback_neural_matches_lab_and_beats_mmse(tmp_path):
     p_a, p_b = fg["hypernetwork"], fg["mmse"]
     assert p_b - p_a > 4 * math.sqrt((p_a + p_b) / n), fg
     # the lab receiver on the same channel sequence (independent noise, random BPSK pilots)
-    hyper, q, _ = load_hypernetwork(MODEL)
+    hyper, _ = load_model(MODEL, HYPERNET_CODEC)
     cfg = DeepSICConfig.from_dict({"receiver": {"n_rx": nr, "k_max": hyper.k_max}})
-    sc = ScenarioConfig(name="lab", channel="sed", channel_args={"profile_amplitude_db": 4.0}, k_min=nt, k_max=nt,
-                        snr_db=10.0, n_pilots=800, n_info=1520, blocks=frames, seed=0)
-    lab = run_transmission(cfg, sc, Receivers(hyper, {}, hyper.spec, q), 10.0, 800, methods=("mmse", "hypernetwork"))
+    sc = ScenarioConfig(name="lab", channel={"name": "deepsic-sed", "args": {"profile_amplitude_db": 4.0}}, k_min=nt,
+                        k_max=nt, snr_db=10.0, n_pilots=800, n_info=1520, blocks=frames, seed=0)
+    lab = run_transmission(cfg, sc, Receivers(hyper, {}), 10.0, 800, methods=("mmse", "hypernetwork"))
     for m in ("mmse", "hypernetwork"):
         lab_ser = sum(lab["ser"][m]) / frames
         # difference of two independent binomial estimates over n symbols each, 3.29 sigma (99.9 %);

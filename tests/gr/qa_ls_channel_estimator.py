@@ -4,12 +4,12 @@ import numpy as np
 import pmt
 import pytest
 import torch
-from conftest import data, run, sinks, sources, tag, tags
-
 from gnuradio import gr
 from gnuradio.neuralmimo import ls_channel_estimator
 from neuralmimo.estimation import ls_estimate
 from neuralmimo.frames import FrameLayout
+
+from conftest import data, run, sinks, sources, tag, tags
 
 pytestmark = pytest.mark.timeout(120)
 NT, NR, NP, ND = 2, 4, 4, 6

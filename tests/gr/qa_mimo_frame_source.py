@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from conftest import data, run, sinks, tags
 from gnuradio import blocks, gr
-
 from gnuradio.neuralmimo import mimo_frame_source
 from neuralmimo.constellation import Constellation
 from neuralmimo.frames import FrameLayout, frame_data_indices, pilot_matrix
+
+from conftest import data, run, sinks, tags
 
 pytestmark = pytest.mark.timeout(120)
 

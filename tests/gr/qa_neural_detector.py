@@ -11,15 +11,15 @@ import numpy as np
 import pmt
 import pytest
 import torch
-from conftest import data, run, sinks, sources, tag, tags
 from gnuradio import blocks, gr
-
 from gnuradio.neuralmimo import neural_detector
 from gnuradio.neuralmimo._common import csi_to_pmt
-from neuralmimo.bundle import MANIFEST, WEIGHTS, file_sha256, save_bundle
-from neuralmimo.deepsic import ModularHypernetwork, ModuleSpec, save_hypernetwork
-from neuralmimo.neural import SystemSpec, load_detector
-from neuralmimo.sdnet import SDNet, save_sdnet
+from neuralmimo.bundle import MANIFEST, WEIGHTS, file_sha256, save_bundle, save_model
+from neuralmimo.detectors import SystemSpec, load_detector
+from neuralmimo.detectors.deepsic.model import HYPERNET_CODEC, ModularHypernetwork, ModuleSpec
+from neuralmimo.detectors.sdnet.model import SDNET_CODEC, SDNet
+
+from conftest import data, detector_flowgraph, estimate_tags, run, sinks, sources, tag, tags
 
 pytestmark = pytest.mark.timeout(180)
 NT, NR, ND = 2, 4, 16
@@ -60,27 +60,29 @@ class _Exploit:
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles")
-    b = {"a": save_sdnet(_sdnet(1), root / "a", system=SYSTEM), "b": save_sdnet(_sdnet(2), root / "b", system=SYSTEM)}
-    b["wrong_system"] = save_sdnet(SDNet(NT, NR + 2, 2).eval(), root / "wrong_system", system={**SYSTEM, "nr": NR + 2})
+    b = {"a": save_model(_sdnet(1), SDNET_CODEC, root / "a", system=SYSTEM),
+         "b": save_model(_sdnet(2), SDNET_CODEC, root / "b", system=SYSTEM)}
+    b["wrong_system"] = save_model(SDNet(NT, NR + 2, 2).eval(), SDNET_CODEC, root / "wrong_system",
+                                   system={**SYSTEM, "nr": NR + 2})
     b["unknown_arch"] = save_bundle(root / "unknown_arch", _sdnet(3).state_dict(), architecture="transformer-9000",
                                     hyperparameters={}, system=SYSTEM)
-    b["shape_manifest"] = save_sdnet(_sdnet(4), root / "shape_manifest", system=SYSTEM)
+    b["shape_manifest"] = save_model(_sdnet(4), SDNET_CODEC, root / "shape_manifest", system=SYSTEM)
     _edit_manifest(b["shape_manifest"], lambda m: m["tensors"]["fc.weight"].update(shape=[3, 3]))
-    b["shape_hparams"] = save_sdnet(_sdnet(5), root / "shape_hparams", system=SYSTEM)
+    b["shape_hparams"] = save_model(_sdnet(5), SDNET_CODEC, root / "shape_hparams", system=SYSTEM)
     _edit_manifest(b["shape_hparams"], lambda m: m["architecture"]["hyperparameters"].update(n_conv=3))
-    b["sha"] = save_sdnet(_sdnet(6), root / "sha", system=SYSTEM)
+    b["sha"] = save_model(_sdnet(6), SDNET_CODEC, root / "sha", system=SYSTEM)
     raw = bytearray((b["sha"] / WEIGHTS).read_bytes())
     raw[-5] ^= 0xFF
     (b["sha"] / WEIGHTS).write_bytes(bytes(raw))
-    b["truncated"] = save_sdnet(_sdnet(7), root / "truncated", system=SYSTEM)
+    b["truncated"] = save_model(_sdnet(7), SDNET_CODEC, root / "truncated", system=SYSTEM)
     raw = (b["truncated"] / WEIGHTS).read_bytes()
     (b["truncated"] / WEIGHTS).write_bytes(raw[: len(raw) // 2])
     _rewrite_sha(b["truncated"])
     nan_model = _sdnet(8)
     with torch.no_grad():
         nan_model.fc.weight[0, 0] = float("nan")
-    b["nan"] = save_sdnet(nan_model, root / "nan", system=SYSTEM)
-    b["pickle"] = save_sdnet(_sdnet(9), root / "pickle", system=SYSTEM)
+    b["nan"] = save_model(nan_model, SDNET_CODEC, root / "nan", system=SYSTEM)
+    b["pickle"] = save_model(_sdnet(9), SDNET_CODEC, root / "pickle", system=SYSTEM)
     marker = root / "unpickled.txt"
     (b["pickle"] / WEIGHTS).write_bytes(pickle.dumps(_Exploit(marker)))
     _rewrite_sha(b["pickle"])
@@ -97,27 +99,12 @@ def _frames(n_frames, seed=0):
 
 
 def _tags(h, nv):
-    out = []
-    for f in range(h.shape[0]):
-        out += [tag(f * ND, "frame_start", pmt.from_long(f)), tag(f * ND, "csi", csi_to_pmt(h[f])),
-                tag(f * ND, "noise_var", pmt.from_double(float(nv[f])))]
-    return out
+    return estimate_tags(h, nv, ND)
 
 
 def _flowgraph(y, tag_list, det, throttle=None):
-    tb = gr.top_block()
-    src = sources(tb, y.transpose(0, 1).reshape(NR, -1).numpy(), tag_list)
-    snk = sinks(tb, NT)
-    for r in range(NR):
-        if throttle and r == 0:
-            th = blocks.throttle(gr.sizeof_gr_complex, throttle)
-            th.set_max_noutput_items(ND)  # small chunks: requests arrive between frames
-            tb.connect(src[r], th, (det, r))
-            tb._keep.append(th)
-        else:
-            tb.connect(src[r], (det, r))
-    for k in range(NT):
-        tb.connect((det, k), snk[k])
+    # small chunks when throttled: requests arrive between frames
+    tb, snk = detector_flowgraph(y.transpose(0, 1).reshape(NR, -1).numpy(), tag_list, det, NT, throttle, chunk=ND)
     if det.llr_output:
         tb.llr = sinks(tb, 1, NT * det.bits_per_symbol, blocks.vector_sink_f)[0]
         tb.connect((det, NT), tb.llr)
@@ -159,7 +146,7 @@ def test_output_equals_core_model(bundles):
 def test_hypernetwork_deepsic_block_equals_core_with_varying_users(tmp_path):
     torch.manual_seed(3)
     hyper = ModularHypernetwork(ModuleSpec(NR), 3)
-    path = save_hypernetwork(hyper, tmp_path / "h", iterations=3, system={"n_rx": NR, "k_max": 3, "modulation": "bpsk"})
+    path = save_model(hyper, HYPERNET_CODEC, tmp_path / "h", system={"nr": NR, "nt": 3, "modulation": "bpsk"})
     g = torch.Generator().manual_seed(4)
     n_frames, nt = 6, 3
     h = torch.randn(n_frames, NR, nt, generator=g).to(torch.complex64)

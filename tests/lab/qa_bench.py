@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("sionna")
 
-from neuralmimo.bench import bench_detectors  # noqa: E402
+from neuralmimo.lab.bench import bench_detectors  # noqa: E402
 
 
 def test_decisions_match_sionna():

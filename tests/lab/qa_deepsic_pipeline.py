@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from neuralmimo.cli import main
-from neuralmimo.deepsic import ModularHypernetwork, load_hypernetwork
-from neuralmimo.deepsic_pipeline import (DeepSICConfig, Receivers, ScenarioConfig, load_joint, run_transmission,
-                                         training_blocks)
-from neuralmimo.deepsic_train import front_end, train_hypernetwork
+from neuralmimo.bundle import load_model
+from neuralmimo.detectors.deepsic.model import HYPERNET_CODEC, JOINT_CODEC, ModularHypernetwork
+from neuralmimo.detectors.deepsic.train import front_end, train_hypernetwork
+from neuralmimo.lab.cli import main
+from neuralmimo.lab.deepsic import (
+    DeepSICConfig,
+    Receivers,
+    ScenarioConfig,
+    run_transmission,
+    training_blocks,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "deepsic" / "quick.yaml"
@@ -45,10 +50,11 @@ def test_training_losses_fall_and_bundles_load(run):
     for key in ("hyper_history", "joint_history"):
         assert hist[key][-1]["loss"] < 0.5 * hist[key][0]["loss"], key
     assert all(h["k_seen"] == list(range(2, 7)) for h in hist["hyper_history"])  # every K in every epoch
-    hyper, q, bundle = load_hypernetwork(run / "train" / "hypernetwork")
+    hyper, bundle = load_model(run / "train" / "hypernetwork", HYPERNET_CODEC)
+    q = hyper.iterations
     hp = bundle.hyperparameters
     assert (hp["n_rx"], hp["k_max"], hp["modulation"], hp["iterations"]) == (8, 6, "bpsk", 3) and q == 3
-    joint = load_joint(run / "train" / "joint")
+    joint = load_model(run / "train" / "joint", JOINT_CODEC)[0].thetas()
     assert sorted(joint) == list(range(2, 7))
     assert all(joint[k].shape == (k, 16 * (8 + k + 1) + 18) for k in joint)
     assert (run / "train" / "loss.png").stat().st_size > 0
@@ -91,17 +97,17 @@ def test_k_not_seen_in_last_epoch_is_still_served():
     torch.set_num_threads(1)
     cfg = DeepSICConfig.load(CONFIG)
     blocks = training_blocks(cfg)
-    fe = front_end(blocks, cfg.spec, cfg.constellation)
+    fe = front_end(blocks, cfg.spec)
     torch.manual_seed(1)
     hyper = ModularHypernetwork(cfg.spec, cfg.receiver.k_max)
     epochs = 20
     sets = [None] * (epochs - 1) + [{2, 3, 5, 6}]
-    hist = train_hypernetwork(hyper, fe, blocks, iterations=3, epochs=epochs, lr=cfg.training.hyper_lr,
+    hist = train_hypernetwork(hyper, fe, blocks, epochs=epochs, lr=cfg.training.hyper_lr,
                               epoch_k_sets=sets, seed=1)
     assert 4 in hist[-2]["k_seen"] and 4 not in hist[-1]["k_seen"]
-    sc = ScenarioConfig(name="k4", channel="sed", channel_args={"profile_amplitude_db": 4.0}, k_min=4, k_max=4,
-                        snr_db=10.0, n_pilots=800, n_info=2000, blocks=10, seed=5)
-    rx = Receivers(hyper, {}, cfg.spec, 3)
+    sc = ScenarioConfig(name="k4", channel={"name": "deepsic-sed", "args": {"profile_amplitude_db": 4.0}}, k_min=4,
+                        k_max=4, snr_db=10.0, n_pilots=800, n_info=2000, blocks=10, seed=5)
+    rx = Receivers(hyper, {})
     r = run_transmission(cfg, sc, rx, 10.0, 800, methods=("hypernetwork", "mmse"))
     ser = {m: sum(v) / len(v) for m, v in r["ser"].items()}
     assert _clearly_below(ser["hypernetwork"], ser["mmse"], 10 * 2000 * 4), ser

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from neuralmimo.cli import main
-from neuralmimo.learngene import SEGMENTS, load_learngene
+from neuralmimo.bundle import load_model
+from neuralmimo.detectors.sdnet.learngene import SEGMENTS, load_learngene
+from neuralmimo.detectors.sdnet.model import SDNET_CODEC
+from neuralmimo.lab.cli import main
 from neuralmimo.metrics import wilson_interval
-from neuralmimo.sdnet import load_sdnet
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "learngene" / "quick.yaml"
@@ -38,7 +38,7 @@ def test_collective_records_gradient_significance(run):
     first = m["history"][0]["epochs"]
     assert first[-1]["train_loss"] < first[0]["train_loss"]  # it learned on the first task
     assert (run / "collective" / "gradient_significance.png").stat().st_size > 0
-    model, bundle = load_sdnet(run / "collective" / "bundle")
+    model, bundle = load_model(run / "collective" / "bundle", SDNET_CODEC)
     assert model.n_conv == 12 and bundle.manifest["training"]["role"] == "collective"
 
 
@@ -49,7 +49,7 @@ def test_extract_exports_the_selected_learngene(run):
     assert layers == ex["layers"] and len(layers) == 4
     assert sum(t.numel() for t in tensors.values()) == 2_336
     assert bundle.manifest["learngene"]["selected"] is True
-    col, _ = load_sdnet(run / "collective" / "bundle")
+    col, _ = load_model(run / "collective" / "bundle", SDNET_CODEC)
     for l in layers:  # the exported tensors are the collective model's layers, verbatim
         assert torch.equal(tensors[f"layer{l}.weight"], col.significant_conv(l).weight)
 
@@ -60,7 +60,7 @@ def test_individual_models_learned(run):
     assert schemes == sorted(["scratch", "transfer", "embed-top", "embed-middle", "inherit-top", "inherit-middle",
                               "inherit-bottom"])
     for s in schemes:
-        model, bundle = load_sdnet(task / s / "bundle")
+        model, bundle = load_model(task / s / "bundle", SDNET_CODEC)
         assert model.n_conv == 8
         if s.startswith(("embed", "inherit")):
             assert bundle.manifest["learngene"]["strategy"] == s

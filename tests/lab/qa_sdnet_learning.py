@@ -13,11 +13,10 @@ import math
 
 import pytest
 import torch
-
 from neuralmimo.constellation import Constellation
+from neuralmimo.detectors.sdnet.model import SDNet
+from neuralmimo.detectors.sdnet.train import draw_batch, evaluate, make_optimiser, train
 from neuralmimo.metrics import wilson_interval
-from neuralmimo.sdnet import SDNet
-from neuralmimo.sdnet_train import draw_batch, evaluate, make_optimiser, train
 
 
 def fixed_geometry_task(n: int, paths: int = 9, seed: int = 5) -> torch.Tensor:

@@ -2,9 +2,14 @@
 
 import numpy as np
 import pytest
-
-from neuralmimo.umi import (UMiConfig, UMiTaskChannel, correlation_matrix_distance, load_task, spatial_covariance,
-                            task_centre)
+from neuralmimo.channels.umi import (
+    UMiConfig,
+    UMiTaskChannel,
+    correlation_matrix_distance,
+    load_task,
+    spatial_covariance,
+    task_centre,
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sionna")

@@ -1,0 +1,21 @@
+"""Channel models (one file per model family) and the one table of their names.
+
+* :mod:`.base` -- :class:`ChannelModel`, block-fading processes, :func:`transmit`
+* :mod:`.fading` -- i.i.d. Rayleigh, Kronecker, local scattering [HM], time-varying correlated
+* :mod:`.deepsic_sed` -- the DeepSIC synthetic channel [MH], users joining and leaving
+* :mod:`.umi` -- 3GPP TR 38.901 UMi NLoS tasks [LG] (generation needs Sionna, the lab environment)
+* :mod:`.impairments` -- carrier frequency offset
+* :mod:`.registry` -- :data:`CHANNELS`, :class:`ChannelSpec`, :func:`make_channel`
+"""
+
+from .base import BlockFadingProcess, ChannelModel, crandn, hermitian_sqrt, transmit, vec_columns
+from .deepsic_sed import DeepSICSynthetic, SEDBlock, beamformed_gains, sed_matrix, user_counts
+from .fading import (IIDRayleigh, Kronecker, LocalScattering, TimeVaryingCorrelated, exponential_correlation, jakes_rho,
+                     local_scattering_covariance)
+from .impairments import apply_cfo
+from .registry import CHANNELS, ChannelSpec, describe_channels, make_channel
+
+__all__ = ["BlockFadingProcess", "ChannelModel", "crandn", "hermitian_sqrt", "transmit", "vec_columns",
+           "DeepSICSynthetic", "SEDBlock", "beamformed_gains", "sed_matrix", "user_counts", "IIDRayleigh", "Kronecker",
+           "LocalScattering", "TimeVaryingCorrelated", "exponential_correlation", "jakes_rho",
+           "local_scattering_covariance", "apply_cfo", "CHANNELS", "ChannelSpec", "describe_channels", "make_channel"]

@@ -1,0 +1,112 @@
+"""The channel model interface, block-fading processes and the transmission ``Y = H X + N``.
+
+Every model draws flat-fading channel matrices ``H`` of shape ``(batch, Nr, Nt)`` (complex64)
+and knows its statistics: ``mean_energy`` is ``E||H||_F^2`` and ``covariance()`` the covariance
+of ``vec(H)`` (columns stacked: index ``k * Nr + n`` for entry ``H[n, k]``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..snr import complex_noise
+
+
+def crandn(shape, generator: torch.Generator | None = None, dtype=torch.complex64) -> torch.Tensor:
+    """i.i.d. ``CN(0, 1)`` samples of ``shape`` (``dtype`` complex64 or complex128)."""
+    real = torch.float64 if dtype == torch.complex128 else torch.float32
+    return torch.complex(torch.randn(shape, generator=generator, dtype=real),
+                         torch.randn(shape, generator=generator, dtype=real)) / math.sqrt(2.0)
+
+
+def hermitian_sqrt(c: torch.Tensor) -> torch.Tensor:
+    """``U D^{1/2} U^H`` of Hermitian PSD matrices ``c (..., n, n)`` (negative round-off
+    eigenvalues clamped to 0); same shape and dtype."""
+    w, u = torch.linalg.eigh(c)
+    return (u * w.clamp(min=0).sqrt().to(u.dtype).unsqueeze(-2)) @ u.mH
+
+
+def vec_columns(h: torch.Tensor) -> torch.Tensor:
+    """``vec(H)``: ``(..., Nr, Nt)`` -> ``(..., Nr*Nt)`` with the columns stacked (index ``k*Nr + n``)."""
+    return h.transpose(-1, -2).reshape(*h.shape[:-2], -1)
+
+
+class ChannelModel:
+    """Base class of the channel models.
+
+    Attributes
+    ----------
+    nr, nt : receive antennas and transmit streams (users)
+    real_valued : the model's matrices have zero imaginary part (e.g. the DeepSIC synthetic
+        channel); receivers built for the papers' real-valued models need no conversion
+    """
+
+    nr: int
+    nt: int
+    real_valued: bool = False
+
+    def sample(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``batch`` independent channel matrices, ``(batch, Nr, Nt)`` complex64."""
+        raise NotImplementedError
+
+    @property
+    def mean_energy(self) -> float:
+        """``E||H||_F^2``."""
+        return float(torch.diagonal(self.covariance()).real.sum())
+
+    def covariance(self) -> torch.Tensor:
+        """``E[vec(H) vec(H)^H]``, ``(Nr*Nt, Nr*Nt)`` complex128."""
+        raise NotImplementedError
+
+    def next_block(self, index: int, state, generator: torch.Generator):
+        """Channel of block ``index`` of a transmission and the state the next block needs:
+        ``(H (Nr, Nt) complex64, state)``. Stationary models draw independent blocks; models that
+        evolve over blocks override this. ``state`` is ``None`` for the first block."""
+        return self.sample(1, generator)[0], None
+
+    def block_process(self, seed: int = 0) -> "BlockFadingProcess":
+        """Successive block-fading channels of this model, reproducible from ``seed``."""
+        return BlockFadingProcess(self, seed)
+
+
+class BlockFadingProcess:
+    """Successive block-fading channels ``H[0], H[1], ...`` of a model (one per block, see
+    :meth:`ChannelModel.next_block`), reproducible from ``seed``."""
+
+    def __init__(self, model: ChannelModel, seed: int = 0):
+        self.model = model
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.block_index = 0
+        self._state = None
+
+    def next(self) -> torch.Tensor:
+        """Channel of the next block, ``(Nr, Nt)`` complex64."""
+        h, self._state = self.model.next_block(self.block_index, self._state, self.generator)
+        self.block_index += 1
+        return h
+
+
+def transmit(h: torch.Tensor, x: torch.Tensor, noise_var, generator: torch.Generator | None = None,
+             unit_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Flat-fading MIMO channel ``Y = H X + N``.
+
+    Parameters
+    ----------
+    h : ``(..., Nr, Nt)`` complex
+    x : ``(..., Nt, N)`` complex, ``N`` vectors sharing the channel
+    noise_var : float or tensor broadcastable to the output, complex noise variance per receive
+        antenna: ``N`` is i.i.d. ``CN(0, noise_var)``
+    unit_noise : optional ``CN(0, 1)`` samples of the output's shape, used instead of drawing
+        from ``generator`` (a streaming channel makes its noise independent of how the stream is
+        cut into buffers this way)
+
+    Returns
+    -------
+    ``(..., Nr, N)`` complex
+    """
+    y = h @ x
+    if unit_noise is not None:
+        return y + unit_noise * math.sqrt(float(noise_var))
+    return y + complex_noise(y.shape, noise_var, generator, y.dtype)

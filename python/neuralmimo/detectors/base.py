@@ -1,0 +1,129 @@
+"""What every run-time detector is: a :class:`FrameDetector` built from a bundle, checked against
+the :class:`SystemSpec` of the flowgraph or simulation that uses it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..bundle import Bundle, BundleError, ModelCodec, Param
+from ..constellation import Constellation
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """What the receiver provides: ``nr`` receive streams, ``nt`` transmit streams (users), modulation."""
+
+    nr: int
+    nt: int
+    modulation: str
+
+    @classmethod
+    def of_bundle(cls, system: dict) -> "SystemSpec":
+        """The system a bundle's validated ``system`` section was trained for."""
+        return cls(system["nr"], system["nt"], system["modulation"])
+
+
+class FrameDetector:
+    """Base class of the run-time neural detectors.
+
+    A detector detects whole frames: ``y (S, Nr, n)`` received data vectors, the frames' channel
+    estimates ``h (S, Nr, Nt)`` and noise variances ``(S,)`` (complex, per antenna) ->
+    ``(S, Nt, n)`` complex symbol estimates. Per-frame work (SDNet's constant rows,
+    hypernetwork-generated DeepSIC modules) is done once per frame; all of a frame's vectors go
+    through in one batched pass.
+
+    A family subclasses it with
+
+    * ``codec`` -- the :class:`~neuralmimo.bundle.ModelCodec` of its bundles;
+    * ``serves_fewer_users`` -- a receiver with fewer streams than the bundle's ``nt`` may use it
+      (a hypernetwork's ``nt`` is its ``K_max``);
+    * ``options`` -- run-time options (name -> :class:`~neuralmimo.bundle.Param`), set with
+      :meth:`configure` (``neuralmimo sim --detectors PATH@name=value``);
+    * :meth:`detect_with_llr` and, optionally, :meth:`flops_per_vector`.
+
+    ``hyperparameters`` are the validated ones of the bundle (or of an in-memory model).
+    """
+
+    codec: ModelCodec
+    serves_fewer_users = False
+    options: dict[str, Param] = {}
+
+    def __init__(self, model: torch.nn.Module, hyperparameters: dict, system: SystemSpec, bundle: Bundle | None = None):
+        self.model, self.hyperparameters, self.bundle = model, hyperparameters, bundle
+        self.system = system
+        self.nr, self.nt = system.nr, system.nt
+        self.constellation = Constellation(system.modulation)
+        self.option_values = {name: hyperparameters.get(name) for name in self.options}
+
+    @property
+    def architecture(self) -> str:
+        return self.codec.architecture
+
+    @property
+    def sha256(self) -> str | None:
+        return None if self.bundle is None else self.bundle.sha256
+
+    def _where(self) -> str:
+        return str(self.bundle.path) if self.bundle is not None else f"in-memory {self.architecture}"
+
+    def check_system(self, system: SystemSpec) -> None:
+        """Refuse (:class:`~neuralmimo.bundle.BundleError`) a receiver this model was not trained for."""
+        if system.modulation.lower().replace("-", "") != self.constellation.name:
+            raise BundleError(f"{self._where()}: model is for {self.constellation.name}, the flowgraph uses "
+                              f"{system.modulation}")
+        if system.nr != self.nr:
+            raise BundleError(f"{self._where()}: model is for Nr = {self.nr} receive streams, the flowgraph has "
+                              f"{system.nr}")
+        if self.serves_fewer_users and system.nt > self.nt:
+            raise BundleError(f"{self._where()}: model serves up to K_max = {self.nt} users, the flowgraph has "
+                              f"Nt = {system.nt}")
+        if not self.serves_fewer_users and system.nt != self.nt:
+            raise BundleError(f"{self._where()}: model is for Nt = {self.nt} streams, the flowgraph has {system.nt}")
+
+    def configure(self, **options) -> None:
+        """Set run-time options; ``ValueError`` names an unknown option or a bad value."""
+        for name, value in options.items():
+            if name not in self.options:
+                raise ValueError(f"{self.architecture} has no run-time option {name!r}; it has "
+                                 f"{sorted(self.options) or 'none'}")
+            self.option_values[name] = self.options[name].check(name, value)
+
+    def detect(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor,
+               n_users: list[int] | None = None) -> torch.Tensor:
+        """Symbol estimates ``(S, Nt, n)`` complex64, see the class docstring."""
+        return self.detect_with_llr(y, h, noise_var, n_users, llr=False)[0]
+
+    def detect_with_llr(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor,
+                        n_users: list[int] | None = None, llr: bool = True):
+        """``(x (S, Nt, n) complex, llr (S, n, Nt, bits_per_symbol) or None)``; positive LLRs
+        favour bit 1, absent users' LLRs are 0. ``n_users`` (default: every stream of ``h``)
+        gives each frame's active users where the family supports fewer."""
+        raise NotImplementedError
+
+    def flops_per_vector(self, vectors_per_frame: int, n_users: int | None = None) -> float | None:
+        """Floating-point operations per detected vector (2 x multiply-accumulates, per-frame work
+        shared over ``vectors_per_frame``; ``n_users`` active, default ``Nt``), or ``None`` if the
+        family does not count them."""
+        return None
+
+    def smoke_test(self) -> None:
+        """Run one dummy frame; :class:`~neuralmimo.bundle.BundleError` if the model fails or
+        produces a wrong shape or NaN/Inf (a bundle is reported loaded only after this)."""
+        g = torch.Generator().manual_seed(0)
+        h = torch.randn(1, self.nr, self.nt, dtype=torch.complex64, generator=g)
+        y = h @ self.constellation.symbols(self.constellation.random_indices((1, self.nt, 4), g))
+        try:
+            x, llr = self.detect_with_llr(y, h, torch.ones(1), llr=True)
+        except Exception as e:  # noqa: BLE001 - any failure of a dummy frame refuses the model
+            raise BundleError(f"{self._where()}: the model fails on a dummy frame ({type(e).__name__}: {e})") from None
+        if tuple(x.shape) != (1, self.nt, 4) or not bool(torch.isfinite(x).all()) or \
+                (llr is not None and not bool(torch.isfinite(llr).all())):
+            raise BundleError(f"{self._where()}: the model's output on a dummy frame is malformed "
+                              f"(shape {tuple(x.shape)}, finite {bool(torch.isfinite(x).all())})")
+
+    def describe(self) -> dict:
+        return {"architecture": self.architecture, "sha256": self.sha256,
+                "path": None if self.bundle is None else str(self.bundle.path), "nr": self.nr, "nt": self.nt,
+                "modulation": self.constellation.name, "options": dict(self.option_values)}

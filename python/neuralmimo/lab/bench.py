@@ -1,0 +1,336 @@
+"""Benchmarks: ratios against a reference run in the same process, plus FLOPs per vector.
+
+* :func:`bench_detectors` -- classical detectors against Sionna's on identical data (each received
+  vector has its own channel, the workload Sionna's detectors are built for);
+* :func:`bench_training` -- the SDNet training loop against a plain ``nn.Sequential`` loop;
+* :func:`bench_neural` -- SDNet's fast path against the plain module, hypernetwork-DeepSIC;
+* :func:`bench_bundles` -- any trained bundle against MMSE on frames of its own system.
+
+Ratios, not absolute rates, are the result: the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import time
+
+import torch
+from torch import nn
+
+from ..channels import IIDRayleigh
+from ..constellation import Constellation
+from ..detectors import kbest_detect, linear_detect, load_detector, ml_detect, parse_bundle_entry
+from ..detectors.deepsic import HyperDeepSICDetector, ModularHypernetwork, ModuleSpec
+from ..detectors.sdnet.fast import SDNetKernel, sdnet_fast_detect
+from ..detectors.sdnet.model import SDNet, sdnet_detect
+from ..detectors.sdnet.train import draw_batch, make_optimiser, train
+from ..snr import complex_noise, noise_variance
+
+
+def _best_time(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, Sionna's first-call set-up)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _chunked(fn, n: int, chunk: int):
+    """Run ``fn(slice)`` over ``range(n)`` in chunks and concatenate (bounds Sionna's memory)."""
+    return lambda: torch.cat([fn(slice(i, min(n, i + chunk))) for i in range(0, n, chunk)])
+
+
+def bench_detectors(n_vectors: int = 4096, repeats: int = 3, threads: int = 1, kbest_k: int = 16,
+                    configs=((8, 32), (6, 12)), snr_db: float = 0.0, seed: int = 0) -> list[dict]:
+    """Vectors/s of our ZF/MMSE/ML/K-best and Sionna's on identical QPSK data.
+
+    Returns rows with ``detector``, ``config``, ``ours_vps``, ``sionna_vps``, ``ratio`` (ours over
+    Sionna) and ``agreement`` (fraction of identical symbol decisions).
+    """
+    try:
+        from sionna.phy.mapping import Constellation as SnConstellation
+        from sionna.phy.mimo import KBestDetector, LinearDetector, MaximumLikelihoodDetector
+    except ImportError as e:  # pragma: no cover
+        raise RuntimeError("bench detectors needs Sionna: run it in the lab environment (.venv/lab)") from e
+    torch.set_num_threads(threads)
+    const = Constellation("qpsk")
+    sn_points = SnConstellation("qam", 2).points.detach().to(torch.complex64)
+    sn_to_ours = const.hard_decision(sn_points)  # Sionna point index -> our point index
+    rows = []
+    for nt, nr in configs:
+        g = torch.Generator().manual_seed(seed)
+        chan = IIDRayleigh(nr, nt)
+        nv = noise_variance(snr_db, channel_energy=chan.mean_energy, nr=nr, nt=nt)
+        h = chan.sample(n_vectors, g)
+        idx = const.random_indices((n_vectors, nt, 1), g)
+        y = h @ const.symbols(idx) + complex_noise((n_vectors, nr, 1), nv, g)
+        y_vec = y[..., 0]
+        s = (nv * torch.eye(nr, dtype=torch.complex64)).expand(n_vectors, nr, nr)
+        n_ml = min(n_vectors, 256) if 4**nt > 4096 else n_vectors  # 65,536 candidates: keep Sionna's ML in memory
+
+        ours = {
+            "zf": lambda sl=slice(None): const.hard_decision(linear_detect(y[sl], h[sl], nv, "zf", const)[0])[..., 0],
+            "mmse": lambda sl=slice(None): const.hard_decision(linear_detect(y[sl], h[sl], nv, "mmse", const)[0])[..., 0],
+            "ml": lambda sl=slice(0, n_ml): ml_detect(y[sl], h[sl], const)[..., 0],
+            "kbest": lambda sl=slice(None): kbest_detect(y[sl], h[sl], const, kbest_k)[..., 0],
+        }
+        sn_zf = LinearDetector("zf", "symbol", "maxlog", "qam", 2, hard_out=True)
+        sn_mmse = LinearDetector("lmmse", "symbol", "maxlog", "qam", 2, hard_out=True)
+        sn_ml = MaximumLikelihoodDetector("symbol", "maxlog", nt, "qam", 2, hard_out=True)
+        sn_kb = KBestDetector("symbol", nt, kbest_k, "qam", 2, hard_out=True)
+
+        def sn(det, sl):
+            return sn_to_ours[det(y_vec[sl], h[sl], s[sl]).long()]
+
+        ml_chunk = max(1, (1 << 26) // (4**nt * nr))
+        theirs = {
+            "zf": lambda: sn(sn_zf, slice(None)),
+            "mmse": lambda: sn(sn_mmse, slice(None)),
+            "ml": _chunked(lambda sl: sn(sn_ml, sl), n_ml, ml_chunk),
+            "kbest": _chunked(lambda sl: sn(sn_kb, sl), n_vectors, 1024),
+        }
+        for det in ("zf", "mmse", "ml", "kbest"):
+            n = n_ml if det == "ml" else n_vectors
+            t_ours = _best_time(ours[det], repeats)
+            t_sn = _best_time(theirs[det], repeats)
+            agree = float((ours[det]() == theirs[det]()).float().mean())
+            rows.append({"config": f"{nt}x{nr}", "detector": det, "vectors": n, "ours_vps": n / t_ours,
+                         "sionna_vps": n / t_sn, "ratio": t_sn / t_ours, "agreement": agree, "threads": threads})
+    return rows
+
+
+def format_bench(rows: list[dict]) -> str:
+    head = f"{'config':>7} {'detector':>8} {'vectors':>8} {'ours vec/s':>12} {'Sionna vec/s':>13} {'ratio':>8} {'same decisions':>15}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['config']:>7} {r['detector']:>8} {r['vectors']:>8} {r['ours_vps']:>12.0f} {r['sionna_vps']:>13.0f} "
+                     f"{r['ratio']:>7.1f}x {100 * r['agreement']:>14.2f}%")
+    lines.append("ratio = ours / Sionna vectors per second, measured in this process on identical data "
+                 f"(QPSK, i.i.d. Rayleigh, one channel per vector, {rows[0]['threads'] if rows else 1} torch thread(s))")
+    return "\n".join(lines)
+
+
+def _plain_sdnet(n_conv: int, nt: int = 8, nr: int = 32) -> torch.nn.Sequential:
+    """The reference: SDNet written as a plain ``nn.Sequential`` (default NCHW layout)."""
+    layers, cin = [], 1
+    for i in range(n_conv + 2):
+        cout = 1 if i == n_conv + 1 else 8
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.Tanh()]
+        cin = cout
+    layers += [nn.Flatten(), nn.Linear((2 * nr + 1) * 2 * nt, 2 * nt), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def _training_worker(args) -> float:
+    """One single-thread training epoch in a worker process; returns its seconds."""
+    depth, samples, batch_size, seed = args
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(seed)
+    h = IIDRayleigh(32, 8).sample(samples, g)
+    model = SDNet(8, 32, depth)
+    opt = make_optimiser(model, 1e-3)
+    run = lambda: train(model, opt, h, epochs=1, snr_db=25.0, constellation=Constellation("qpsk"),  # noqa: E731
+                        n_pilots=16, batch_size=batch_size, seed=seed)
+    run()
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def _parallel_rate(depth: int, samples: int, batch_size: int, workers: int, seed: int) -> float:
+    """Aggregate samples/s of ``workers`` single-thread trainings running at once."""
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        times = list(pool.map(_training_worker, [(depth, samples, batch_size, seed + i) for i in range(workers)]))
+    return workers * samples / max(times)
+
+
+def bench_training(n_conv=(12, 8), samples: int = 4000, repeats: int = 2, threads: int = 2,
+                   batch_size: int = 500, seed: int = 0, workers: int = 2) -> dict:
+    """Training samples/s of :func:`neuralmimo.sdnet_train.train` (which also draws each epoch's
+    frames, LS estimates and ZF inputs) against a plain ``nn.Sequential`` + Adam loop fed with
+    precomputed inputs, same model size, batch and data, in this process. Also projects the
+    paper-scale pipeline time (Table III) from the measured rates."""
+    torch.set_num_threads(threads)
+    depths = (n_conv,) if isinstance(n_conv, int) else tuple(n_conv)
+    const = Constellation("qpsk")
+    g = torch.Generator().manual_seed(seed)
+    h = IIDRayleigh(32, 8).sample(samples, g)
+    data = draw_batch(h, 25.0, const, 16, g)
+    x_nchw, target = data.inputs.contiguous(), data.target
+    rows = []
+    for depth in depths:
+        torch.manual_seed(seed)
+        plain = _plain_sdnet(depth)
+        opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
+
+        def plain_epoch():
+            perm = torch.randperm(samples)
+            for s in range(0, samples, batch_size):
+                b = perm[s:s + batch_size]
+                opt.zero_grad()
+                ((plain(x_nchw[b]) - target[b]) ** 2).mean().backward()
+                opt.step()
+
+        torch.manual_seed(seed)
+        ours = SDNet(8, 32, depth)
+        opt2 = make_optimiser(ours, 1e-3)
+
+        def ours_epoch():
+            train(ours, opt2, h, epochs=1, snr_db=25.0, constellation=const, n_pilots=16, batch_size=batch_size, seed=seed)
+
+        t_plain = _best_time(plain_epoch, repeats)
+        t_ours = _best_time(ours_epoch, repeats)
+        row = {"n_conv": depth, "plain_sps": samples / t_plain, "ours_sps": samples / t_ours,
+               "ratio": t_plain / t_ours}
+        if workers > 1:
+            row["parallel_sps"] = _parallel_rate(depth, samples, batch_size, workers, seed)
+            row["parallel_ratio"] = row["parallel_sps"] / row["plain_sps"]
+        rows.append(row)
+    rate = {r["n_conv"]: r["ours_sps"] for r in rows}
+    plain_rate = {r["n_conv"]: r["plain_sps"] for r in rows}
+    out = {"threads": threads, "samples": samples, "batch_size": batch_size, "workers": workers, "rows": rows}
+    if 12 in rate and 8 in rate:
+        proj = {"ours": paper_scale_hours(rate[12], rate[8]), "plain": paper_scale_hours(plain_rate[12], plain_rate[8])}
+        if workers > 1:
+            # the pipeline trains the collective model in one process and individual models in parallel
+            par = {r["n_conv"]: r["parallel_sps"] for r in rows}
+            proj["ours_parallel_individuals"] = paper_scale_hours(rate[12], par[8])
+        out["paper_projection_hours"] = proj
+    return out
+
+
+def paper_scale_hours(rate_col: float, rate_ind: float, tasks: int = 50, epochs_col: int = 50, targets: int = 5,
+                      schemes: int = 7, epochs_ind: int = 200, pretrain_epochs: int = 50, train_ues: int = 8100) -> float:
+    """Training time of the paper-scale pipeline (Table III) at the given samples/s: collective
+    50 tasks x 50 epochs at Nconv=12; per target 7 individual models (scratch, transfer, five
+    distinct expansion strategies) x 200 epochs at Nconv=8; one transfer pre-training."""
+    col = tasks * epochs_col * train_ues / rate_col
+    ind = (targets * schemes * epochs_ind + pretrain_epochs) * train_ues / rate_ind
+    return (col + ind) / 3600.0
+
+
+def format_bench_training(r: dict) -> str:
+    lines = [f"SDNet training throughput, {r['samples']} samples per epoch, batch {r['batch_size']}, "
+             f"{r['threads']} torch threads (best of repeats; ratio = ours / plain loop, same process)",
+             f"{'Nconv':>6} {'plain samples/s':>16} {'ours samples/s':>15} {'ratio':>6}"
+             + (f" {str(r['workers']) + ' x 1-thread samples/s':>24} {'ratio':>6}" if r.get("workers", 0) > 1 else "")]
+    for row in r["rows"]:
+        line = f"{row['n_conv']:>6} {row['plain_sps']:>16.0f} {row['ours_sps']:>15.0f} {row['ratio']:>6.2f}"
+        if "parallel_sps" in row:
+            line += f" {row['parallel_sps']:>24.0f} {row['parallel_ratio']:>6.2f}"
+        lines.append(line)
+    if "paper_projection_hours" in r:
+        p = r["paper_projection_hours"]
+        extra = (f", ours with parallel individual models {p['ours_parallel_individuals']:.1f} h"
+                 if "ours_parallel_individuals" in p else "")
+        lines.append(f"paper-scale pipeline projection (Table III, training only): plain loop {p['plain']:.1f} h, "
+                     f"ours {p['ours']:.1f} h{extra}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- neural detectors
+def random_sdnet(nt: int, nr: int, n_conv: int, seed: int = 0):
+    """An eval-mode SDNet with non-trivial batch-norm statistics (timing does not need training)."""
+    torch.manual_seed(seed)
+    m = SDNet(nt, nr, n_conv)
+    for bn in m.norms:
+        bn.running_mean.uniform_(-0.3, 0.3)
+        bn.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+def bench_neural(frames: int = 8, frame_data: int = 1024, repeats: int = 3, threads: int = 1, n_conv: int = 8,
+                 sdnet_dims=(8, 32), deepsic_dims=(12, 12, 8)) -> list[dict]:
+    """Per-frame inference throughput of the neural detectors, in one process on the same frames.
+
+    * SDNet: the frame-amortised kernel (:mod:`neuralmimo.sdnet_fast`) against the plain
+      ``nn.Module`` (:func:`neuralmimo.sdnet.sdnet_detect`), both including the per-frame ZF; the
+      ratio, the FLOPs per vector of each (Table IV counting) and the GFLOP/s each achieves.
+    * Hypernetwork-DeepSIC (``N, K_max, K``): modules generated once per frame, all vectors in one
+      batched pass; FLOPs per vector ``2 Q K (D 16 + 16 |S|)`` with ``D = N + K - 1``.
+    """
+    torch.set_num_threads(threads)
+    rows = []
+    nt, nr = sdnet_dims
+    const = Constellation("qpsk")
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(frames, nr, nt, dtype=torch.complex64, generator=g)
+    y = torch.randn(frames, nr, frame_data, dtype=torch.complex64, generator=g)
+    model = random_sdnet(nt, nr, n_conv)
+    kernel = SDNetKernel(model)
+    t_plain = _best_time(lambda: sdnet_detect(model, y, h, const), repeats)
+    t_fast = _best_time(lambda: sdnet_fast_detect(kernel, y, h, const), repeats)
+    diff = float((sdnet_detect(model, y, h, const) - sdnet_fast_detect(kernel, y, h, const)).abs().max())
+    fl = kernel.flops_per_vector()
+    n = frames * frame_data
+    rows.append({"model": f"SDNet Nconv={n_conv} {nt}x{nr} QPSK", "reference": "plain nn.Module", "vectors": n,
+                 "ref_vps": n / t_plain, "vps": n / t_fast, "ratio": t_plain / t_fast,
+                 "flops_ref": fl["plain"], "flops": fl["fast"], "gflops_ref": fl["plain"] * n / t_plain / 1e9,
+                 "gflops": fl["fast"] * n / t_fast / 1e9, "max_abs_diff": diff})
+    n_rx, k_max, k = deepsic_dims
+    torch.manual_seed(2)
+    spec = ModuleSpec(n_rx)
+    hyper = ModularHypernetwork(spec, k_max).eval()
+
+    det = HyperDeepSICDetector.from_model(hyper)
+    hd = torch.randn(frames, n_rx, k, generator=g).to(torch.complex64)
+    yd = torch.randn(frames, n_rx, frame_data, dtype=torch.complex64, generator=g)
+    nv = torch.full((frames,), 0.1)
+    t_hyper = _best_time(lambda: det.detect(yd, hd, nv), repeats)
+    flops = det.flops_per_vector(frame_data, k)
+    rows.append({"model": f"hypernet-DeepSIC N={n_rx} Kmax={k_max} K={k} BPSK", "reference": "-", "vectors": n,
+                 "ref_vps": None, "vps": n / t_hyper, "ratio": None, "flops_ref": None, "flops": flops,
+                 "gflops_ref": None, "gflops": flops * n / t_hyper / 1e9, "max_abs_diff": None})
+    return rows
+
+
+def bench_bundles(entries: list[str], frames: int = 8, frame_data: int = 1024, repeats: int = 3,
+                  threads: int = 1) -> list[dict]:
+    """Per-frame inference throughput of trained bundles (``PATH[@key=value...]``), each on random
+    frames of its own system (``Nr x Nt``, modulation), against unbiased MMSE on the same frames in
+    this process; FLOPs per vector from the detector where its family counts them."""
+    torch.set_num_threads(threads)
+    rows = []
+    g = torch.Generator().manual_seed(1)
+    for entry in entries:
+        path, options = parse_bundle_entry(entry)
+        det = load_detector(path)
+        det.configure(**options)
+        nr, nt = det.nr, det.nt
+        const = det.constellation
+        h = torch.randn(frames, nr, nt, dtype=torch.complex64, generator=g)
+        x = const.symbols(const.random_indices((frames, nt, frame_data), g))
+        y = h @ x + complex_noise((frames, nr, frame_data), 0.1, g)
+        nv = torch.full((frames,), 0.1)
+        t_model = _best_time(lambda: det.detect(y, h, nv), repeats)
+        t_mmse = _best_time(lambda: linear_detect(y, h, nv, "mmse", const), repeats)
+        n = frames * frame_data
+        flops = det.flops_per_vector(frame_data)
+        label = path.name + "".join(f"@{k}={v}" for k, v in options.items())
+        rows.append({"model": f"{label} ({det.architecture} {nt}x{nr} {const.name})", "reference": "MMSE",
+                     "vectors": n, "ref_vps": n / t_mmse, "vps": n / t_model, "ratio": t_mmse / t_model,
+                     "flops_ref": None, "flops": flops, "gflops_ref": None,
+                     "gflops": None if flops is None else flops * n / t_model / 1e9, "max_abs_diff": None,
+                     "sha256": det.sha256, "options": dict(det.option_values)})
+    return rows
+
+
+def format_bench_neural(rows: list[dict]) -> str:
+    lines = [f"{'model':<40} | {'vectors/s':>11} | {'reference':>15} | {'ref vectors/s':>13} | {'ratio':>6} | "
+             f"{'FLOP/vector':>12} | {'ref FLOP/vec':>12} | {'GFLOP/s':>7} | {'ref GFLOP/s':>11}", "-" * 150]
+    for r in rows:
+        def opt(v, fmt, width):
+            return "-".rjust(width) if v is None else format(v, fmt).rjust(width)
+
+        lines.append(f"{r['model']:<40} | {r['vps']:>11,.0f} | {r['reference']:>15} | {opt(r['ref_vps'], ',.0f', 13)} | "
+                     f"{opt(r['ratio'], '.2f', 5)}{'x' if r['ratio'] else ' '} | {opt(r['flops'], ',.0f', 12)} | "
+                     f"{opt(r['flops_ref'], ',', 12)} | {opt(r['gflops'], '.2f', 7)} | {opt(r['gflops_ref'], '.2f', 11)}")
+    for r in rows:
+        if r["max_abs_diff"] is not None:
+            lines.append(f"{r['model']}: fast path vs plain module, max |difference| {r['max_abs_diff']:.1e}")
+    lines.append("ratio = vectors/s over the reference's, same frames, same process; FLOP/vector counts 2 x "
+                 "multiply-accumulates, per-frame work shared over the frame's vectors")
+    return "\n".join(lines)

@@ -1,0 +1,513 @@
+"""The ``neuralmimo`` command line: argument parsing only; every command delegates to a lab
+module (simulation, pipelines, benchmarks) or to the GNU Radio side (flowgraph commands, rx
+environment). Errors are one line on stderr and a non-zero exit code, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..bundle import BundleError
+from ..channels import ChannelSpec, describe_channels
+from ..constellation import MODULATIONS
+from ..snr import CONVENTIONS
+
+
+def parse_snr_range(text: str) -> list[float]:
+    """``"0:2:20"`` -> 0, 2, ..., 20 (inclusive); ``"5,10,15"`` -> a list; ``"7"`` -> [7]."""
+    text = text.strip()
+    if ":" in text:
+        parts = [float(p) for p in text.split(":")]
+        if len(parts) != 3 or parts[1] <= 0:
+            raise argparse.ArgumentTypeError(f"SNR range must be start:step:stop with step > 0, got {text!r}")
+        start, step, stop = parts
+        n = int(round((stop - start) / step))
+        return [round(start + i * step, 10) for i in range(n + 1) if start + i * step <= stop + 1e-9]
+    return [float(p) for p in text.split(",") if p]
+
+
+def channel_spec(value) -> ChannelSpec:
+    """argparse type of ``--channel``: a model name or a ``{name, args}`` mapping as YAML/JSON text."""
+    try:
+        return ChannelSpec.parse(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _gr(module: str):
+    """A module of the GNU Radio side (``harness``, ``loopback``, ``stress``), imported only by the
+    commands that run flowgraphs (rx environment)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"gnuradio.neuralmimo.{module}")
+    except ImportError as e:
+        raise RuntimeError(f"this command needs GNU Radio and gr-neuralmimo (the rx environment, "
+                           f".venv/rx/bin/neuralmimo): {e}") from e
+
+
+def _write_json(path: Path | None, obj) -> None:
+    if path is not None:
+        path.write_text(json.dumps(obj, indent=1))
+
+
+# ----------------------------------------------------------------------------------------- sim
+def _add_sim(sub):
+    from .sim import CLASSICAL
+
+    p = sub.add_parser("sim", help="SER/BER vs SNR of classical detectors and trained bundles on the same frames",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Monte-Carlo sweep of the MIMO receiver. Each frame has its own channel "
+                                   "realisation: Np orthogonal pilots, then --frame-data data vectors. SER is per "
+                                   "complex symbol, BER per bit, both with 95%% intervals (SER: Wilson or over "
+                                   "frames, whichever is wider).\n\nchannel models:\n" + describe_channels())
+    p.add_argument("--channel", type=channel_spec, default=ChannelSpec("iid"),
+                   help="channel model: a name, or '{name: NAME, args: {...}}' (YAML/JSON), e.g. "
+                        "'{name: kronecker, args: {rho_rx: 0.7, rho_tx: 0.3}}' or '{name: umi-task, args: "
+                        "{task_id: 4}}'; models and their arguments are listed below (default iid)")
+    p.add_argument("--nt", type=int, default=4, help="transmit streams / users (default 4)")
+    p.add_argument("--nr", type=int, default=8, help="receive antennas (default 8)")
+    p.add_argument("--modulation", choices=MODULATIONS, default="qpsk", help="Gray constellation (default qpsk)")
+    p.add_argument("--snr", type=parse_snr_range, default=parse_snr_range("0:2:20"),
+                   help="SNR points in dB: start:step:stop or a comma list (default 0:2:20)")
+    p.add_argument("--snr-convention", choices=CONVENTIONS, default="project",
+                   help="project: E||Hx||^2/E||n||^2; deepsic: 1/noise variance per real dimension with "
+                        "unit-gain diagonal; detnet: mean column energy / per-dimension noise (default project)")
+    csi = p.add_mutually_exclusive_group()
+    csi.add_argument("--pilots", type=int, default=16, help="LS estimation from N orthogonal pilots, N >= nt (default 16)")
+    csi.add_argument("--perfect-csi", action="store_true", help="detect with the true channel and noise variance")
+    p.add_argument("--mmse-noise", choices=["estimated", "true"], default="estimated",
+                   help="noise variance MMSE uses with LS CSI: the pilot-residual estimate or the true one")
+    p.add_argument("--detectors", default="zf,mmse",
+                   help=f"comma list of {','.join(CLASSICAL)} and bundle folders (an entry with a '/'), a bundle "
+                        "optionally with run-time options PATH@key=value (default zf,mmse)")
+    p.add_argument("--kbest-k", type=int, default=16, help="K of the K-best detector (default 16)")
+    p.add_argument("--symbols", type=int, default=100_000,
+                   help="complex symbols per SNR point, rounded up to whole frames (default 100000)")
+    p.add_argument("--frame-data", type=int, default=16, help="data vectors per frame / channel realisation (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    p.add_argument("--plot", type=Path, help="write an SER-vs-SNR PNG here")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--config", type=Path,
+                   help="YAML file whose keys (option names with _ for -, e.g. snr, channel) set the "
+                        "defaults; options given on the command line override it (see configs/sim/)")
+    p.set_defaults(func=cmd_sim)
+
+
+def cmd_sim(a) -> int:
+    from .figures import plot_ser
+    from .sim import SimConfig, format_table, simulate
+
+    cfg = SimConfig(channel=a.channel, nt=a.nt, nr=a.nr, modulation=a.modulation, snr_db=a.snr,
+                    snr_convention=a.snr_convention, pilots=None if a.perfect_csi else a.pilots,
+                    detectors=[d.strip() for d in a.detectors.split(",") if d.strip()], symbols=a.symbols,
+                    frame_data=a.frame_data, kbest_k=a.kbest_k, mmse_noise=a.mmse_noise, seed=a.seed)
+    records = simulate(cfg, progress=not a.no_progress and not a.json)
+    if a.json:
+        print(json.dumps(records, indent=1))
+    else:
+        print(f"channel={cfg.channel_spec} {cfg.nt}x{cfg.nr} (Nt x Nr) {cfg.modulation} "
+              f"CSI={'perfect' if cfg.pilots is None else f'LS Np={cfg.pilots}'} seed={cfg.seed}")
+        print(format_table(records))
+    if a.plot:
+        plot_ser(records, a.plot, f"{cfg.channel_spec.name} {cfg.nt}x{cfg.nr} {cfg.modulation}")
+        if not a.json:
+            print(f"plot: {a.plot}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- umi
+def _add_umi(sub):
+    p = sub.add_parser("umi", help="3GPP 38.901 UMi NLoS task datasets (lab environment)")
+    s = p.add_subparsers(dest="umi_cmd", required=True)
+    g = s.add_parser("generate", help="generate and cache UMi tasks (needs Sionna)")
+    g.add_argument("--tasks", default="0", help="task ids: a range a:b (exclusive) or a comma list (default 0)")
+    g.add_argument("--ues", type=int, default=10_000, help="UEs per task (default 10000, as in the paper)")
+    g.add_argument("--chunk", type=int, default=500, help="UEs generated per Sionna call (default 500)")
+    g.add_argument("--seed", type=int, default=2024, help="dataset seed (default 2024)")
+    g.add_argument("--cache-dir", type=Path, help="cache folder (default $NEURALMIMO_CACHE or ~/.cache/neuralmimo)")
+    g.set_defaults(func=cmd_umi_generate)
+
+
+def _task_ids(text: str) -> list[int]:
+    if ":" in text:
+        a, b = text.split(":")
+        return list(range(int(a), int(b)))
+    return [int(t) for t in text.split(",") if t]
+
+
+def cmd_umi_generate(a) -> int:
+    from ..channels.umi import UMiConfig, generate_task, task_centre
+
+    cfg = UMiConfig(ues_per_task=a.ues, chunk=a.chunk, seed=a.seed)
+    for t in _task_ids(a.tasks):
+        path = generate_task(cfg, t, a.cache_dir)
+        x, y = task_centre(cfg, t)
+        print(f"task {t}: centre ({x:.1f}, {y:.1f}) m -> {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- bench
+def _add_bench_common(p, repeats: int = 3) -> None:
+    p.add_argument("--repeats", type=int, default=repeats, help=f"timed repetitions, best kept (default {repeats})")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="throughput benchmarks against reference implementations")
+    s = p.add_subparsers(dest="bench_cmd", required=True)
+    d = s.add_parser("detectors", help="ZF/MMSE/ML/K-best vs Sionna's detectors on the same data (lab environment)")
+    d.add_argument("--vectors", type=int, default=4096, help="received vectors per configuration (default 4096)")
+    d.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    d.add_argument("--kbest-k", type=int, default=16, help="K of both K-best detectors (default 16)")
+    _add_bench_common(d)
+    d.set_defaults(func=cmd_bench_detectors)
+    f = s.add_parser("flowgraph", help="frame source -> channel -> LS -> MMSE flowgraph vs the core kernels (rx environment)")
+    f.add_argument("--nt", type=int, default=8, help="transmit streams (default 8)")
+    f.add_argument("--nr", type=int, default=32, help="receive antennas (default 32)")
+    f.add_argument("--pilots", type=int, default=16, help="pilot vectors per frame (default 16)")
+    f.add_argument("--frame-data", type=int, default=1024, help="data vectors per frame (default 1024)")
+    f.add_argument("--frames", type=int, default=512, help="frames per run (default 512)")
+    _add_bench_common(f)
+    f.set_defaults(func=cmd_bench_flowgraph)
+    t = s.add_parser("training", help="SDNet training throughput: our loop vs a plain nn.Sequential + Adam loop")
+    t.add_argument("--n-conv", type=lambda v: tuple(int(x) for x in v.split(",")), default=(12, 8),
+                   help="SDNet depths Nconv, comma list (default 12,8: collective and individual models)")
+    t.add_argument("--samples", type=int, default=4000, help="training samples per timed epoch (default 4000)")
+    t.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    t.add_argument("--workers", type=int, default=2,
+                   help="also time this many single-thread training processes at once (default 2; 0: skip)")
+    _add_bench_common(t, repeats=2)
+    t.set_defaults(func=cmd_bench_training)
+    n = s.add_parser("neural", help="neural detectors: SDNet fast path vs the plain module, hypernetwork-DeepSIC, any "
+                     "bundle vs MMSE, and the neural detector block in a flowgraph vs its kernel (rx environment)")
+    n.add_argument("--models", default="",
+                   help="comma list of bundle folders (PATH[@key=value]) to time on random frames of their own "
+                        "system, against MMSE in the same process; without it, random-weight SDNet and "
+                        "hypernetwork-DeepSIC")
+    n.add_argument("--frames", type=int, default=8, help="frames for the kernel comparison (default 8)")
+    n.add_argument("--frame-data", type=int, default=1024, help="data vectors per frame (default 1024)")
+    n.add_argument("--fg-frames", type=int, default=64, help="frames for the flowgraph comparison (default 64; 0: skip)")
+    n.add_argument("--threads", type=int, default=1, help="torch threads (default 1, the block's default)")
+    _add_bench_common(n)
+    n.set_defaults(func=cmd_bench_neural)
+
+
+def cmd_bench_detectors(a) -> int:
+    from .bench import bench_detectors, format_bench
+
+    rows = bench_detectors(n_vectors=a.vectors, repeats=a.repeats, threads=a.threads, kbest_k=a.kbest_k)
+    print(format_bench(rows))
+    _write_json(a.json, rows)
+    return 0
+
+
+def cmd_bench_flowgraph(a) -> int:
+    stress = _gr("stress")
+    r = stress.bench_flowgraph(nt=a.nt, nr=a.nr, n_pilots=a.pilots, n_data=a.frame_data, frames=a.frames,
+                               repeats=a.repeats)
+    print(stress.format_bench_flowgraph(r))
+    _write_json(a.json, r)
+    return 0
+
+
+def cmd_bench_training(a) -> int:
+    from .bench import bench_training, format_bench_training
+
+    r = bench_training(n_conv=a.n_conv, samples=a.samples, repeats=a.repeats, threads=a.threads, workers=a.workers)
+    print(format_bench_training(r))
+    _write_json(a.json, r)
+    return 0
+
+
+def cmd_bench_neural(a) -> int:
+    from .bench import bench_bundles, bench_neural, format_bench_neural
+
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    if models:
+        rows = bench_bundles(models, frames=a.frames, frame_data=a.frame_data, repeats=a.repeats, threads=a.threads)
+    else:
+        rows = bench_neural(frames=a.frames, frame_data=a.frame_data, repeats=a.repeats, threads=a.threads)
+    print(format_bench_neural(rows))
+    out = {"kernels": rows}
+    if a.fg_frames and not models:
+        try:
+            stress = _gr("stress")
+        except RuntimeError as e:
+            print(f"(flowgraph comparison skipped: {e})")
+        else:
+            fr = stress.bench_neural_flowgraph(frames=a.fg_frames, frame_data=a.frame_data, repeats=min(a.repeats, 2))
+            print(stress.format_bench_neural_flowgraph(fr))
+            out["flowgraph"] = fr
+    _write_json(a.json, out)
+    return 0
+
+
+# ---------------------------------------------------------------------------- flowgraph commands
+def _add_soak(sub):
+    p = sub.add_parser("soak", help="stream >= 1e7 vectors through the neural detector block with >= 100 model swaps "
+                       "(valid and invalid mixed); report loss/duplication, refusals and memory growth (rx environment)")
+    p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped bundles (default models)")
+    p.add_argument("--vectors", type=float, default=1e7, help="data vectors to stream (default 1e7)")
+    p.add_argument("--swaps", type=int, default=100, help="valid swaps to apply (default 100)")
+    p.add_argument("--interval", type=float, default=0.1, help="seconds between model requests (default 0.1)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_soak)
+
+
+def cmd_soak(a) -> int:
+    stress = _gr("stress")
+    r = stress.soak_neural(a.models, int(a.vectors), a.swaps, a.interval, progress=not a.no_progress)
+    print(stress.format_soak(r))
+    _write_json(a.json, r)
+    ok = r["vectors_in"] == r["vectors_out"] and not (r["lost"] or r["duplicated"] or r["misplaced"])
+    return 0 if ok and r["swaps_off_frame_boundary"] == 0 else 1
+
+
+def _add_loopback(sub):
+    p = sub.add_parser("loopback", help="run a loopback .grc headless and compare its SER with the core simulation "
+                       "(rx environment)")
+    p.add_argument("--grc", type=Path, default=Path("examples/loopback_linear.grc"),
+                   help="flowgraph with parameters snr_db, n_frames, seed and probes probe_zf, probe_mmse "
+                        "(default examples/loopback_linear.grc)")
+    p.add_argument("--snr", type=parse_snr_range, default=[0.0, 5.0, 10.0], help="SNR points in dB (default 0,5,10)")
+    p.add_argument("--frames", type=int, default=200, help="frames per SNR point (default 200)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the flowgraph and the simulation (default 1)")
+    p.add_argument("--out", type=Path, default=Path("out/loopback"), help="folder for generated code, JSON and PNG")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_loopback)
+
+
+def cmd_loopback(a) -> int:
+    loopback = _gr("loopback")
+    a.out.mkdir(parents=True, exist_ok=True)
+    records = loopback.loopback_demo(a.grc, a.snr, a.frames, a.seed, a.out, progress=not a.no_progress)
+    print(loopback.format_loopback(records))
+    _write_json(a.out / "loopback.json", records)
+    loopback.plot_loopback(records, a.out / "loopback_ser.png")
+    print(f"results: {a.out / 'loopback.json'}, plot: {a.out / 'loopback_ser.png'}")
+    return 0
+
+
+def _add_loopback_neural(sub):
+    p = sub.add_parser("loopback-neural", help="the neural loopbacks (hypernetwork-DeepSIC and SDNet-learngene next to "
+                       "ZF/MMSE) with the lab evaluation of the same models (rx environment)")
+    p.add_argument("--examples", type=Path, default=Path("examples"), help="folder with loopback_neural.grc and "
+                   "loopback_sdnet.grc (default examples)")
+    p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped bundles (default models)")
+    p.add_argument("--sed-frames", type=int, default=100, help="frames (blocks) of the DeepSIC loopback (default 100)")
+    p.add_argument("--umi-frames", type=int, default=1000, help="frames (UEs) of the SDNet loopback (default 1000)")
+    p.add_argument("--out", type=Path, default=Path("out/loopback-neural"), help="folder for generated code and JSON")
+    p.add_argument("--no-progress", action="store_true", help="quiet")
+    p.set_defaults(func=cmd_loopback_neural)
+
+
+def cmd_loopback_neural(a) -> int:
+    loopback = _gr("loopback")
+    a.out.mkdir(parents=True, exist_ok=True)
+    records = loopback.neural_loopback_demo(a.examples, a.models, a.out, a.sed_frames, a.umi_frames,
+                                            progress=not a.no_progress)
+    print(loopback.format_neural_demo(records))
+    _write_json(a.out / "loopback_neural.json", records)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ pipelines
+def _pipeline(name: str):
+    """The lab pipeline module of a family (``learngene``, ``deepsic``)."""
+    import importlib
+
+    return importlib.import_module(f".{name}", __package__)
+
+
+PIPELINES = {
+    "learngene": "SDNet + learngene pipeline [LG]: collective model, extraction, individual models, comparison (UMi "
+                 "tasks; generating them needs the lab environment)",
+    "deepsic": "DeepSIC [MH]: joint, online and modular-hypernetwork receivers over T-block transmissions with "
+               "per-user SNR profiles and users joining/leaving",
+}
+
+
+def _add_pipelines(sub):
+    for name, text in PIPELINES.items():
+        mod = _pipeline(name)
+        p = sub.add_parser(name, help=text,
+                           description="Each step reads the steps before it from the run folder --out and writes its "
+                                       "config, metrics (JSON), plots (PNG) and model bundles there. 'run' does all "
+                                       "steps.")
+        s = p.add_subparsers(dest=f"{name}_cmd", required=True)
+        for step in ("run", *mod.STEPS):
+            q = s.add_parser(step, help="all steps in order" if step == "run" else mod.STEP_HELP[step])
+            q.add_argument("--config", dest="pipeline_config", type=Path, required=True,
+                           help=f"pipeline YAML (configs/{name}/*.yaml)")
+            q.add_argument("--out", type=Path, help=f"run folder (default out/{name}/<config name>)")
+            q.add_argument("--threads", type=int, help="torch threads of this process (default: the config's, or 2)")
+            q.add_argument("--no-progress", action="store_true", help="hide progress bars")
+            q.set_defaults(func=cmd_pipeline, pipeline=name, step=step)
+
+
+def cmd_pipeline(a) -> int:
+    import torch
+
+    mod = _pipeline(a.pipeline)
+    config_class = {"learngene": "LearngeneConfig", "deepsic": "DeepSICConfig"}[a.pipeline]
+    cfg = getattr(mod, config_class).load(a.pipeline_config)
+    torch.set_num_threads(a.threads or getattr(cfg, "threads", 2))
+    run = a.out or Path("out") / a.pipeline / cfg.name
+    steps = None if a.step == "run" else [a.step]
+    mod.run_pipeline(cfg, run, steps, progress=not a.no_progress)
+    for report in (run / "compare" / "report.md", run / "report.md"):
+        if report.exists() and (a.step in ("run", "compare", "report")):
+            print(report.read_text())
+            break
+    return 0
+
+
+# -------------------------------------------------------------------------------------- bundles
+def _add_bundle(sub):
+    p = sub.add_parser("bundle", help="show, check or upgrade a model bundle (safetensors + manifest.json)")
+    s = p.add_subparsers(dest="bundle_cmd", required=True)
+    q = s.add_parser("inspect", help="print the manifest summary of a bundle (validated)")
+    q.add_argument("path", type=Path, help="bundle folder (or its manifest.json)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_bundle_inspect)
+    q = s.add_parser("verify", help="validate a bundle as a receiver would; exit 1 with the reason if refused")
+    q.add_argument("path", type=Path, help="bundle folder (or its manifest.json)")
+    q.add_argument("--nr", type=int, help="receive streams of the flowgraph")
+    q.add_argument("--nt", type=int, help="transmit streams (users) of the flowgraph")
+    q.add_argument("--modulation", help="modulation of the flowgraph")
+    q.add_argument("--sha256", help="expected sha256 of the weights (64 hex digits)")
+    q.set_defaults(func=cmd_bundle_verify)
+    q = s.add_parser("upgrade", help="rewrite a schema-version-1 bundle's manifest in the current schema "
+                     "(weights untouched)")
+    q.add_argument("path", type=Path, help="bundle folder")
+    q.set_defaults(func=cmd_bundle_upgrade)
+
+
+def cmd_bundle_inspect(a) -> int:
+    from ..detectors import inspect_bundle
+
+    info = inspect_bundle(a.path)
+    if a.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    kind = {"detector": "", "data": "  (data, not a detector)", "unknown": "  (unknown architecture)"}[info["kind"]]
+    print(f"{info['path']}\n  architecture  {info['architecture']}{kind}\n"
+          f"  sha256        {info['sha256']}\n  parameters    {info['parameters']:,}")
+    for key in ("hyperparameters", "system"):
+        print(f"  {key:<13} " + ", ".join(f"{k}={v}" for k, v in info[key].items()))
+    names = [f"{k}{v}" for k, v in info["tensors"].items()]
+    more = f", ... ({len(names) - 8} more)" if len(names) > 8 else ""
+    print(f"  tensors       {len(names)}: " + ", ".join(names[:8]) + more)
+    if info["learngene"]:
+        lg = info["learngene"]
+        print("  learngene     " + ", ".join(f"{k}={lg[k]}" for k in ("strategy", "layers", "source_sha256", "segment")
+                                              if k in lg))
+    return 0
+
+
+def cmd_bundle_verify(a) -> int:
+    from ..detectors import SystemSpec, verify_bundle
+
+    system = None
+    if a.nr is not None or a.nt is not None or a.modulation is not None:
+        if None in (a.nr, a.nt, a.modulation):
+            print("neuralmimo: error: give all of --nr, --nt and --modulation to check the system configuration",
+                  file=sys.stderr)
+            return 2
+        system = SystemSpec(a.nr, a.nt, a.modulation)
+    try:
+        print(verify_bundle(a.path, system, a.sha256))
+    except BundleError as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_bundle_upgrade(a) -> int:
+    from ..bundle import MANIFEST, SCHEMA_VERSION, load_bundle, read_manifest
+    from ..detectors.registry import codec_of
+
+    directory, manifest = read_manifest(a.path)  # validates (and upgrades a version-1 manifest in memory)
+    load_bundle(directory, codec_of(manifest["architecture"]["name"]))  # the weights fit the upgraded manifest
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    print(f"{directory}: manifest written in schema version {SCHEMA_VERSION} (weights unchanged)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neuralmimo", description="gr-neuralmimo lab tools: simulate, train, evaluate, "
+                                "benchmark, check model bundles, run the demo flowgraphs.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    _add_sim(sub)
+    _add_umi(sub)
+    _add_bench(sub)
+    _add_loopback(sub)
+    _add_loopback_neural(sub)
+    _add_pipelines(sub)
+    _add_bundle(sub)
+    _add_soak(sub)
+    return p
+
+
+def subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of sub-command ``name`` (argparse keeps it in a private attribute)."""
+    return parser._subparsers._group_actions[0].choices[name]
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parse twice: a ``--config`` YAML sets the sub-command's defaults, explicit options win."""
+    args = parser.parse_args(argv)
+    cfg_path = getattr(args, "config", None)
+    if not cfg_path:
+        return args
+    try:
+        values = yaml.safe_load(Path(cfg_path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        parser.error(f"{cfg_path}: cannot read the configuration ({e})")
+    if not isinstance(values, dict):
+        parser.error(f"{cfg_path}: a configuration is a mapping of option names to values")
+    sub = subcommand_parser(parser, args.cmd)
+    known = {a.dest: a for a in sub._actions}
+    defaults = {}
+    for key, val in values.items():
+        dest = key.replace("-", "_")
+        if dest not in known or dest in ("config", "func", "help"):
+            parser.error(f"{cfg_path}: unknown option {key!r}")
+        action = known[dest]
+        try:
+            if dest == "snr" and isinstance(val, list):
+                val = [float(v) for v in val]
+            elif action.type is not None:
+                val = action.type(val if isinstance(val, (dict, list)) else str(val))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+            parser.error(f"{cfg_path}: option {key!r}: {e}")
+        defaults[dest] = val
+    sub.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _apply_config(build_parser(), argv)
+    try:
+        return args.func(args)
+    except BundleError as e:
+        print(f"neuralmimo: refused: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        print(f"neuralmimo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neuralmimo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

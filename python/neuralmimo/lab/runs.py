@@ -1,0 +1,76 @@
+"""Run folders, configuration files and the step protocol shared by every lab pipeline.
+
+A pipeline is a config dataclass (sections of nested dataclasses, unknown keys refused) and an
+ordered table ``STEPS = {name: step(cfg, run, progress)}``. Each step reads what the steps before
+it wrote into the run folder and writes its own results there; ``config.yaml`` records the
+configuration the run used. JSON files are written with :func:`write_json`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+
+def section(typ, data: dict | None, where: str):
+    """``typ(**data)`` for a dataclass ``typ``; a key that is not one of its fields raises
+    ``ValueError`` naming ``where`` (a typo in a config must not be silently ignored)."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    bad = set(data) - {f.name for f in fields(typ)}
+    if bad:
+        raise ValueError(f"unknown keys in {where}: {sorted(bad)}")
+    return typ(**data)
+
+
+def load_yaml(path) -> dict:
+    """A YAML mapping from ``path``; ``ValueError`` with the file name if it is not one."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a configuration is a mapping, got {type(data).__name__}")
+    return data
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON (indent 1), creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def save_config(cfg, run: Path) -> None:
+    """``run/config.yaml``: the configuration (a dataclass) the run uses."""
+    run.mkdir(parents=True, exist_ok=True)
+    data = asdict(cfg) if is_dataclass(cfg) else cfg
+    (run / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def run_steps(name: str, steps: dict[str, Callable], cfg, run: Path, selected=None, progress: bool = True) -> None:
+    """Run the ``selected`` steps (default: all, in table order) of a pipeline into ``run``,
+    saving the configuration first and printing each step's duration."""
+    selected = list(steps) if selected is None else list(selected)
+    unknown = [s for s in selected if s not in steps]
+    if unknown:
+        raise ValueError(f"unknown {name} steps {unknown}; choose from {list(steps)}")
+    save_config(cfg, run)
+    for s in selected:
+        t0 = time.perf_counter()
+        steps[s](cfg, run, progress)
+        print(f"[{name}] {s} done in {time.perf_counter() - t0:.0f} s -> {run}", flush=True)

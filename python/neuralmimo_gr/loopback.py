@@ -1,0 +1,194 @@
+"""The loopback demos: run an example flowgraph headless and put each detector's SER next to the
+lab's evaluation of the same settings, which are read from the compiled flowgraph's own blocks
+(its ``src``, ``chan``, ``est`` blocks and probes), never restated here.
+
+* :func:`loopback_demo` -- ``loopback_linear.grc`` (ZF, MMSE) against the core simulation;
+* :func:`neural_loopback_demo` -- ``loopback_neural.grc`` (hypernetwork-DeepSIC) against the
+  DeepSIC pipeline on the same channel sequence, and ``loopback_sdnet.grc`` (SDNet-learngene)
+  against the test SER its bundle recorded.
+
+Used by ``neuralmimo loopback`` / ``loopback-neural`` (``make demo``); imports the lab.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from neuralmimo.bundle import load_bundle, load_model
+from neuralmimo.channels import ChannelSpec, make_channel
+from neuralmimo.detectors.deepsic import HYPERNET_CODEC
+from neuralmimo.lab.deepsic import DeepSICConfig, Receivers, ScenarioConfig, run_transmission
+from neuralmimo.lab.figures import plot_ser
+from neuralmimo.lab.sim import SimConfig, simulate
+from neuralmimo.metrics import wilson_interval
+from neuralmimo.snr import convert_snr_db
+
+from .harness import compile_grc, load_top_block_class, quiet_info_logs, run_flowgraph
+
+
+def sim_config_of(tb, snrs: list[float], frames: int, seed: int) -> SimConfig:
+    """The lab :class:`~neuralmimo.lab.sim.SimConfig` with the settings of a loopback top block
+    (its ``src``, ``chan`` and ``est`` blocks): the same channel, SNR convention, sizes,
+    modulation and pilots."""
+    lay = tb.est.layout
+    return SimConfig(channel=tb.chan.channel, nt=lay.nt, nr=tb.est.nr, modulation=tb.src.constellation.name,
+                     snr_db=list(snrs), snr_convention=tb.chan.snr_convention, pilots=lay.n_pilots,
+                     frame_data=lay.n_data, detectors=["zf", "mmse"], symbols=frames * lay.nt * lay.n_data, seed=seed)
+
+
+def loopback_demo(grc: Path, snrs: list[float], frames: int, seed: int, out_dir: Path, timeout_s: float = 600,
+                  progress: bool = True) -> list[dict]:
+    """Run the loopback flowgraph at each SNR and the core simulation with the same settings
+    (read from the flowgraph's own blocks); returns one record per (SNR, detector)."""
+    quiet_info_logs()
+    cls = load_top_block_class(compile_grc(grc, out_dir / "generated")[0])
+    records, cfg = [], None
+    for snr in tqdm(snrs, desc="loopback flowgraph", unit="snr", disable=not progress):
+        tb = cls(snr_db=snr, n_frames=frames, seed=seed)
+        probes = {"zf": tb.probe_zf, "mmse": tb.probe_mmse}
+        for p in probes.values():
+            p.report_on_stop = False
+        wall = run_flowgraph(tb, timeout_s)
+        cfg = sim_config_of(tb, snrs, frames, seed)
+        for det, p in probes.items():
+            records.append({"snr_db": snr, "detector": det, "source": "flowgraph", "ser": p.ser(),
+                            "ci": list(p.ser_interval()), "n_symbols": p.symbols(), "frames": p.frames(),
+                            "wall_s": wall})
+    for r in simulate(cfg, progress=progress):
+        records.append({"snr_db": r["snr_db"], "detector": r["detector"], "source": "core sim", "ser": r["ser"],
+                        "ci": r["ci"], "n_symbols": r["n_symbols"]})
+    for r in records:
+        r.update(flowgraph=Path(grc).stem, channel=cfg.channel_spec.to_dict(), nt=cfg.nt, nr=cfg.nr,
+                 modulation=cfg.modulation, pilots=cfg.pilots, frame_data=cfg.frame_data,
+                 snr_convention=cfg.snr_convention)
+    return records
+
+
+def format_loopback(records: list[dict]) -> str:
+    """SER table: flowgraph next to the core simulation for each detector and SNR."""
+    by = {(r["snr_db"], r["detector"], r["source"]): r for r in records}
+    snrs = list(dict.fromkeys(r["snr_db"] for r in records))
+    r0 = records[0]
+    lines = [f"{r0['flowgraph']}: {ChannelSpec.parse(r0['channel']).name} {r0['nt']}x{r0['nr']} (Nt x Nr) "
+             f"{r0['modulation']}, LS from Np={r0['pilots']}, Nd={r0['frame_data']} data vectors per frame",
+             f"{'SNR [dB]':>9} | {'ZF flowgraph':>22} | {'ZF core sim':>22} | {'MMSE flowgraph':>22} | {'MMSE core sim':>22} | agree"]
+    lines.append("-" * len(lines[1]))
+    for s in snrs:
+        cells, agree = [], True
+        for det in ("zf", "mmse"):
+            a, b = by[(s, det, "flowgraph")], by[(s, det, "core sim")]
+            for r in (a, b):
+                half = (r["ci"][1] - r["ci"][0]) / 2
+                cells.append(f"{r['ser']:.3e} ±{half:.1e}".rjust(22))
+            agree &= a["ci"][0] <= b["ci"][1] and b["ci"][0] <= a["ci"][1]
+        lines.append(f"{s:>9.1f} | " + " | ".join(cells) + f" | {'yes' if agree else 'NO'}")
+    lines.append(f"SER per complex symbol, {r0['snr_convention']} SNR convention; ± is the 95 % half-width (Wilson or "
+                 "over frames, whichever is wider); agree = the intervals overlap")
+    return "\n".join(lines)
+
+
+def plot_loopback(records: list[dict], path: Path) -> None:
+    """SER vs SNR of the flowgraph and the core simulation, one curve per (detector, source)."""
+    curves = [{**r, "detector": f"{r['detector']} {r['source']}"} for r in records]
+    plot_ser(curves, path, title="Loopback flowgraph vs core simulation")
+
+
+# ----------------------------------------------------------------------------- neural loopback demo
+def _probe_record(probe, detector: str, scenario: str, wall: float) -> dict:
+    return {"scenario": scenario, "detector": detector, "source": "flowgraph", "ser": probe.ser(),
+            "ci": list(probe.ser_interval()), "n_symbols": probe.symbols(), "frames": probe.frames(), "wall_s": wall}
+
+
+def _run_loopback(grc: Path, out_dir: Path, timeout_s: float, **params):
+    cls = load_top_block_class(compile_grc(grc, out_dir / "generated")[0])
+    tb = cls(**params)
+    for p in (tb.probe_zf, tb.probe_mmse, tb.probe_nn):
+        p.report_on_stop = False
+    wall = run_flowgraph(tb, timeout_s)
+    return tb, wall
+
+
+def _scenario(tb) -> str:
+    """``deepsic-sed 12x8 BPSK, 10 dB (deepsic)`` from a loopback top block's blocks."""
+    chan = tb.chan
+    return (f"{chan.channel.name} {tb.est.nr}x{tb.src.layout.nt} {tb.src.constellation.name.upper()}, "
+            f"{chan.snr_db():g} dB ({chan.snr_convention})")
+
+
+def _records(tb, wall: float, name: str, lab_ser: dict, lab_symbols: int) -> list[dict]:
+    """Flowgraph records of the three probes (``zf``, ``mmse``, ``name``) and the lab's SER of the
+    same detectors (``lab_ser``: ``{detector: SER}`` over ``lab_symbols`` symbols, Wilson intervals)."""
+    scen = _scenario(tb)
+    probes = {"zf": tb.probe_zf, "mmse": tb.probe_mmse, name: tb.probe_nn}
+    out = [_probe_record(p, det, scen, wall) for det, p in probes.items()]
+    for det in probes:
+        errors = int(round(lab_ser[det] * lab_symbols))
+        out.append({"scenario": scen, "detector": det, "source": "lab", "ser": lab_ser[det],
+                    "ci": list(wilson_interval(errors, lab_symbols)), "n_symbols": lab_symbols})
+    return out
+
+
+def _hypernetwork_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float) -> list[dict]:
+    """The hypernetwork-DeepSIC loopback and the DeepSIC pipeline's receiver on the same channel
+    sequence (its settings read from the flowgraph's blocks)."""
+    tb, wall = _run_loopback(grc, out_dir, timeout_s, n_frames=frames, model=str(model))
+    lay, chan, nr = tb.src.layout, tb.chan, tb.est.nr
+    energy = make_channel(chan.channel, nr, lay.nt).mean_energy
+    snr_deepsic = convert_snr_db(chan.snr_db(), chan.snr_convention, "deepsic", channel_energy=energy, nr=nr, nt=lay.nt)
+    hyper, _ = load_model(model, HYPERNET_CODEC)
+    cfg = DeepSICConfig.from_dict({"receiver": {"n_rx": nr, "k_max": hyper.k_max,
+                                                "modulation": tb.src.constellation.name},
+                                   "training": {"channel": chan.channel.to_dict()}})
+    sc = ScenarioConfig(name="loopback", channel=chan.channel.to_dict(), k_min=lay.nt, k_max=lay.nt,
+                        snr_db=snr_deepsic, n_pilots=lay.n_pilots, n_info=lay.n_data, blocks=frames, seed=0)
+    lab = run_transmission(cfg, sc, Receivers(hyper, {}), snr_deepsic, lay.n_pilots,
+                           methods=("zf", "mmse", "hypernetwork"))
+    ser = {m: sum(v) / len(v) for m, v in lab["ser"].items()}
+    return _records(tb, wall, "hypernetwork-DeepSIC", {"zf": ser["zf"], "mmse": ser["mmse"],
+                                                        "hypernetwork-DeepSIC": ser["hypernetwork"]},
+                    frames * lay.n_data * lay.nt)
+
+
+def _sdnet_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float) -> list[dict]:
+    """The SDNet-learngene loopback and the test SER the learngene pipeline recorded in the bundle."""
+    tb, wall = _run_loopback(grc, out_dir, timeout_s, n_frames=frames, model=str(model))
+    test = load_bundle(model).manifest["training"]["test"]
+    return _records(tb, wall, "SDNet-learngene", {"zf": test["zf"], "mmse": test["mmse"],
+                                                   "SDNet-learngene": test["sdnet"]}, int(test["symbols"]))
+
+
+def neural_loopback_demo(examples: Path, models: Path, out_dir: Path, sed_frames: int = 100, umi_frames: int = 1000,
+                         timeout_s: float = 900, progress: bool = True) -> list[dict]:
+    """``loopback_neural.grc`` (hypernetwork-DeepSIC) and ``loopback_sdnet.grc`` (SDNet-learngene),
+    each detector's flowgraph SER next to the lab evaluation of the same model and settings:
+    :func:`~neuralmimo.lab.deepsic.run_transmission` on the same channel sequence, and the test
+    SER the learngene pipeline recorded in the SDNet bundle's manifest."""
+    quiet_info_logs()
+    hyper, sdnet = models / "hypernet-deepsic-sed-n12", models / "sdnet-learngene-umi50"
+    if progress:
+        print(f"loopback_neural: {sed_frames} frames, hypernetwork-DeepSIC {hyper} ...", flush=True)
+    records = _hypernetwork_loopback(examples / "loopback_neural.grc", hyper, out_dir, sed_frames, timeout_s)
+    if progress:
+        print(f"loopback_sdnet: {umi_frames} frames, SDNet {sdnet} ...", flush=True)
+    return records + _sdnet_loopback(examples / "loopback_sdnet.grc", sdnet, out_dir, umi_frames, timeout_s)
+
+
+def format_neural_demo(records: list[dict]) -> str:
+    """SER table: each detector's flowgraph SER next to the lab's for the same model and settings."""
+    by = {(r["scenario"], r["detector"], r["source"]): r for r in records}
+    keys = list(dict.fromkeys((r["scenario"], r["detector"]) for r in records))
+    w = max(len(scen) for scen, _ in keys)
+    lines = [f"{'loopback':<{w}} | {'detector':<21} | {'flowgraph SER':>21} | {'lab SER (same model)':>21} | agree"]
+    lines.append("-" * len(lines[0]))
+    for scen, det in keys:
+        a, b = by[(scen, det, "flowgraph")], by[(scen, det, "lab")]
+        cells = [f"{r['ser']:.3e} ±{(r['ci'][1] - r['ci'][0]) / 2:.1e}".rjust(21) for r in (a, b)]
+        agree = a["ci"][0] <= b["ci"][1] and b["ci"][0] <= a["ci"][1]
+        lines.append(f"{scen:<{w}} | {det:<21} | {cells[0]} | {cells[1]} | {'yes' if agree else 'NO'}")
+    lines.append("SER per complex symbol; ± is the 95 % half-width (flowgraph: Wilson or over frames; lab: Wilson). "
+                 "Lab: hypernetwork-DeepSIC through the DeepSIC pipeline on the same channel sequence (random BPSK "
+                 "pilots instead of the flowgraph's DFT pilots); SDNet: the test SER in the bundle's manifest "
+                 "(learngene pipeline, 1,000 test UEs x 50 vectors).")
+    return "\n".join(lines)

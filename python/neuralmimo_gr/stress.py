@@ -1,0 +1,356 @@
+"""Load on the blocks: the classical flowgraph against its own kernels (:func:`bench_flowgraph`),
+the neural detector block against its kernel (:func:`bench_neural_flowgraph`) and the hot-swap
+soak (:func:`soak_neural`: >= 10^7 vectors with >= 100 model swaps, valid and invalid mixed).
+
+Used by ``neuralmimo bench flowgraph``, ``bench neural`` and ``soak`` (``make bench``, ``make soak``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pmt
+import torch
+from gnuradio import blocks, gr
+from tqdm import tqdm
+
+from neuralmimo.bundle import MANIFEST, WEIGHTS, file_sha256, save_model
+from neuralmimo.channels import make_channel, transmit
+from neuralmimo.constellation import Constellation
+from neuralmimo.detectors import SystemSpec, linear_detect, load_detector
+from neuralmimo.detectors.deepsic import HYPERNET_CODEC, ModularHypernetwork, ModuleSpec
+from neuralmimo.detectors.sdnet import SDNET_CODEC
+from neuralmimo.estimation import LSChannelEstimator, estimate_problems
+from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.lab.bench import random_sdnet
+from neuralmimo.snr import noise_variance
+
+from ._common import TORCH_THREADS_PER_BLOCK, csi_to_pmt
+from .harness import gr_tag, quiet_info_logs, run_flowgraph
+from .linear_detector import linear_detector
+from .ls_channel_estimator import ls_channel_estimator
+from .mimo_channel import mimo_channel
+from .mimo_frame_source import mimo_frame_source
+from .neural_detector import neural_detector
+
+# the bytes of pickle.dumps({"weights": [1.0, 2.0]}): a pickle renamed weights.safetensors must be
+# refused without being unpickled
+PICKLED_DICT = (b"\x80\x04\x95$\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x07weights\x94]\x94(G?\xf0"
+                b"\x00\x00\x00\x00\x00\x00G@\x00\x00\x00\x00\x00\x00\x00es.")
+
+def bench_flowgraph(nt: int = 8, nr: int = 32, n_pilots: int = 16, n_data: int = 1024, frames: int = 256,
+                    snr_db: float = 10.0, repeats: int = 2, timeout_s: float = 600) -> dict:
+    """Data vectors/s of frame source -> channel -> LS -> MMSE -> null sinks, and of the same core
+    kernels called frame by frame in this process (best of ``repeats``). Both use one torch thread
+    per thread of work (the blocks' default, ``_common.TORCH_THREADS_PER_BLOCK``)."""
+
+    quiet_info_logs()
+    threads = TORCH_THREADS_PER_BLOCK
+    torch.set_num_threads(threads)
+    vectors = frames * n_data
+
+    def run_fg() -> float:
+        tb = gr.top_block()
+        src = mimo_frame_source(nt, n_pilots, n_data, "qpsk", False, 0, frames)
+        chan = mimo_channel(nt, nr, "iid", snr_db, n_pilots + n_data, 0, 0.0, 1)
+        est = ls_channel_estimator(nr, nt, n_pilots, n_data)
+        det = linear_detector(nr, nt, "qpsk", "mmse")
+        for k in range(nt):
+            tb.connect((src, k), (chan, k))
+            tb.connect((det, k), blocks.null_sink(gr.sizeof_gr_complex))
+        for r in range(nr):
+            tb.connect((chan, r), (est, r))
+            tb.connect((est, r), (det, r))
+        return run_flowgraph(tb, timeout_s)
+
+    def run_kernels() -> float:
+        const, lay = Constellation("qpsk"), FrameLayout(nt, n_pilots, n_data)
+        model = make_channel("iid", nr, nt)
+        process, g = model.block_process(1), torch.Generator().manual_seed(2)
+        nv = noise_variance(snr_db, "project", channel_energy=model.mean_energy, nr=nr, nt=nt)
+        estimate = LSChannelEstimator(lay.pilots())
+        t0 = time.perf_counter()
+        for f in range(frames):
+            frame = lay.assemble(const.symbols(frame_data_indices(const, lay, 0, [f])))[0]
+            y = transmit(process.next(), frame, nv, g)
+            y_p, y_d = lay.split(y[None])
+            h, nv_hat = estimate(y_p)
+            estimate_problems(h)
+            linear_detect(y_d[0], h[0], float(nv_hat[0]), "mmse", const)
+        return time.perf_counter() - t0
+
+    t_fg = min(run_fg() for _ in range(repeats))
+    t_k = min(run_kernels() for _ in range(repeats))
+    return {"config": f"{nt}x{nr}", "frame": f"{n_pilots}+{n_data}", "frames": frames, "vectors": vectors,
+            "threads": threads, "flowgraph_vps": vectors / t_fg, "kernel_vps": vectors / t_k,
+            "ratio": (vectors / t_fg) / (vectors / t_k), "flowgraph_s": t_fg, "kernel_s": t_k,
+            "cpu_count": os.cpu_count()}
+
+
+def format_bench_flowgraph(r: dict) -> str:
+    return (f"flowgraph bench {r['config']} (Nt x Nr), frames of {r['frame']} vectors, {r['frames']} frames, "
+            f"{r['threads']} torch thread(s)\n"
+            f"  flowgraph (source -> channel -> LS -> MMSE): {r['flowgraph_vps']:>12,.0f} vectors/s ({r['flowgraph_s']:.2f} s)\n"
+            f"  core kernels, frame by frame, same process: {r['kernel_vps']:>12,.0f} vectors/s ({r['kernel_s']:.2f} s)\n"
+            f"  ratio flowgraph / kernels: {r['ratio']:.2f} ")
+
+
+# ----------------------------------------------------------------------------- neural block benchmark / soak
+def _frame_stream(nr: int, nt: int, frames: int, frame_data: int, seed: int = 0, real_channel: bool = False):
+    """Random frames as the estimator would output them: ``y (frames, Nr, Nd)``, ``h``, ``nv`` and
+    the tag list (frame_start, csi, noise_var at each frame's first vector)."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(frames, nr, nt, generator=g).to(torch.complex64) if real_channel else \
+        torch.randn(frames, nr, nt, dtype=torch.complex64, generator=g)
+    y = torch.randn(frames, nr, frame_data, dtype=torch.complex64, generator=g)
+    nv = 0.05 + 0.1 * torch.rand(frames, generator=g)
+    tags = [gr_tag(f * frame_data, key, value) for f in range(frames)
+            for key, value in (("frame_start", pmt.from_long(f)), ("csi", csi_to_pmt(h[f])),
+                               ("noise_var", pmt.from_double(float(nv[f]))))]
+    return y, h, nv, tags
+
+
+def _neural_fg(det, y, tags, repeat: bool = False, n_items: int | None = None):
+    """vector sources (one per antenna, tags on 0) [-> head] -> neural detector -> null sinks."""
+    tb = gr.top_block()
+    streams = y.transpose(0, 1).reshape(y.shape[1], -1).numpy()
+    keep = [det]
+    for r, row in enumerate(streams):
+        src = blocks.vector_source_c(row.tolist(), repeat, 1, tags if r == 0 else [])
+        keep.append(src)
+        if n_items is not None:
+            head = blocks.head(gr.sizeof_gr_complex, int(n_items))
+            keep.append(head)
+            tb.connect(src, head, (det, r))
+        else:
+            tb.connect(src, (det, r))
+    tb._keep = keep
+    return tb
+
+
+def bench_neural_flowgraph(frames: int = 64, frame_data: int = 1024, repeats: int = 2, timeout_s: float = 600) -> list[dict]:
+    """The neural detector block in a flowgraph (vector sources with the estimator's tags ->
+    block -> null sinks) against its kernel called frame by frame in this process, for SDNet
+    (8x32 QPSK, Nconv = 8) and hypernetwork-DeepSIC (12x8 BPSK, K_max = 12). Random weights."""
+    quiet_info_logs()
+    torch.set_num_threads(TORCH_THREADS_PER_BLOCK)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = save_model(random_sdnet(8, 32, 8), SDNET_CODEC, Path(tmp) / "sdnet",
+                        system={"nt": 8, "nr": 32, "modulation": "qpsk"})
+        torch.manual_seed(3)
+        hp = save_model(ModularHypernetwork(ModuleSpec(12), 12), HYPERNET_CODEC, Path(tmp) / "hyper",
+                        system={"nr": 12, "nt": 12, "modulation": "bpsk"})
+        for name, path, (nr, nt, mod), real in (("SDNet 8x32 QPSK", sd, (32, 8, "qpsk"), False),
+                                                ("hypernet-DeepSIC 12x8 BPSK", hp, (12, 8, "bpsk"), True)):
+            y, h, nv, tags = _frame_stream(nr, nt, frames, frame_data, real_channel=real)
+            kernel = load_detector(path, SystemSpec(nr, nt, mod))
+
+            def run_fg():
+                det = neural_detector(nr, nt, mod, str(path))
+                det.wait_idle()
+                tb = _neural_fg(det, y, tags)
+                for k in range(nt):
+                    snk = blocks.null_sink(gr.sizeof_gr_complex)
+                    tb._keep.append(snk)
+                    tb.connect((det, k), snk)
+                return run_flowgraph(tb, timeout_s)
+
+            def run_kernel():
+                t0 = time.perf_counter()
+                for f in range(frames):
+                    kernel.detect(y[f:f + 1], h[f:f + 1], nv[f:f + 1])
+                return time.perf_counter() - t0
+
+            t_fg = min(run_fg() for _ in range(repeats))
+            t_k = min(run_kernel() for _ in range(repeats))
+            n = frames * frame_data
+            rows.append({"model": name, "vectors": n, "flowgraph_vps": n / t_fg, "kernel_vps": n / t_k,
+                         "ratio": t_k / t_fg})
+    return rows
+
+
+def format_bench_neural_flowgraph(rows: list[dict]) -> str:
+    lines = [f"{'neural detector block':<28} | {'flowgraph vectors/s':>19} | {'kernel vectors/s':>16} | flowgraph / kernel"]
+    for r in rows:
+        lines.append(f"{r['model']:<28} | {r['flowgraph_vps']:>19,.0f} | {r['kernel_vps']:>16,.0f} | {r['ratio']:.2f}")
+    lines.append("flowgraph: vector sources with the estimator's tags -> neural_detector -> null sinks (includes the "
+                 "sources' own cost); kernel: the same detector called frame by frame in this process")
+    return "\n".join(lines)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _frame_checker(frame_data: int, frames_per_cycle: int, warm_items: int):
+    """A sink that counts items and checks that frame_start tags arrive exactly every
+    ``frame_data`` items with consecutive numbers (mod the source's cycle), and model tags only at
+    frame starts; it samples the process RSS once ``warm_items`` have passed."""
+    class frame_checker(gr.sync_block):
+        def __init__(self):
+            gr.sync_block.__init__(self, name="frame_checker", in_sig=[np.complex64], out_sig=[])
+            self.items = 0
+            self.frames = 0
+            self.lost = 0
+            self.duplicated = 0
+            self.misplaced = 0
+            self.model_tags = 0
+            self.model_tags_off_boundary = 0
+            self.nonfinite = 0
+            self.rss_warm = None
+            self._last = None  # (offset, number)
+
+        def work(self, input_items, output_items):
+            n = len(input_items[0])
+            r0 = self.nitems_read(0)
+            for t in self.get_tags_in_window(0, 0, n):
+                key = pmt.symbol_to_string(t.key)
+                if key == "frame_start":
+                    num = pmt.to_long(t.value)
+                    if self._last is not None:
+                        step = (t.offset - self._last[0]) // frame_data
+                        if t.offset - self._last[0] != frame_data or num != (self._last[1] + 1) % frames_per_cycle:
+                            if step > 1:
+                                self.lost += step - 1
+                            elif step < 1:
+                                self.duplicated += 1
+                            else:
+                                self.misplaced += 1
+                    self._last = (t.offset, num)
+                    self.frames += 1
+                elif key == "model":
+                    self.model_tags += 1
+                    if t.offset % frame_data:
+                        self.model_tags_off_boundary += 1
+            if not np.isfinite(input_items[0]).all():
+                self.nonfinite += 1
+            self.items = r0 + n
+            if self.rss_warm is None and self.items >= warm_items:
+                self.rss_warm = _rss_bytes()
+            return n
+
+    return frame_checker()
+
+
+def soak_neural(models: Path, vectors: int = 10_000_000, swaps: int = 100, interval_s: float = 0.1,
+                frames_per_cycle: int = 64, frame_data: int = 1024, timeout_s: float = 3600,
+                progress: bool = True) -> dict:
+    """Stream ``vectors`` data vectors (12x8 BPSK frames with the estimator's tags, cycled)
+    through the neural detector while a thread requests models every ``interval_s``: the two
+    shipped hypernetwork-DeepSIC bundles alternately (valid), and every third request an invalid
+    one (a copy with one flipped weight byte, the 32x8 SDNet bundle, a missing path, a pickle
+    renamed ``weights.safetensors``), until ``swaps`` valid swaps have landed.
+
+    Reports vectors in/out, frames lost/duplicated/misplaced (from the passed-through
+    ``frame_start`` tags), swaps applied and whether each landed on a frame boundary, refusals,
+    and the RSS growth from the first 10 % of the stream to the end."""
+    quiet_info_logs()
+    nr, nt = 12, 8
+    valid = [models / "hypernet-deepsic-sed-n12", models / "hypernet-deepsic-tv-n12"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        flipped = tmp / "flipped"
+        shutil.copytree(valid[0], flipped)
+        raw = bytearray((flipped / WEIGHTS).read_bytes())
+        raw[-3] ^= 0xFF
+        (flipped / WEIGHTS).write_bytes(bytes(raw))
+        pickled = tmp / "pickled"
+        shutil.copytree(valid[0], pickled)
+        (pickled / WEIGHTS).write_bytes(PICKLED_DICT)
+        m = json.loads((pickled / MANIFEST).read_text())
+        m["weights_sha256"] = file_sha256(pickled / WEIGHTS)
+        (pickled / MANIFEST).write_text(json.dumps(m))
+        invalid = [flipped, models / "sdnet-learngene-umi50", tmp / "missing", pickled]
+
+        y, h, nv, tags = _frame_stream(nr, nt, frames_per_cycle, frame_data, real_channel=True)
+        n_frames = max(1, -(-vectors // frame_data))  # whole frames, at least `vectors`
+        total = n_frames * frame_data
+        det = neural_detector(nr, nt, "bpsk", str(valid[0]))
+        det.wait_idle()
+        tb = _neural_fg(det, y, tags, repeat=True, n_items=total)
+        checker = _frame_checker(frame_data, frames_per_cycle, total // 10)
+        tb.connect((det, 0), checker)
+        for k in range(1, nt):
+            snk = blocks.null_sink(gr.sizeof_gr_complex)
+            tb._keep.append(snk)
+            tb.connect((det, k), snk)
+        tb._keep.append(checker)
+        done = threading.Event()
+        requests = {"valid": 0, "invalid": 0}
+
+        def swapper():
+            i = 0
+            while not done.is_set() and len(det.swaps) < swaps + 1:  # +1: the initial model
+                if i % 3 == 2:
+                    det.set_model(str(invalid[(i // 3) % len(invalid)]))
+                    requests["invalid"] += 1
+                else:
+                    det.set_model(str(valid[(requests["valid"] + 1) % 2]))  # alternate, starting with the other
+                    requests["valid"] += 1
+                i += 1
+                done.wait(interval_s)
+
+        rss_start = _rss_bytes()
+        th = threading.Thread(target=swapper, daemon=True)
+        th.start()
+        bar = None
+        if progress:
+            bar = tqdm(total=total, unit="vec", unit_scale=True, desc="soak")
+            stop_bar = threading.Event()
+
+            def poll():
+                while not stop_bar.wait(0.5):
+                    bar.n = checker.items
+                    bar.set_postfix(swaps=len(det.swaps) - 1, refused=len(det.refusals))
+                    bar.refresh()
+
+            threading.Thread(target=poll, daemon=True).start()
+        wall = run_flowgraph(tb, timeout_s)
+        done.set()
+        th.join()
+        if bar is not None:
+            stop_bar.set()
+            bar.n = checker.items
+            bar.close()
+        det.wait_idle()
+        rss_end = _rss_bytes()
+        det.close()
+    warm = checker.rss_warm or rss_start
+    applied = det.swaps[1:]
+    return {"vectors_in": total, "vectors_out": checker.items, "frames": checker.frames, "frames_expected": n_frames,
+            "lost": checker.lost + (n_frames - checker.frames), "duplicated": checker.duplicated,
+            "misplaced": checker.misplaced, "nonfinite_buffers": checker.nonfinite,
+            "swaps_requested_valid": requests["valid"], "swaps_applied": len(applied),
+            "swaps_off_frame_boundary": sum(1 for s in applied if s["offset"] % frame_data),
+            "model_tags_off_boundary": checker.model_tags_off_boundary,
+            "invalid_requested": requests["invalid"], "refusals": len(det.refusals),
+            "refusal_kinds": sorted({r["reason"].split(": ", 1)[-1][:60] for r in det.refusals}),
+            "rss_start_mb": rss_start / 2**20, "rss_warm_mb": warm / 2**20, "rss_end_mb": rss_end / 2**20,
+            "rss_growth_pct": 100.0 * (rss_end - warm) / warm, "wall_s": wall, "vectors_per_s": total / wall}
+
+
+def format_soak(r: dict) -> str:
+    ok = r["vectors_in"] == r["vectors_out"] and r["lost"] == 0 and r["duplicated"] == 0 and r["misplaced"] == 0
+    lines = [f"soak: {r['vectors_in']:,} vectors in, {r['vectors_out']:,} out, {r['frames']:,} frames "
+             f"({r['vectors_per_s']:,.0f} vectors/s, {r['wall_s']:.0f} s)",
+             f"  lost frames {r['lost']}, duplicated {r['duplicated']}, misplaced {r['misplaced']} -> "
+             f"{'OK' if ok else 'FAILED'}",
+             f"  swaps applied {r['swaps_applied']} (requested {r['swaps_requested_valid']}), off a frame boundary: "
+             f"{r['swaps_off_frame_boundary']}",
+             f"  invalid requests {r['invalid_requested']}, refused {r['refusals']}:",
+             *[f"    - ...{k}" for k in r["refusal_kinds"]],
+             f"  RSS {r['rss_warm_mb']:.0f} MB after 10 % -> {r['rss_end_mb']:.0f} MB at the end: growth "
+             f"{r['rss_growth_pct']:+.1f} %"]
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""The neuralmimo command line: sim output format, plot, help, errors."""
+
+import json
+import subprocess
+import sys
+
+from neuralmimo.lab.cli import build_parser, parse_snr_range, subcommand_parser
+
+CLI = [sys.executable, "-m", "neuralmimo.lab.cli"]
+
+
+def test_snr_range_parsing():
+    assert parse_snr_range("0:2:20") == [float(x) for x in range(0, 21, 2)]
+    assert parse_snr_range("5,7.5") == [5.0, 7.5]
+
+
+def test_sim_json_records_and_plot(tmp_path):
+    png = tmp_path / "ser.png"
+    out = subprocess.run(CLI + ["sim", "--channel", "kronecker", "--nt", "2", "--nr", "4", "--modulation", "qpsk",
+                                "--snr", "0:10:20", "--pilots", "4", "--detectors", "zf,mmse,ml,kbest",
+                                "--symbols", "4000", "--seed", "1", "--json", "--plot", str(png)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    recs = json.loads(out.stdout)
+    assert len(recs) == 3 * 4
+    for r in recs:
+        assert {"snr_db", "detector", "ser", "ber", "n_symbols", "ci"} <= r.keys()
+        assert r["ci"][0] <= r["ser"] <= r["ci"][1] and r["n_symbols"] >= 4000
+    ser = {(r["snr_db"], r["detector"]): r["ser"] for r in recs}
+    assert ser[(20.0, "zf")] < ser[(0.0, "zf")]  # error rate falls with SNR
+    assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sim_is_reproducible_from_seed():
+    args = CLI + ["sim", "--nt", "2", "--nr", "2", "--snr", "5", "--symbols", "2000", "--json", "--seed", "4"]
+    a = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    b = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert a == b
+
+
+def test_help_documents_every_option():
+    sim = subcommand_parser(build_parser(), "sim")
+    text = sim.format_help()
+    for action in sim._actions:
+        for opt in action.option_strings:
+            assert opt in text
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{action.option_strings} has no help text"
+
+
+def test_bad_arguments_give_clear_errors():
+    r = subprocess.run(CLI + ["sim", "--nt", "9", "--nr", "32", "--detectors", "ml", "--snr", "5", "--symbols", "10"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "exceeds the limit" in r.stderr
+    r = subprocess.run(CLI + ["sim", "--nt", "4", "--pilots", "2", "--snr", "5", "--symbols", "10"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "n_pilots >= nt" in r.stderr
+
+
+def test_config_file_sets_defaults_and_flags_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("channel: iid\nnt: 2\nnr: 3\nsnr: '0:5:10'\ndetectors: zf,ml\nsymbols: 500\n")
+    recs = json.loads(subprocess.run(CLI + ["sim", "--config", str(cfg), "--json"], capture_output=True,
+                                     text=True, timeout=120, check=True).stdout)
+    assert {(r["snr_db"], r["detector"]) for r in recs} == {(s, d) for s in (0.0, 5.0, 10.0) for d in ("zf", "ml")}
+    assert recs[0]["nt"] == 2 and recs[0]["nr"] == 3
+    recs = json.loads(subprocess.run(CLI + ["sim", "--config", str(cfg), "--nt", "3", "--snr", "7", "--json"],
+                                     capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert recs[0]["nt"] == 3 and {r["snr_db"] for r in recs} == {7.0}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("no_such_option: 1\n")
+    r = subprocess.run(CLI + ["sim", "--config", str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "unknown option 'no_such_option'" in r.stderr
+
+
+def test_shipped_configs_parse():
+    from pathlib import Path
+
+    from neuralmimo.lab.cli import _apply_config
+    for path in sorted(Path(__file__).resolve().parents[2].joinpath("configs", "sim").glob("*.yaml")):
+        args = _apply_config(build_parser(), ["sim", "--config", str(path)])
+        assert args.nt >= 1 and args.snr
+
+
+def test_bundle_inspect_and_verify_every_kind_and_never_a_traceback(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    lg = root / "models" / "learngene-umi-bottom"
+    r = subprocess.run(CLI + ["bundle", "verify", str(lg)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "valid data, not a detector" in r.stdout
+    r = subprocess.run(CLI + ["bundle", "inspect", str(lg)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "(data, not a detector)" in r.stdout
+    r = subprocess.run(CLI + ["bundle", "verify", str(root / "models" / "hypernet-deepsic-sed-n12"), "--nr", "12",
+                              "--nt", "8", "--modulation", "bpsk"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("ok: hypernet-deepsic")
+    broken = tmp_path / "broken"
+    shutil.copytree(lg, broken)
+    for text in ("{not json", "[1, 2]", '{"schema_version": 2}', json.dumps({**json.loads(
+            (lg / "manifest.json").read_text()), "system": {"nr": "many"}})):
+        (broken / "manifest.json").write_text(text)
+        for cmd in ("verify", "inspect"):
+            r = subprocess.run(CLI + ["bundle", cmd, str(broken)], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1 and "refused" in r.stderr
+    r = subprocess.run(CLI + ["bundle", "verify", str(lg), "--sha256", "123"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "not 64 hex digits" in r.stderr
+
+
+def test_bundle_upgrade_rewrites_a_version_1_manifest(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    b = tmp_path / "b"
+    shutil.copytree(root / "models" / "hypernet-deepsic-sed-n12", b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["schema_version"] = 1
+    m["system"] = {"n_rx": 12, "k_max": 12, "modulation": "bpsk", "n_pilots": 800, "snr_convention": "deepsic",
+                   "snr_db": [6.0, 14.0], "channel": "sed"}
+    (b / "manifest.json").write_text(json.dumps(m))
+    r = subprocess.run(CLI + ["bundle", "upgrade", str(b)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    new = json.loads((b / "manifest.json").read_text())
+    assert new["schema_version"] == 2 and new["system"]["nr"] == 12 and new["system"]["channel"]["name"] == "deepsic-sed"
+    assert new["weights_sha256"] == m["weights_sha256"]
+
+
+def test_channel_option_takes_a_spec_and_refuses_misspelt_arguments():
+    r = subprocess.run(CLI + ["sim", "--channel", "{name: kronecker, args: {rho: 0.7}}", "--snr", "5", "--symbols",
+                              "100"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "it accepts rho_rx, rho_tx" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(CLI + ["sim", "--channel", "{name: kronecker", "--snr", "5"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "--channel" in r.stderr and "Traceback" not in r.stderr
