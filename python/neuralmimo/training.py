@@ -59,12 +59,3 @@ def train_loop(optimiser: torch.optim.Optimizer, step: Callable, batches: Callab
             epochs_iter.set_postfix(**postfix(record))
     return history
 
-
-def progress_bar(show: bool):
-    """tqdm as a :func:`train_loop` progress factory when ``show``, else ``None`` (imported
-    lazily: only the lab imports tqdm at module level)."""
-    if not show:
-        return None
-    from tqdm import tqdm
-
-    return tqdm

@@ -45,7 +45,8 @@ class neural_detector(gr.sync_block):
       bundle folder appearing there request a new model.
 
     A request is loaded, validated and run on one dummy frame by a background thread (never the
-    streaming thread) and
+    streaming thread; a model given at construction is waited for in ``start()``, so it is in force
+    from the first frame) and
     applied at the next frame boundary, so a frame is never split between models and no vector
     is dropped or repeated; a ``model`` tag (dict: architecture, sha256, path) marks the first
     vector each new model produced. The ``status`` port reports each event as a dict: ``loaded``

@@ -149,7 +149,7 @@ def _parallel_rate(depth: int, samples: int, batch_size: int, workers: int, seed
 
 def bench_training(n_conv=(12, 8), samples: int = 4000, repeats: int = 2, threads: int = 2,
                    batch_size: int = 500, seed: int = 0, workers: int = 2) -> dict:
-    """Training samples/s of :func:`neuralmimo.sdnet_train.train` (which also draws each epoch's
+    """Training samples/s of :func:`neuralmimo.detectors.sdnet.train.train` (which also draws each epoch's
     frames, LS estimates and ZF inputs) against a plain ``nn.Sequential`` + Adam loop fed with
     precomputed inputs, same model size, batch and data, in this process. Also projects the
     paper-scale pipeline time (Table III) from the measured rates."""
@@ -246,8 +246,8 @@ def bench_neural(frames: int = 8, frame_data: int = 1024, repeats: int = 3, thre
                  sdnet_dims=(8, 32), deepsic_dims=(12, 12, 8)) -> list[dict]:
     """Per-frame inference throughput of the neural detectors, in one process on the same frames.
 
-    * SDNet: the frame-amortised kernel (:mod:`neuralmimo.sdnet_fast`) against the plain
-      ``nn.Module`` (:func:`neuralmimo.sdnet.sdnet_detect`), both including the per-frame ZF; the
+    * SDNet: the frame-amortised kernel (:mod:`neuralmimo.detectors.sdnet.fast`) against the plain
+      ``nn.Module`` (:func:`neuralmimo.detectors.sdnet.model.sdnet_detect`), both including the per-frame ZF; the
       ratio, the FLOPs per vector of each (Table IV counting) and the GFLOP/s each achieves.
     * Hypernetwork-DeepSIC (``N, K_max, K``): modules generated once per frame, all vectors in one
       batched pass; FLOPs per vector ``2 Q K (D 16 + 16 |S|)`` with ``D = N + K - 1``.

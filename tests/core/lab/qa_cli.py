@@ -81,34 +81,44 @@ def test_shipped_configs_parse():
         assert args.nt >= 1 and args.snr
 
 
-def test_bundle_inspect_and_verify_every_kind_and_never_a_traceback(tmp_path):
+def _main(args, capsys):
+    """The CLI in this process: (exit code, stdout, stderr)."""
+    from neuralmimo.lab.cli import main
+
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_bundle_inspect_and_verify_every_kind_and_never_a_traceback(tmp_path, capsys):
     import shutil
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
     lg = root / "models" / "learngene-umi-bottom"
-    r = subprocess.run(CLI + ["bundle", "verify", str(lg)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "valid data, not a detector" in r.stdout
-    r = subprocess.run(CLI + ["bundle", "inspect", str(lg)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "(data, not a detector)" in r.stdout
-    r = subprocess.run(CLI + ["bundle", "verify", str(root / "models" / "hypernet-deepsic-sed-n12"), "--nr", "12",
-                              "--nt", "8", "--modulation", "bpsk"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.startswith("ok: hypernet-deepsic")
+    code, out, _ = _main(["bundle", "verify", str(lg)], capsys)
+    assert code == 0 and "valid data, not a detector" in out
+    code, out, _ = _main(["bundle", "inspect", str(lg)], capsys)
+    assert code == 0 and "(data, not a detector)" in out
+    code, out, _ = _main(["bundle", "verify", str(root / "models" / "hypernet-deepsic-sed-n12"), "--nr", "12", "--nt",
+                          "8", "--modulation", "bpsk"], capsys)
+    assert code == 0 and out.startswith("ok: hypernet-deepsic")
     broken = tmp_path / "broken"
     shutil.copytree(lg, broken)
     for text in ("{not json", "[1, 2]", '{"schema_version": 2}', json.dumps({**json.loads(
             (lg / "manifest.json").read_text()), "system": {"nr": "many"}})):
         (broken / "manifest.json").write_text(text)
         for cmd in ("verify", "inspect"):
-            r = subprocess.run(CLI + ["bundle", cmd, str(broken)], capture_output=True, text=True, timeout=120)
-            assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-            assert len(r.stderr.strip().splitlines()) == 1 and "refused" in r.stderr
-    r = subprocess.run(CLI + ["bundle", "verify", str(lg), "--sha256", "123"], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 1 and "not 64 hex digits" in r.stderr
+            code, _, err = _main(["bundle", cmd, str(broken)], capsys)
+            assert code == 1 and len(err.strip().splitlines()) == 1 and "refused" in err, err
+    # the same through the installed command: one line, no traceback
+    r = subprocess.run(CLI + ["bundle", "inspect", str(broken)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    code, _, err = _main(["bundle", "verify", str(lg), "--sha256", "123"], capsys)
+    assert code == 1 and "not 64 hex digits" in err
 
 
-def test_bundle_upgrade_rewrites_a_version_1_manifest(tmp_path):
+def test_bundle_upgrade_rewrites_a_version_1_manifest(tmp_path, capsys):
     import shutil
     from pathlib import Path
 
@@ -120,17 +130,17 @@ def test_bundle_upgrade_rewrites_a_version_1_manifest(tmp_path):
     m["system"] = {"n_rx": 12, "k_max": 12, "modulation": "bpsk", "n_pilots": 800, "snr_convention": "deepsic",
                    "snr_db": [6.0, 14.0], "channel": "sed"}
     (b / "manifest.json").write_text(json.dumps(m))
-    r = subprocess.run(CLI + ["bundle", "upgrade", str(b)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    code, _, err = _main(["bundle", "upgrade", str(b)], capsys)
+    assert code == 0, err
     new = json.loads((b / "manifest.json").read_text())
     assert new["schema_version"] == 2 and new["system"]["nr"] == 12 and new["system"]["channel"]["name"] == "deepsic-sed"
     assert new["weights_sha256"] == m["weights_sha256"]
 
 
-def test_channel_option_takes_a_spec_and_refuses_misspelt_arguments():
-    r = subprocess.run(CLI + ["sim", "--channel", "{name: kronecker, args: {rho: 0.7}}", "--snr", "5", "--symbols",
-                              "100"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "it accepts rho_rx, rho_tx" in r.stderr and "Traceback" not in r.stderr
+def test_channel_option_takes_a_spec_and_refuses_misspelt_arguments(capsys):
+    code, _, err = _main(["sim", "--channel", "{name: kronecker, args: {rho: 0.7}}", "--snr", "5", "--symbols", "100",
+                          "--no-progress"], capsys)
+    assert code == 2 and "it accepts rho_rx, rho_tx" in err
     r = subprocess.run(CLI + ["sim", "--channel", "{name: kronecker", "--snr", "5"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "--channel" in r.stderr and "Traceback" not in r.stderr

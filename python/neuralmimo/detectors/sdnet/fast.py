@@ -40,7 +40,7 @@ class FrameState:
 class SDNetKernel:
     """Eval-mode SDNet with folded batch-norm and receptive-field caching.
 
-    Built from a trained :class:`~neuralmimo.sdnet.SDNet` (its running statistics are used);
+    Built from a trained :class:`~neuralmimo.detectors.sdnet.model.SDNet` (its running statistics are used);
     the kernel holds plain tensors, so it is cheap to keep two (hot-swap) and needs no autograd.
     """
 
@@ -114,7 +114,7 @@ class SDNetKernel:
 def sdnet_fast_detect(kernel: SDNetKernel, y: torch.Tensor, h: torch.Tensor, constellation: Constellation,
                       noise_var=0.0, with_zf_var: bool = False):
     """Frames ``y (S, Nr, n)`` with estimates ``h (S, Nr, Nt)`` -> complex estimates ``(S, Nt, n)``
-    (the same as :func:`neuralmimo.sdnet.sdnet_detect`, via the frame-amortised kernel).
+    (the same as :func:`neuralmimo.detectors.sdnet.model.sdnet_detect`, via the frame-amortised kernel).
 
     ``with_zf_var``: also return ZF's effective noise variance per stream ``(S, Nt)`` for the
     complex noise variance ``noise_var`` (float or ``(S,)``)."""
