@@ -2,7 +2,7 @@
 RX  := .venv/rx/bin
 LAB := .venv/lab/bin
 
-.PHONY: bootstrap demo test bench soak clean
+.PHONY: bootstrap demo test grc bench soak clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -22,6 +22,11 @@ demo: bootstrap
 ## test: the whole QA suite through CTest (rx: core + GNU Radio; lab: core with numpy 2 + Sionna)
 test: bootstrap
 	cd build && ctest --output-on-failure
+
+## grc: GNU Radio Companion with the [Neural MIMO] blocks, running flowgraphs in the rx environment;
+## open a flowgraph with `make grc FLOWGRAPH=examples/loopback_neural.grc`
+grc: bootstrap
+	$(RX)/neuralmimo companion $(FLOWGRAPH)
 
 ## bench: detector throughput against Sionna (lab), flowgraph against its kernels (rx),
 ## SDNet training loop against a plain nn.Sequential loop (rx), neural detectors: SDNet fast path

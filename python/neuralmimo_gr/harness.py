@@ -31,34 +31,61 @@ def installed_blocks_dir() -> Path:
     return Path(sys.prefix) / "share" / "gnuradio" / "grc" / "blocks"
 
 
-def compile_grc(grc: Path, out_dir: Path, blocks_dir: Path | None = None, timeout_s: float = 120) -> tuple[Path, str]:
-    """Compile ``grc`` with ``grcc`` into ``out_dir``; returns (generated .py, grcc output).
+def grc_environment(blocks_dir: Path | None = None) -> dict:
+    """This process's environment with the module's GRC block folder first on ``GRC_BLOCKS_PATH``
+    (GRC and grcc search it besides ``/usr/share/gnuradio/grc/blocks``)."""
+    env = dict(os.environ)
+    paths = [str(blocks_dir or installed_blocks_dir())]
+    paths += [p for p in env.get("GRC_BLOCKS_PATH", "").split(os.pathsep) if p and p not in paths]
+    env["GRC_BLOCKS_PATH"] = os.pathsep.join(paths)
+    return env
 
-    ``grcc`` exits 0 even when a block YAML fails to load or a port is unconnected, so its
-    output is checked too: any line with an error marker raises ``RuntimeError``.
+
+def companion_command(flowgraphs=()) -> list[str]:
+    """The command that opens GNU Radio Companion on this module: GRC runs in this interpreter, so
+    its Run Command (``{python} -u {filename}``) runs flowgraphs where torch and the blocks are;
+    use it with :func:`grc_environment`."""
+    grc = shutil.which("gnuradio-companion")
+    if grc is None:
+        raise RuntimeError("gnuradio-companion not found (install the Debian package gnuradio)")
+    return [sys.executable, grc, *[str(Path(f).resolve()) for f in flowgraphs]]
+
+
+# blocks that generate no instance (``self.<name>``) in the flowgraph's code
+_CODELESS_BLOCKS = ("import", "snippet", "note", "epy_module", "virtual_sink", "virtual_source")
+
+
+def compile_grc(grc: Path, out_dir: Path, blocks_dir: Path | None = None, timeout_s: float = 120) -> tuple[Path, str]:
+    """Compile ``grc`` with ``grcc`` into ``out_dir`` with the module's blocks on the block path;
+    returns (generated .py, grcc output).
+
+    ``grcc`` exits 0 even when a block YAML fails to load or a port is unconnected, and silently
+    drops blocks whose YAML it cannot find, so its output is checked for error markers and the
+    generated code for every enabled block of the flowgraph: ``RuntimeError`` otherwise.
     """
+    import yaml
+
     grcc = shutil.which("grcc")
     if grcc is None:
         raise RuntimeError("grcc not found (install the Debian package gnuradio)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    paths = [str(blocks_dir or installed_blocks_dir())] + [p for p in env.get("GRC_BLOCKS_PATH", "").split(os.pathsep) if p]
-    env["GRC_BLOCKS_PATH"] = os.pathsep.join(paths)
-    proc = subprocess.run([grcc, "-o", str(out_dir), str(grc)], env=env, capture_output=True, text=True,
-                          timeout=timeout_s)
+    proc = subprocess.run([grcc, "-o", str(out_dir), str(grc)], env=grc_environment(blocks_dir), capture_output=True,
+                          text=True, timeout=timeout_s)
     output = proc.stdout + proc.stderr
     bad = [line for line in output.splitlines()
            if any(m in line.lower() for m in GRCC_ERROR_MARKERS)]
-    generated = out_dir / (_flowgraph_id(grc) + ".py")
+    data = yaml.safe_load(Path(grc).read_text())
+    generated = out_dir / (data["options"]["parameters"]["id"] + ".py")
     if proc.returncode != 0 or bad or not generated.exists():
         raise RuntimeError(f"grcc failed on {grc} (exit {proc.returncode}):\n" + ("\n".join(bad) or output))
+    code = generated.read_text()
+    dropped = [f"{b['name']} ({b['id']})" for b in data.get("blocks", [])
+               if b.get("states", {}).get("state", True) in (True, "enabled") and b["id"] not in _CODELESS_BLOCKS
+               and f"self.{b['name']}" not in code]
+    if dropped:
+        raise RuntimeError(f"grcc dropped blocks of {grc}: {', '.join(dropped)} (their block YAML was not found on "
+                           f"GRC_BLOCKS_PATH={grc_environment(blocks_dir)['GRC_BLOCKS_PATH']})")
     return generated, output
-
-
-def _flowgraph_id(grc: Path) -> str:
-    import yaml
-
-    return yaml.safe_load(Path(grc).read_text())["options"]["parameters"]["id"]
 
 
 def load_top_block_class(py: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import queue
+import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from neuralmimo.detectors import SystemSpec, load_detector
 
 from ._common import (FRAME_START, MODEL, N_USERS, EstimateTags, FailureLog, big_buffers, frame_segments,
                       gather_segments, guarded_work, tag_int, write_streams)
+from ._paths import MODELS_DIR
 
 _PORT_MODEL = pmt.intern("model")
 INITIAL_LOAD_TIMEOUT_S = 30.0
@@ -26,6 +28,31 @@ _PORT_STATUS = pmt.intern("status")
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def model_candidates(path: str) -> list[Path]:
+    """Where a model path is looked for, in order: an absolute path as it is; a relative one in
+    the working directory, next to the running flowgraph (the script GRC generated, which GRC
+    runs from the flowgraph's folder) and in the installed models folder
+    (``<prefix>/share/gr-neuralmimo/models``, where ``cmake --install`` puts the shipped bundles)."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return [p]
+    out = [Path.cwd() / p]
+    script = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else None
+    if script is not None and script != Path.cwd():
+        out.append(script / p)
+    out.append(MODELS_DIR / p)
+    return out
+
+
+def resolve_model_path(path: str) -> Path | None:
+    """The first of :func:`model_candidates` that holds a bundle, as an absolute path, or ``None``."""
+    for c in model_candidates(path):
+        folder = c.parent if c.name == MANIFEST else c
+        if (folder / MANIFEST).is_file():
+            return folder.resolve()
+    return None
 
 
 class neural_detector(gr.sync_block):
@@ -39,7 +66,10 @@ class neural_detector(gr.sync_block):
 
     Models (SDNet, hypernetwork-DeepSIC, anything in ``neuralmimo.detectors.REGISTRY``):
 
-    * ``model`` (constructor / GRC parameter): bundle loaded at start;
+    * ``model`` (constructor / GRC parameter): bundle loaded at start. A relative path is looked
+      for in the working directory, next to the running flowgraph, then in the installed models
+      folder (:func:`model_candidates`; a shipped bundle can be named by its folder name, e.g.
+      ``hypernet-deepsic-sed-n12``); the ``loaded`` status and the log give the full path used;
     * ``set_model(path)`` (GRC callback), the ``model`` message port (a path as symbol/string,
       or a dict with ``path`` and optionally ``sha256``) and, if ``watch_dir`` is set, any new
       bundle folder appearing there request a new model.
@@ -88,7 +118,9 @@ class neural_detector(gr.sync_block):
         self.swaps: list[dict] = []
         self.refusals: list[dict] = []
         self._requests: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
+        self._threads_stop: threading.Event | None = None
+        self._loader: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
         self._early_status: list[dict] = []
         self._started = False
         self.set_tag_propagation_policy(gr.TPP_DONT)
@@ -97,13 +129,8 @@ class neural_detector(gr.sync_block):
         self.message_port_register_in(_PORT_MODEL)
         self.message_port_register_out(_PORT_STATUS)
         self.set_msg_handler(_PORT_MODEL, self._on_model_message)
-        self._loader = threading.Thread(target=self._load_loop, name="neural_detector-loader", daemon=True)
-        self._loader.start()
         self.watch_dir, self.watch_interval_s = str(watch_dir or ""), float(watch_interval_s)
-        self._watcher = None
-        if self.watch_dir:
-            self._watcher = threading.Thread(target=self._watch_loop, name="neural_detector-watch", daemon=True)
-            self._watcher.start()
+        self._start_threads()  # loading the initial model overlaps the rest of the flowgraph's set-up
         self._initial_model = str(model or "")
         if model:
             self.set_model(model)
@@ -116,6 +143,7 @@ class neural_detector(gr.sync_block):
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Block until every requested bundle has been loaded or refused (for scripts and tests)."""
+        self._start_threads()  # requests made while stopped are served now
         done = threading.Event()
         self._requests.put(done)
         return done.wait(timeout_s)
@@ -147,8 +175,32 @@ class neural_detector(gr.sync_block):
             self._refuse("", f"bad model message: {exc}")
 
     # ----------------------------------------------------------------- background threads
-    def _load_loop(self) -> None:
-        while not self._stop.is_set():
+    def _start_threads(self) -> None:
+        """Start the loader (and the watcher) unless they run."""
+        if self._loader is not None and self._loader.is_alive():
+            return
+        self._threads_stop = stop = threading.Event()
+        self._loader = threading.Thread(target=self._load_loop, args=(stop,), name="neural_detector-loader",
+                                        daemon=True)
+        self._loader.start()
+        if self.watch_dir:
+            self._watcher = threading.Thread(target=self._watch_loop, args=(stop,), name="neural_detector-watch",
+                                             daemon=True)
+            self._watcher.start()
+
+    def _stop_threads(self, timeout_s: float = 10.0) -> None:
+        """End the loader (after the requests queued before this call) and the watcher."""
+        if self._loader is None:
+            return
+        self._threads_stop.set()
+        self._requests.put(None)
+        for th in (self._loader, self._watcher):
+            if th is not None:
+                th.join(timeout_s)
+        self._loader = self._watcher = None
+
+    def _load_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             req = self._requests.get()
             if req is None:
                 return
@@ -156,9 +208,14 @@ class neural_detector(gr.sync_block):
                 req.set()
                 continue
             path, sha = req
+            resolved = resolve_model_path(path)
+            if resolved is None:
+                tried = ", ".join(str(c) for c in model_candidates(path))
+                self._refuse(path, f"{path}: no such bundle (looked in {tried})")
+                continue
             try:
                 with torch.inference_mode():
-                    det = load_detector(path, self.system, sha)
+                    det = load_detector(resolved, self.system, sha)
             except BundleError as exc:
                 self._refuse(path, str(exc))
                 continue
@@ -167,12 +224,13 @@ class neural_detector(gr.sync_block):
                 continue
             with self._lock:
                 self._pending = det
+            self.logger.info(f"loaded {det.architecture} model {resolved} (requested as {path})")
             self._status({"event": "loaded", **det.describe(), "time": _now()})
 
-    def _watch_loop(self) -> None:
+    def _watch_loop(self, stop: threading.Event) -> None:
         seen: dict[str, float] = {}
         first = True
-        while not self._stop.wait(0 if first else self.watch_interval_s):
+        while not stop.wait(0 if first else self.watch_interval_s):
             root = Path(self.watch_dir)
             found = {}
             for manifest in root.glob(f"*/{MANIFEST}") if root.is_dir() else []:
@@ -198,6 +256,7 @@ class neural_detector(gr.sync_block):
         self.message_port_pub(_PORT_STATUS, pmt.to_pmt(info))
 
     def start(self):
+        self._start_threads()  # a stopped flowgraph may be started again
         # a model given at construction is in force from the first frame: wait (bounded) for its
         # loader to finish before the flowgraph streams; later requests are swapped in asynchronously
         if self._initial_model and not self.wait_idle(INITIAL_LOAD_TIMEOUT_S):
@@ -209,11 +268,16 @@ class neural_detector(gr.sync_block):
         self._early_status.clear()
         return True
 
+    def stop(self):
+        """The flowgraph stops (GRC never calls :meth:`close`): end the loader and watcher
+        threads; requests made while stopped are served when it starts again."""
+        self._stop_threads()
+        self._started = False
+        return True
+
     def close(self) -> None:
-        """End the loader and watcher threads (they are daemons and idle otherwise; a stopped
-        flowgraph may be started again, so ``stop()`` leaves them running)."""
-        self._stop.set()
-        self._requests.put(None)
+        """End the loader and watcher threads (scripts that never run the flowgraph)."""
+        self._stop_threads()
 
     # ----------------------------------------------------------------- streaming
     def _frame_boundary(self, tags: list, offset: int) -> None:

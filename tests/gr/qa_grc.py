@@ -75,3 +75,23 @@ def test_grcc_output_check_catches_a_broken_block_yaml(tmp_path):
         (broken / f.name).write_text(text)
     with pytest.raises(RuntimeError):
         compile_grc(ROOT / "examples" / "loopback_linear.grc", tmp_path / "out", blocks_dir=broken)
+
+
+def test_compile_refuses_a_flowgraph_whose_blocks_were_dropped(tmp_path):
+    """Without the module's block folder grcc writes a flowgraph without its blocks and exits 0:
+    the helper must fail and name the dropped blocks."""
+    empty = tmp_path / "no-blocks"
+    empty.mkdir()
+    with pytest.raises(RuntimeError, match=r"grcc dropped blocks .*src \(neuralmimo_mimo_frame_source\)"):
+        compile_grc(ROOT / "examples" / "loopback_linear.grc", tmp_path / "out", blocks_dir=empty)
+
+
+def test_grcc_command_compiles_with_the_module_blocks(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "neuralmimo.lab.cli", "grcc", str(ROOT / "examples" / "loopback_neural.grc"),
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=200)
+    assert r.returncode == 0, r.stderr
+    generated = tmp_path / "loopback_neural.py"
+    assert str(generated) in r.stdout and "self.det_nn = " in generated.read_text()

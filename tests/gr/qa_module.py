@@ -20,3 +20,42 @@ def test_core_does_not_import_gnuradio():
             "bad = [m for m in sys.modules if m.split('.')[0] == 'gnuradio']\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_oot_install_into_a_prefix_holds_core_blocks_yaml_examples_and_models(tmp_path):
+    """The standard OOT flow into a prefix of one's own installs both packages into one Python
+    directory, and the blocks find the installed models relative to themselves."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    build, prefix = tmp_path / "build", tmp_path / "prefix"
+    subprocess.run(["cmake", "-S", str(root), "-B", str(build), f"-DCMAKE_INSTALL_PREFIX={prefix}",
+                    f"-DRX_PYTHON={sys.executable}"], check=True, capture_output=True, timeout=300)
+    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True, timeout=300)
+    subprocess.run(["cmake", "--install", str(build)], check=True, capture_output=True, timeout=300)
+    blocks = sorted(p.parents[2] for p in prefix.rglob("gnuradio/neuralmimo/__init__.py"))
+    assert len(blocks) == 1, blocks
+    site = blocks[0]
+    assert (site / "neuralmimo" / "__init__.py").exists() and (site / "neuralmimo" / "lab" / "cli.py").exists()
+    share = prefix / "share"
+    assert sorted(p.name for p in (share / "gnuradio" / "grc" / "blocks").glob("neuralmimo_*.block.yml"))
+    assert (share / "gr-neuralmimo" / "examples" / "loopback_neural.grc").exists()
+    assert (share / "gr-neuralmimo" / "models" / "hypernet-deepsic-sed-n12" / "manifest.json").exists()
+    code = ("import neuralmimo, gnuradio.neuralmimo as g\n"
+            "from gnuradio.neuralmimo.neural_detector import resolve_model_path\n"
+            f"assert neuralmimo.__file__.startswith({str(site)!r}), neuralmimo.__file__\n"
+            f"assert g.__file__.startswith({str(site)!r}), g.__file__\n"
+            "p = resolve_model_path('hypernet-deepsic-sed-n12')\n"
+            f"assert p is not None and str(p).startswith({str(prefix.resolve())!r}), p\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path, timeout=120)
+
+
+def test_blocks_never_import_the_lab():
+    code = ("import sys, importlib, gnuradio.neuralmimo as g\n"
+            "for m in ('error_rate_probe', 'linear_detector', 'ls_channel_estimator', 'mimo_channel',\n"
+            "          'mimo_frame_source', 'neural_detector', '_common', 'harness'):\n"
+            "    importlib.import_module('gnuradio.neuralmimo.' + m)\n"
+            "bad = [m for m in sys.modules if m.startswith('neuralmimo.lab') or m.split('.')[0] in ('matplotlib', 'sionna')]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -338,3 +338,34 @@ def test_bad_input_keeps_streaming(bundles):
     y_clean[2, :, 3] = 0
     ref = _reference(bundles["a"], y_clean, h_used, nv).transpose(0, 1).reshape(NT, -1).numpy()
     assert np.allclose(out, ref, atol=1e-5)
+
+
+def test_threads_end_with_the_flowgraph(bundles):
+    """GRC never calls close(): 40 flowgraphs created, run and dropped leave no loader or watcher
+    thread behind; a stopped flowgraph started again still swaps models."""
+    import gc
+
+    def alive():
+        return [t for t in threading.enumerate() if t.name.startswith("neural_detector")]
+
+    before = len(alive())
+    h, y, nv = _frames(2, seed=7)
+    for i in range(40):
+        det = neural_detector(NR, NT, "qpsk", str(bundles["a"]), watch_dir=str(bundles["a"].parent))
+        tb, _ = detector_flowgraph(y.transpose(0, 1).reshape(NR, -1).numpy(), _tags(h, nv), det, NT)
+        run(tb)
+        del tb, det
+    gc.collect()
+    deadline = time.time() + 10
+    while len(alive()) > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(alive()) == before, [t.name for t in alive()]
+    # a stopped block serves requests again when it starts again
+    det = neural_detector(NR, NT, "qpsk", str(bundles["a"]))
+    for _ in range(2):
+        tb, _ = detector_flowgraph(y.transpose(0, 1).reshape(NR, -1).numpy(), _tags(h, nv), det, NT)
+        det.set_model(str(bundles["b"]))
+        run(tb)
+        assert det.wait_idle()
+    assert len(det.swaps) >= 1 and det.model_info()["path"] in (str(bundles["a"]), str(bundles["b"]))
+    det.close()

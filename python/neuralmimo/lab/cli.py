@@ -318,6 +318,42 @@ def cmd_loopback_neural(a) -> int:
     return 0
 
 
+def _add_companion(sub):
+    p = sub.add_parser("companion", help="open GNU Radio Companion with this module's blocks, running flowgraphs in "
+                       "this environment (rx)",
+                       description="Starts gnuradio-companion in this environment's interpreter (so GRC's Run Command "
+                                   "'{python} -u {filename}' runs flowgraphs where torch and the blocks are) with the "
+                                   "installed block folder on GRC_BLOCKS_PATH. make grc does the same.")
+    p.add_argument("flowgraphs", nargs="*", type=Path, help="flowgraphs to open (e.g. examples/loopback_neural.grc)")
+    p.set_defaults(func=cmd_companion)
+    p = sub.add_parser("grcc", help="compile a flowgraph with this module's blocks on the block path, checking that "
+                       "no block was dropped (rx environment)")
+    p.add_argument("flowgraph", type=Path, help="the .grc file")
+    p.add_argument("-o", "--out", type=Path, default=Path("out/grc"), help="output folder (default out/grc)")
+    p.set_defaults(func=cmd_grcc)
+
+
+def cmd_companion(a) -> int:
+    import os
+
+    harness = _gr("harness")
+    for f in a.flowgraphs:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such flowgraph")
+    argv = harness.companion_command(a.flowgraphs)
+    sys.stdout.flush()
+    os.execve(argv[0], argv, harness.grc_environment())  # GRC replaces this process
+
+
+def cmd_grcc(a) -> int:
+    harness = _gr("harness")
+    if not a.flowgraph.is_file():
+        raise FileNotFoundError(f"{a.flowgraph}: no such flowgraph")
+    generated, _ = harness.compile_grc(a.flowgraph, a.out)
+    print(f"{generated}\nrun it with: {sys.executable} {generated}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ pipelines
 def _pipeline(name: str):
     """The lab pipeline module of a family (``learngene``, ``deepsic``)."""
@@ -451,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_loopback(sub)
     _add_loopback_neural(sub)
+    _add_companion(sub)
     _add_pipelines(sub)
     _add_bundle(sub)
     _add_soak(sub)
