@@ -319,15 +319,19 @@ def bench_bundles(entries: list[str], frames: int = 8, frame_data: int = 1024, r
 
 
 def format_bench_neural(rows: list[dict]) -> str:
-    lines = [f"{'model':<40} | {'vectors/s':>11} | {'reference':>15} | {'ref vectors/s':>13} | {'ratio':>6} | "
-             f"{'FLOP/vector':>12} | {'ref FLOP/vec':>12} | {'GFLOP/s':>7} | {'ref GFLOP/s':>11}", "-" * 150]
-    for r in rows:
-        def opt(v, fmt, width):
-            return "-".rjust(width) if v is None else format(v, fmt).rjust(width)
+    w = max([40] + [len(r["model"]) for r in rows])
+    lines = [f"{'model':<{w}} | {'vectors/s':>11} | {'reference':>15} | {'ref vectors/s':>13} | {'ratio':>8} | "
+             f"{'FLOP/vector':>12} | {'ref FLOP/vec':>12} | {'GFLOP/s':>7} | {'ref GFLOP/s':>11}"]
+    lines.append("-" * len(lines[0]))
 
-        lines.append(f"{r['model']:<40} | {r['vps']:>11,.0f} | {r['reference']:>15} | {opt(r['ref_vps'], ',.0f', 13)} | "
-                     f"{opt(r['ratio'], '.2f', 5)}{'x' if r['ratio'] else ' '} | {opt(r['flops'], ',.0f', 12)} | "
-                     f"{opt(r['flops_ref'], ',', 12)} | {opt(r['gflops'], '.2f', 7)} | {opt(r['gflops_ref'], '.2f', 11)}")
+    def opt(v, fmt, width):
+        return "-".rjust(width) if v is None else format(v, fmt).rjust(width)
+
+    for r in rows:
+        ratio = "-".rjust(8) if r["ratio"] is None else f"{r['ratio']:.3g}x".rjust(8)
+        lines.append(f"{r['model']:<{w}} | {r['vps']:>11,.0f} | {r['reference']:>15} | {opt(r['ref_vps'], ',.0f', 13)} | "
+                     f"{ratio} | {opt(r['flops'], ',.0f', 12)} | {opt(r['flops_ref'], ',', 12)} | "
+                     f"{opt(r['gflops'], '.2f', 7)} | {opt(r['gflops_ref'], '.2f', 11)}")
     for r in rows:
         if r["max_abs_diff"] is not None:
             lines.append(f"{r['model']}: fast path vs plain module, max |difference| {r['max_abs_diff']:.1e}")
