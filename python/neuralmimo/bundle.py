@@ -174,7 +174,7 @@ class Param:
             if not isinstance(value, list) or not 1 <= len(value) <= self.max_len:
                 raise ValueError(f"{name} must be a list of 1..{self.max_len} integers, got {value!r}")
             return [Param("int", self.low, self.high).check(f"{name}[{i}]", v) for i, v in enumerate(value)]
-        ok = {"int": _is_int, "float": _is_number, "bool": lambda v: isinstance(v, bool),
+        ok = {"int": _is_int, "float": lambda v: _is_number(v) and math.isfinite(v), "bool": lambda v: isinstance(v, bool),
               "str": lambda v: isinstance(v, str)}[self.kind](value)
         if not ok:
             raise ValueError(f"{name} must be {self.kind}, got {value!r}")
@@ -327,7 +327,9 @@ def read_manifest(path) -> tuple[Path, dict]:
         raise BundleError(f"{directory}: no {MANIFEST} (a bundle is a folder with {MANIFEST} and {WEIGHTS})")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+    except OSError as e:
+        raise BundleError(f"{manifest_path}: cannot read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{manifest_path}: not valid JSON ({e})") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path}: the manifest must be a JSON object")
@@ -399,7 +401,10 @@ def load_bundle(path, codec: ModelCodec | None = None) -> Bundle:
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise BundleError(f"{directory}: no {WEIGHTS}")
-    sha = file_sha256(weights)
+    try:
+        sha = file_sha256(weights)
+    except OSError as e:
+        raise BundleError(f"{weights}: cannot read ({e.strerror})") from None
     if sha != manifest["weights_sha256"]:
         raise BundleError(f"{weights}: sha256 {sha[:12]}... does not match the manifest's "
                           f"{str(manifest['weights_sha256'])[:12]}... (modified or truncated file)")

@@ -28,6 +28,24 @@ from neuralmimo.snr import convert_snr_db
 from .harness import compile_grc, load_top_block_class, quiet_info_logs, run_flowgraph
 
 
+def _load_loopback(grc: Path, out_dir: Path, params: tuple, blocks: tuple):
+    """The top block class of a loopback flowgraph, which must take ``params`` and hold ``blocks``
+    (ids); ``RuntimeError`` names what is missing (a wrong .grc would otherwise fail later with an
+    attribute error)."""
+    import inspect
+
+    py = compile_grc(grc, out_dir / "generated")[0]
+    cls = load_top_block_class(py)
+    have = set(inspect.signature(cls.__init__).parameters)
+    missing = [p for p in params if p not in have]
+    code = py.read_text()
+    missing += [f"block {b}" for b in blocks if f"self.{b} = " not in code]
+    if missing:
+        raise RuntimeError(f"{grc} is not a loopback flowgraph for this command: it lacks {', '.join(missing)} "
+                           f"(parameters {', '.join(params)}; blocks {', '.join(blocks)})")
+    return cls
+
+
 def sim_config_of(tb, snrs: list[float], frames: int, seed: int) -> SimConfig:
     """The lab :class:`~neuralmimo.lab.sim.SimConfig` with the settings of a loopback top block
     (its ``src``, ``chan`` and ``est`` blocks): the same channel, SNR convention, sizes,
@@ -43,7 +61,10 @@ def loopback_demo(grc: Path, snrs: list[float], frames: int, seed: int, out_dir:
     """Run the loopback flowgraph at each SNR and the core simulation with the same settings
     (read from the flowgraph's own blocks); returns one record per (SNR, detector)."""
     quiet_info_logs()
-    cls = load_top_block_class(compile_grc(grc, out_dir / "generated")[0])
+    cls = _load_loopback(grc, out_dir, params=("snr_db", "n_frames", "seed"),
+                         blocks=("src", "chan", "est", "probe_zf", "probe_mmse"))
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1 (0 would make the flowgraph endless), got {frames}")
     records, cfg = [], None
     for snr in tqdm(snrs, desc="loopback flowgraph", unit="snr", disable=not progress):
         tb = cls(snr_db=snr, n_frames=frames, seed=seed)
@@ -102,7 +123,10 @@ def _probe_record(probe, detector: str, scenario: str, wall: float) -> dict:
 
 
 def _run_loopback(grc: Path, out_dir: Path, timeout_s: float, **params):
-    cls = load_top_block_class(compile_grc(grc, out_dir / "generated")[0])
+    cls = _load_loopback(grc, out_dir, params=tuple(params),
+                         blocks=("src", "chan", "est", "probe_zf", "probe_mmse", "probe_nn"))
+    if params.get("n_frames", 1) < 1:
+        raise ValueError(f"frames must be >= 1 (0 would make the flowgraph endless), got {params['n_frames']}")
     tb = cls(**params)
     for p in (tb.probe_zf, tb.probe_mmse, tb.probe_nn):
         p.report_on_stop = False

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
+import traceback
 from pathlib import Path
 
 import yaml
@@ -18,16 +22,79 @@ from ..snr import CONVENTIONS
 
 
 def parse_snr_range(text: str) -> list[float]:
-    """``"0:2:20"`` -> 0, 2, ..., 20 (inclusive); ``"5,10,15"`` -> a list; ``"7"`` -> [7]."""
-    text = text.strip()
-    if ":" in text:
-        parts = [float(p) for p in text.split(":")]
-        if len(parts) != 3 or parts[1] <= 0:
-            raise argparse.ArgumentTypeError(f"SNR range must be start:step:stop with step > 0, got {text!r}")
-        start, step, stop = parts
-        n = int(round((stop - start) / step))
-        return [round(start + i * step, 10) for i in range(n + 1) if start + i * step <= stop + 1e-9]
-    return [float(p) for p in text.split(",") if p]
+    """``"0:2:20"`` -> 0, 2, ..., 20 (inclusive); ``"5,10,15"`` -> a list; ``"7"`` -> [7]. An empty
+    sweep, a start above the stop and non-finite values are refused."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            if len(parts) != 3 or not parts[1] > 0:
+                raise argparse.ArgumentTypeError(f"SNR range must be start:step:stop with step > 0, got {text!r}")
+            start, step, stop = parts
+            if not all(math.isfinite(v) for v in parts) or start > stop:
+                raise argparse.ArgumentTypeError(f"SNR range {text!r} is empty (start:step:stop with start <= stop)")
+            n = int(round((stop - start) / step))
+            values = [round(start + i * step, 10) for i in range(n + 1) if start + i * step <= stop + 1e-9]
+        else:
+            values = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"SNR points must be numbers, start:step:stop or a comma list, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"SNR points must be finite numbers and at least one, got {text!r}")
+    return values
+
+
+def positive_int(text) -> int:
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+    return v
+
+
+def non_negative_int(text) -> int:
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v}")
+    return v
+
+
+def positive_number(text) -> float:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return v
+
+
+def writable_file(path: Path) -> Path:
+    """``path``'s folder exists (or is created) and is writable; checked before a long run."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {e.strerror}") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OSError(f"cannot write {path}: permission denied")
+    return path
+
+
+def writable_dir(path: Path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot write into {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise OSError(f"cannot write into {path}: permission denied")
+    return path
 
 
 def channel_spec(value) -> ChannelSpec:
@@ -55,6 +122,18 @@ def _write_json(path: Path | None, obj) -> None:
         path.write_text(json.dumps(obj, indent=1))
 
 
+def _check_outputs(a) -> None:
+    """Every output a command will write is writable, before it starts (not after a long run)."""
+    for name in ("json", "plot"):
+        value = getattr(a, name, None)
+        if isinstance(value, Path):
+            writable_file(value)
+    for name in ("out",):
+        value = getattr(a, name, None)
+        if isinstance(value, Path):
+            writable_dir(value)
+
+
 # ----------------------------------------------------------------------------------------- sim
 def _add_sim(sub):
     from .sim import CLASSICAL
@@ -69,8 +148,8 @@ def _add_sim(sub):
                    help="channel model: a name, or '{name: NAME, args: {...}}' (YAML/JSON), e.g. "
                         "'{name: kronecker, args: {rho_rx: 0.7, rho_tx: 0.3}}' or '{name: umi-task, args: "
                         "{task_id: 4}}'; models and their arguments are listed below (default iid)")
-    p.add_argument("--nt", type=int, default=4, help="transmit streams / users (default 4)")
-    p.add_argument("--nr", type=int, default=8, help="receive antennas (default 8)")
+    p.add_argument("--nt", type=positive_int, default=4, help="transmit streams / users (default 4)")
+    p.add_argument("--nr", type=positive_int, default=8, help="receive antennas (default 8)")
     p.add_argument("--modulation", choices=MODULATIONS, default="qpsk", help="Gray constellation (default qpsk)")
     p.add_argument("--snr", type=parse_snr_range, default=parse_snr_range("0:2:20"),
                    help="SNR points in dB: start:step:stop or a comma list (default 0:2:20)")
@@ -78,18 +157,18 @@ def _add_sim(sub):
                    help="project: E||Hx||^2/E||n||^2; deepsic: 1/noise variance per real dimension with "
                         "unit-gain diagonal; detnet: mean column energy / per-dimension noise (default project)")
     csi = p.add_mutually_exclusive_group()
-    csi.add_argument("--pilots", type=int, default=16, help="LS estimation from N orthogonal pilots, N >= nt (default 16)")
+    csi.add_argument("--pilots", type=positive_int, default=16, help="LS estimation from N orthogonal pilots, N >= nt (default 16)")
     csi.add_argument("--perfect-csi", action="store_true", help="detect with the true channel and noise variance")
     p.add_argument("--mmse-noise", choices=["estimated", "true"], default="estimated",
                    help="noise variance MMSE uses with LS CSI: the pilot-residual estimate or the true one")
     p.add_argument("--detectors", default="zf,mmse",
                    help=f"comma list of {','.join(CLASSICAL)} and bundle folders (an entry with a '/'), a bundle "
                         "optionally with run-time options PATH@key=value (default zf,mmse)")
-    p.add_argument("--kbest-k", type=int, default=16, help="K of the K-best detector (default 16)")
-    p.add_argument("--symbols", type=int, default=100_000,
+    p.add_argument("--kbest-k", type=positive_int, default=16, help="K of the K-best detector (default 16)")
+    p.add_argument("--symbols", type=positive_int, default=100_000,
                    help="complex symbols per SNR point, rounded up to whole frames (default 100000)")
-    p.add_argument("--frame-data", type=int, default=16, help="data vectors per frame / channel realisation (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--frame-data", type=positive_int, default=16, help="data vectors per frame / channel realisation (default 16)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     p.add_argument("--plot", type=Path, help="write an SER-vs-SNR PNG here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -103,6 +182,8 @@ def cmd_sim(a) -> int:
     from .figures import plot_ser
     from .sim import SimConfig, format_table, simulate
 
+    if a.plot:
+        writable_file(a.plot)
     cfg = SimConfig(channel=a.channel, nt=a.nt, nr=a.nr, modulation=a.modulation, snr_db=a.snr,
                     snr_convention=a.snr_convention, pilots=None if a.perfect_csi else a.pilots,
                     detectors=[d.strip() for d in a.detectors.split(",") if d.strip()], symbols=a.symbols,
@@ -127,9 +208,9 @@ def _add_umi(sub):
     s = p.add_subparsers(dest="umi_cmd", required=True)
     g = s.add_parser("generate", help="generate and cache UMi tasks (needs Sionna)")
     g.add_argument("--tasks", default="0", help="task ids: a range a:b (exclusive) or a comma list (default 0)")
-    g.add_argument("--ues", type=int, default=10_000, help="UEs per task (default 10000, as in the paper)")
-    g.add_argument("--chunk", type=int, default=500, help="UEs generated per Sionna call (default 500)")
-    g.add_argument("--seed", type=int, default=2024, help="dataset seed (default 2024)")
+    g.add_argument("--ues", type=positive_int, default=10_000, help="UEs per task (default 10000, as in the paper)")
+    g.add_argument("--chunk", type=positive_int, default=500, help="UEs generated per Sionna call (default 500)")
+    g.add_argument("--seed", type=non_negative_int, default=2024, help="dataset seed (default 2024)")
     g.add_argument("--cache-dir", type=Path, help="cache folder (default $NEURALMIMO_CACHE or ~/.cache/neuralmimo)")
     g.set_defaults(func=cmd_umi_generate)
 
@@ -154,7 +235,7 @@ def cmd_umi_generate(a) -> int:
 
 # --------------------------------------------------------------------------------------- bench
 def _add_bench_common(p, repeats: int = 3) -> None:
-    p.add_argument("--repeats", type=int, default=repeats, help=f"timed repetitions, best kept (default {repeats})")
+    p.add_argument("--repeats", type=positive_int, default=repeats, help=f"timed repetitions, best kept (default {repeats})")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
 
 
@@ -162,25 +243,25 @@ def _add_bench(sub):
     p = sub.add_parser("bench", help="throughput benchmarks against reference implementations")
     s = p.add_subparsers(dest="bench_cmd", required=True)
     d = s.add_parser("detectors", help="ZF/MMSE/ML/K-best vs Sionna's detectors on the same data (lab environment)")
-    d.add_argument("--vectors", type=int, default=4096, help="received vectors per configuration (default 4096)")
-    d.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    d.add_argument("--kbest-k", type=int, default=16, help="K of both K-best detectors (default 16)")
+    d.add_argument("--vectors", type=positive_int, default=4096, help="received vectors per configuration (default 4096)")
+    d.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    d.add_argument("--kbest-k", type=positive_int, default=16, help="K of both K-best detectors (default 16)")
     _add_bench_common(d)
     d.set_defaults(func=cmd_bench_detectors)
     f = s.add_parser("flowgraph", help="frame source -> channel -> LS -> MMSE flowgraph vs the core kernels (rx environment)")
-    f.add_argument("--nt", type=int, default=8, help="transmit streams (default 8)")
-    f.add_argument("--nr", type=int, default=32, help="receive antennas (default 32)")
-    f.add_argument("--pilots", type=int, default=16, help="pilot vectors per frame (default 16)")
-    f.add_argument("--frame-data", type=int, default=1024, help="data vectors per frame (default 1024)")
-    f.add_argument("--frames", type=int, default=512, help="frames per run (default 512)")
+    f.add_argument("--nt", type=positive_int, default=8, help="transmit streams (default 8)")
+    f.add_argument("--nr", type=positive_int, default=32, help="receive antennas (default 32)")
+    f.add_argument("--pilots", type=positive_int, default=16, help="pilot vectors per frame (default 16)")
+    f.add_argument("--frame-data", type=positive_int, default=1024, help="data vectors per frame (default 1024)")
+    f.add_argument("--frames", type=positive_int, default=512, help="frames per run (default 512)")
     _add_bench_common(f)
     f.set_defaults(func=cmd_bench_flowgraph)
     t = s.add_parser("training", help="SDNet training throughput: our loop vs a plain nn.Sequential + Adam loop")
     t.add_argument("--n-conv", type=lambda v: tuple(int(x) for x in v.split(",")), default=(12, 8),
                    help="SDNet depths Nconv, comma list (default 12,8: collective and individual models)")
-    t.add_argument("--samples", type=int, default=4000, help="training samples per timed epoch (default 4000)")
-    t.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    t.add_argument("--workers", type=int, default=2,
+    t.add_argument("--samples", type=positive_int, default=4000, help="training samples per timed epoch (default 4000)")
+    t.add_argument("--threads", type=positive_int, default=2, help="torch threads (default 2)")
+    t.add_argument("--workers", type=non_negative_int, default=2,
                    help="also time this many single-thread training processes at once (default 2; 0: skip)")
     _add_bench_common(t, repeats=2)
     t.set_defaults(func=cmd_bench_training)
@@ -190,10 +271,10 @@ def _add_bench(sub):
                    help="comma list of bundle folders (PATH[@key=value]) to time on random frames of their own "
                         "system, against MMSE in the same process; without it, random-weight SDNet and "
                         "hypernetwork-DeepSIC")
-    n.add_argument("--frames", type=int, default=8, help="frames for the kernel comparison (default 8)")
-    n.add_argument("--frame-data", type=int, default=1024, help="data vectors per frame (default 1024)")
-    n.add_argument("--fg-frames", type=int, default=64, help="frames for the flowgraph comparison (default 64; 0: skip)")
-    n.add_argument("--threads", type=int, default=1, help="torch threads (default 1, the block's default)")
+    n.add_argument("--frames", type=positive_int, default=8, help="frames for the kernel comparison (default 8)")
+    n.add_argument("--frame-data", type=positive_int, default=1024, help="data vectors per frame (default 1024)")
+    n.add_argument("--fg-frames", type=non_negative_int, default=64, help="frames for the flowgraph comparison (default 64; 0: skip)")
+    n.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1, the block's default)")
     _add_bench_common(n)
     n.set_defaults(func=cmd_bench_neural)
 
@@ -253,9 +334,9 @@ def _add_soak(sub):
     p = sub.add_parser("soak", help="stream >= 1e7 vectors through the neural detector block with >= 100 model swaps "
                        "(valid and invalid mixed); report loss/duplication, refusals and memory growth (rx environment)")
     p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped bundles (default models)")
-    p.add_argument("--vectors", type=float, default=1e7, help="data vectors to stream (default 1e7)")
-    p.add_argument("--swaps", type=int, default=100, help="valid swaps to apply (default 100)")
-    p.add_argument("--interval", type=float, default=0.1, help="seconds between model requests (default 0.1)")
+    p.add_argument("--vectors", type=positive_number, default=1e7, help="data vectors to stream (default 1e7)")
+    p.add_argument("--swaps", type=positive_int, default=100, help="valid swaps to apply (default 100)")
+    p.add_argument("--interval", type=positive_number, default=0.1, help="seconds between model requests (default 0.1)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_soak)
@@ -277,8 +358,8 @@ def _add_loopback(sub):
                    help="flowgraph with parameters snr_db, n_frames, seed and probes probe_zf, probe_mmse "
                         "(default examples/loopback_linear.grc)")
     p.add_argument("--snr", type=parse_snr_range, default=[0.0, 5.0, 10.0], help="SNR points in dB (default 0,5,10)")
-    p.add_argument("--frames", type=int, default=200, help="frames per SNR point (default 200)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the flowgraph and the simulation (default 1)")
+    p.add_argument("--frames", type=positive_int, default=200, help="frames per SNR point (default 200)")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="seed of the flowgraph and the simulation (default 1)")
     p.add_argument("--out", type=Path, default=Path("out/loopback"), help="folder for generated code, JSON and PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_loopback)
@@ -301,8 +382,8 @@ def _add_loopback_neural(sub):
     p.add_argument("--examples", type=Path, default=Path("examples"), help="folder with loopback_neural.grc and "
                    "loopback_sdnet.grc (default examples)")
     p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped bundles (default models)")
-    p.add_argument("--sed-frames", type=int, default=100, help="frames (blocks) of the DeepSIC loopback (default 100)")
-    p.add_argument("--umi-frames", type=int, default=1000, help="frames (UEs) of the SDNet loopback (default 1000)")
+    p.add_argument("--sed-frames", type=positive_int, default=100, help="frames (blocks) of the DeepSIC loopback (default 100)")
+    p.add_argument("--umi-frames", type=positive_int, default=1000, help="frames (UEs) of the SDNet loopback (default 1000)")
     p.add_argument("--out", type=Path, default=Path("out/loopback-neural"), help="folder for generated code and JSON")
     p.add_argument("--no-progress", action="store_true", help="quiet")
     p.set_defaults(func=cmd_loopback_neural)
@@ -383,7 +464,7 @@ def _add_pipelines(sub):
             q.add_argument("--config", dest="pipeline_config", type=Path, required=True,
                            help=f"pipeline YAML (configs/{name}/*.yaml)")
             q.add_argument("--out", type=Path, help=f"run folder (default out/{name}/<config name>)")
-            q.add_argument("--threads", type=int, help="torch threads of this process (default: the config's, or 2)")
+            q.add_argument("--threads", type=positive_int, help="torch threads of this process (default: the config's, or 2)")
             q.add_argument("--no-progress", action="store_true", help="hide progress bars")
             q.set_defaults(func=cmd_pipeline, pipeline=name, step=step)
 
@@ -415,8 +496,8 @@ def _add_bundle(sub):
     q.set_defaults(func=cmd_bundle_inspect)
     q = s.add_parser("verify", help="validate a bundle as a receiver would; exit 1 with the reason if refused")
     q.add_argument("path", type=Path, help="bundle folder (or its manifest.json)")
-    q.add_argument("--nr", type=int, help="receive streams of the flowgraph")
-    q.add_argument("--nt", type=int, help="transmit streams (users) of the flowgraph")
+    q.add_argument("--nr", type=positive_int, help="receive streams of the flowgraph")
+    q.add_argument("--nt", type=positive_int, help="transmit streams (users) of the flowgraph")
     q.add_argument("--modulation", help="modulation of the flowgraph")
     q.add_argument("--sha256", help="expected sha256 of the weights (64 hex digits)")
     q.set_defaults(func=cmd_bundle_verify)
@@ -479,8 +560,9 @@ def cmd_bundle_upgrade(a) -> int:
 
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="neuralmimo", description="gr-neuralmimo lab tools: simulate, train, evaluate, "
+    p = OneLineParser(prog="neuralmimo", description="gr-neuralmimo lab tools: simulate, train, evaluate, "
                                 "benchmark, check model bundles, run the demo flowgraphs.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure (also NEURALMIMO_DEBUG=1)")
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_sim(sub)
     _add_umi(sub)
@@ -531,19 +613,66 @@ def _apply_config(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument error is one line on stderr (``neuralmimo: error: ...``) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"neuralmimo: error: {self.prog.split(' ', 1)[-1] + ': ' if ' ' in self.prog else ''}{message}\n")
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d|^-\.\d")
+_TAKES_NUMBERS = ("--snr",)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--snr -5:1:5`` -> ``--snr=-5:1:5`` (argparse would read ``-5:1:5`` as an option)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in _TAKES_NUMBERS and i + 1 < len(argv) and _NEGATIVE_NUMBER.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv=None) -> int:
-    args = _apply_config(build_parser(), argv)
+    """Run a command; every failure is one line on stderr and a non-zero exit code (1: a bundle
+    was refused, 2: an error in the input, 3: an internal error). ``--debug`` (or
+    ``NEURALMIMO_DEBUG=1``) shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("NEURALMIMO_DEBUG", "") not in ("", "0")
+    argv = _join_negative_values([x for x in argv if x != "--debug"])
     try:
+        args = _apply_config(build_parser(), argv)
+        _check_outputs(args)
         return args.func(args)
     except BundleError as e:
+        if debug:
+            raise
         print(f"neuralmimo: refused: {e}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-        print(f"neuralmimo: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, TypeError, KeyError, yaml.YAMLError) as e:
+        if debug:
+            raise
+        print(f"neuralmimo: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("neuralmimo: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - never a traceback unless asked for
+        if debug:
+            raise
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"neuralmimo: internal error: {type(e).__name__}: {_one_line(e)} (at {Path(where.filename).name}:"
+              f"{where.lineno}; run with --debug for the traceback)", file=sys.stderr)
+        return 3
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, (ValueError, OSError, RuntimeError)) else f"{type(e).__name__}: {text}"
 
 
 if __name__ == "__main__":

@@ -22,19 +22,29 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
 
 
 def plot_ser(records: list[dict], path, title: str = "") -> None:
-    """SER-vs-SNR PNG, one curve per ``detector``, 95 % intervals (``ci``) as error bars."""
+    """SER-vs-SNR PNG, one curve per ``detector``, 95 % intervals (``ci``) as error bars. A point
+    without errors has no value on a log axis: it is drawn as its 95 % upper bound (``ci[1]``)
+    with a downward triangle, never as an invented small value."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    any_bound = False
     for i, d in enumerate(dict.fromkeys(r["detector"] for r in records)):
         rs = [r for r in records if r["detector"] == d]
-        x = [r["snr_db"] for r in rs]
-        y = [max(r["ser"], 1e-9) for r in rs]
-        lo = [max(r["ser"] - r["ci"][0], 0) for r in rs]
-        hi = [r["ci"][1] - r["ser"] for r in rs]
+        seen = [r for r in rs if r["ser"] > 0]
+        zero = [r for r in rs if r["ser"] <= 0]
         # distinct line styles and markers: detectors with identical decisions (ML, K-best with a
         # large K) stay visible on top of each other
         label = rs[0].get("label", d.upper())
-        ax.errorbar(x, y, yerr=[lo, hi], marker=MARKERS[i % len(MARKERS)], linestyle=STYLES[i % len(STYLES)],
-                    capsize=3, markersize=max(3, 7 - i), label=label)
+        line = ax.errorbar([r["snr_db"] for r in seen], [r["ser"] for r in seen],
+                           yerr=[[r["ser"] - r["ci"][0] for r in seen], [r["ci"][1] - r["ser"] for r in seen]],
+                           marker=MARKERS[i % len(MARKERS)], linestyle=STYLES[i % len(STYLES)], capsize=3,
+                           markersize=max(3, 7 - i), label=label)
+        if zero:
+            any_bound = True
+            ax.plot([r["snr_db"] for r in zero], [r["ci"][1] for r in zero], linestyle="none", marker="v",
+                    markersize=7, markerfacecolor="none", color=line[0].get_color())
+    if any_bound:
+        ax.plot([], [], linestyle="none", marker="v", markerfacecolor="none", color="gray",
+                label="no errors: 95 % upper bound")
     ax.set_yscale("log")
     conv = records[0]["snr_convention"] if records else "project"
     ax.set_xlabel(f"SNR [dB] ({conv} convention)")

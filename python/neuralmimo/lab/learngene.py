@@ -494,9 +494,11 @@ def plot_convergence(histories: dict, path: Path, title: str, rename: dict | Non
     """Validation SER per epoch; ``baselines`` ({"ZF": ser, ...}) as dashed horizontal lines."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for s, h in histories.items():
-        ax.semilogy([r["epoch"] for r in h], [max(r["val_ser"], 1e-6) for r in h], label=(rename or {}).get(s, s))
+        pts = [(r["epoch"], r["val_ser"]) for r in h if r["val_ser"] > 0]  # zero-error epochs: no value on a log axis
+        ax.semilogy([e for e, _ in pts], [v for _, v in pts], label=(rename or {}).get(s, s))
     for (name, value), color in zip((baselines or {}).items(), ("tab:red", "tab:orange")):
-        ax.axhline(max(value, 1e-6), color=color, ls="--", lw=1, label=f"{name} (test)")
+        if value > 0:
+            ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} (test)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("SER (validation)")
     ax.set_title(title)
@@ -511,7 +513,8 @@ def plot_snr_sweep(sweep: dict, path: Path, task: int) -> None:
     keys = [k for k in ("zf", "mmse", "scratch", "transfer", "inherit-bottom") if k in next(iter(sweep.values()))]
     for k in keys:
         label = {"inherit-bottom": "learngene", "zf": "ZF", "mmse": "MMSE"}.get(k, k)
-        ax.semilogy(snrs, [max(sweep[s][k], 1e-7) for s in sweep], marker="o", label=label)
+        pts = [(x, sweep[s][k]) for x, s in zip(snrs, sweep) if sweep[s][k] > 0]  # zero-error points omitted
+        ax.semilogy([x for x, _ in pts], [v for _, v in pts], marker="o", label=label)
     ax.set_xlabel("SNR (dB, project convention)")
     ax.set_ylabel("SER")
     ax.set_title(f"task {task}: SER vs SNR")

@@ -9,7 +9,10 @@ configuration the run used. JSON files are written with :func:`write_json`.
 from __future__ import annotations
 
 import json
+import math
 import time
+import types
+import typing
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,15 +21,54 @@ import yaml
 
 
 def section(typ, data: dict | None, where: str):
-    """``typ(**data)`` for a dataclass ``typ``; a key that is not one of its fields raises
-    ``ValueError`` naming ``where`` (a typo in a config must not be silently ignored)."""
+    """``typ(**data)`` for a dataclass ``typ``; a key that is not one of its fields, or a value of
+    the wrong type, raises ``ValueError`` naming ``where`` and the key (a typo in a config must not
+    be silently ignored, nor fail deep inside a run)."""
     data = data or {}
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
     bad = set(data) - {f.name for f in fields(typ)}
     if bad:
         raise ValueError(f"unknown keys in {where}: {sorted(bad)}")
+    hints = typing.get_type_hints(typ)
+    for key, value in data.items():
+        hint = hints.get(key)
+        if hint is not None and not _matches(value, hint):
+            extra = " (YAML reads a number like 5e-4 as text: write 5.0e-4)" if _numeric_text(value) else ""
+            raise ValueError(f"{where}: {key} must be {_describe(hint)}, got {value!r}{extra}")
     return typ(**data)
+
+
+def _numeric_text(value) -> bool:
+    try:
+        return isinstance(value, str) and math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+def _matches(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint in (str, list, dict):
+        return isinstance(value, hint)
+    if origin in (list, dict):
+        return isinstance(value, origin)
+    return True
+
+
+def _describe(hint) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
 def load_yaml(path) -> dict:

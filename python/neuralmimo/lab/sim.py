@@ -65,6 +65,8 @@ def _detector_functions(cfg: SimConfig, const: Constellation) -> dict:
     out = {}
     system = SystemSpec(cfg.nr, cfg.nt, cfg.modulation)
     for d in cfg.detectors:
+        if d in ("zf", "mmse", "kbest") and cfg.nt > cfg.nr:
+            raise ValueError(f"{d} needs Nt <= Nr (a tall channel), got Nt = {cfg.nt} > Nr = {cfg.nr}")
         if d in ("zf", "mmse"):
             out[d] = (lambda y, h, nv, kind=d: const.hard_decision(linear_detect(y, h, nv, kind, const)[0]), {})
         elif d == "ml":
@@ -86,6 +88,13 @@ def _detector_functions(cfg: SimConfig, const: Constellation) -> dict:
 
 def simulate(cfg: SimConfig, progress: bool = True) -> list[dict]:
     """Run the sweep; returns one record per (SNR, detector)."""
+    if not cfg.snr_db or not all(math.isfinite(float(v)) for v in cfg.snr_db):
+        raise ValueError(f"the SNR sweep must hold finite values, got {cfg.snr_db!r}")
+    for name in ("nt", "nr", "symbols", "frame_data", "kbest_k", "batch_frames"):
+        if int(getattr(cfg, name)) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not cfg.detectors:
+        raise ValueError("no detector given")
     const = Constellation(cfg.modulation)
     spec = cfg.channel_spec
     channel = make_channel(spec, cfg.nr, cfg.nt)
@@ -146,7 +155,9 @@ def format_table(records: list[dict]) -> str:
         cells = []
         for d in dets:
             r = by[(s, d)]
-            cells.append(f"{r['ser']:.3e} ±{(r['ci'][1] - r['ci'][0]) / 2:.1e}".rjust(width))
+            cell = f"{r['ser']:.3e} ±{(r['ci'][1] - r['ci'][0]) / 2:.1e}" if r["ser"] > 0 else \
+                f"< {r['ci'][1]:.1e} (0 errors)"  # an upper bound, not a value
+            cells.append(cell.rjust(width))
         lines.append(f"{s:>20.2f} | " + " | ".join(cells))
     lines.append(f"SER per complex symbol, 95% CI half-width (Wilson or over frames, whichever is wider); "
                  f"{records[0]['n_symbols'] if records else 0} symbols per point")
