@@ -15,6 +15,20 @@ from __future__ import annotations
 import torch
 
 
+def frame_scale(x: torch.Tensor) -> torch.Tensor:
+    """A power of two near the largest magnitude of each matrix ``x (..., m, n)``: ``(..., 1, 1)``
+    float64 (1 for an all-zero or non-finite matrix).
+
+    Dividing a frame by it keeps every product and sum of squares of the LS estimate and the
+    detectors inside float32's range for any finite input scale (e.g. 1e-30 or 1e19), and is exact
+    (a power of two only moves the exponent), so results at ordinary scales are unchanged bit for bit.
+    """
+    peak = x.detach().abs().amax((-2, -1), keepdim=True).to(torch.float64)
+    ok = torch.isfinite(peak) & (peak > 0)
+    exp = torch.round(torch.log2(torch.where(ok, peak, torch.ones_like(peak))))
+    return torch.where(ok, torch.exp2(exp), torch.ones_like(peak))
+
+
 class PilotError(ValueError):
     """Pilots cannot give a channel estimate (rank-deficient or non-finite)."""
 
@@ -33,6 +47,8 @@ def _check_pilots(x_p: torch.Tensor, rcond: float) -> torch.Tensor:
 class LSChannelEstimator:
     """LS estimation with a fixed pilot matrix: validates the pilots once and precomputes
     ``P = X_p^H (X_p X_p^H)^{-1}`` (``Np x Nt``), so each estimate is one product ``H_LS = Y_p P``.
+    Each frame is scaled by :func:`frame_scale` first; the noise variance is float64 (the square
+    of a float32-sized signal need not fit float32).
 
     Raises :class:`PilotError` at construction if ``X_p X_p^H`` is rank-deficient.
     """
@@ -50,12 +66,14 @@ class LSChannelEstimator:
             raise ValueError(f"received pilots have {y_p.shape[-1]} columns, pilot matrix has {self.n_pilots}")
         proj = self._proj.to(device=y_p.device, dtype=y_p.dtype)
         x_p = self.x_p.to(device=y_p.device, dtype=y_p.dtype)
-        h_ls = y_p @ proj
-        resid = y_p - h_ls @ x_p
+        scale = frame_scale(y_p)  # scale-free: any finite input scale gives the same estimate
+        y_n = y_p / scale.to(y_p.real.dtype)
+        h_n = y_n @ proj
+        resid = y_n - h_n @ x_p
         dof = y_p.shape[-2] * (self.n_pilots - self.nt)
-        energy = resid.abs().square().sum((-2, -1))
+        energy = resid.abs().square().sum((-2, -1)).to(torch.float64) * scale[..., 0, 0] ** 2
         noise_var = energy / dof if dof > 0 else torch.full_like(energy, float("nan"))
-        return h_ls, noise_var
+        return h_n * scale.to(y_p.real.dtype), noise_var
 
 
 def ls_estimate(y_p: torch.Tensor, x_p: torch.Tensor, rcond: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:

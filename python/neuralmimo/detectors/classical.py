@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..constellation import Constellation
+from ..estimation import frame_scale
 from ..realvalued import mat_to_real
 
 ML_MAX_CANDIDATES = 1 << 16  # BPSK/QPSK up to 16 real dimensions; 16-QAM up to 4 streams
@@ -57,7 +58,11 @@ def linear_detect(y: torch.Tensor, h: torch.Tensor, noise_var, kind: str,
     if kind not in ("zf", "mmse"):
         raise ValueError(f"unknown linear detector {kind!r}")
     nt = h.shape[-1]
-    nv = torch.as_tensor(noise_var, dtype=h.real.dtype, device=h.device)
+    # scale-free: every frame divided by a power of two near its channel's peak (exact), so any
+    # finite input scale gives the same decisions (frame_scale)
+    scale = frame_scale(h)
+    h, y = h / scale.to(h.real.dtype), y / scale.to(h.real.dtype)
+    nv = (torch.as_tensor(noise_var, dtype=torch.float64, device=h.device) / scale[..., 0, 0] ** 2).to(h.real.dtype)
     if constellation.is_real:
         a, b = _stack_real(h, y)
         nv_dim = nv / 2  # per real dimension; BPSK puts all symbol energy in the real part
@@ -122,6 +127,8 @@ def ml_detect(y: torch.Tensor, h: torch.Tensor, constellation: Constellation,
     keeps a chunk in cache, see ``neuralmimo bench detectors``).
     """
     nt = h.shape[-1]
+    scale = frame_scale(h)  # scale-free, see linear_detect
+    h, y = h / scale.to(h.real.dtype), y / scale.to(h.real.dtype)
     n_cand = constellation.num_points**nt
     if n_cand > ML_MAX_CANDIDATES:
         raise ValueError(f"exact ML over {constellation.num_points}^{nt} = {n_cand} candidates exceeds the limit "
@@ -179,6 +186,8 @@ def kbest_detect(y: torch.Tensor, h: torch.Tensor, constellation: Constellation,
     nt = h.shape[-1]
     if h.shape[-2] < nt:
         raise ValueError(f"K-best needs Nr >= Nt, got Nr={h.shape[-2]}, Nt={nt}")
+    scale = frame_scale(h)  # scale-free, see linear_detect
+    h, y = h / scale.to(h.real.dtype), y / scale.to(h.real.dtype)
     m = constellation.num_points
     batch_shape, n_vec = h.shape[:-2], y.shape[-1]
     q, r = torch.linalg.qr(h, mode="reduced")  # (..., Nr, Nt), (..., Nt, Nt)
