@@ -137,14 +137,16 @@ def ls_padded(y_p: torch.Tensor, x_p: torch.Tensor, active: torch.Tensor) -> tup
     Returns
     -------
     h_ls : ``(T, Nr, Nt)`` complex, absent users' columns exactly zero
-    noise_var : ``(T,)`` real, ``||Y_p - H_LS X_p||_F^2 / (Nr (Np - K))``
+    noise_var : ``(T,)`` float64, ``||Y_p - H_LS X_p||_F^2 / (Nr (Np - K))``
 
     The Gram matrix gets ones on the absent users' diagonal so that it stays invertible; as their
     pilot rows are zero the absent columns of the estimate come out exactly zero.
     """
+    scale = frame_scale(y_p)  # scale-free, as LSChannelEstimator
+    y_n = y_p / scale.to(y_p.real.dtype)
     gram = x_p @ x_p.mH + torch.diag_embed((~active).to(x_p.dtype))
-    h_ls = torch.linalg.solve(gram, x_p @ y_p.mH).mH  # (X X^H)^{-1} X Y^H, transposed
-    resid = y_p - h_ls @ x_p
+    h_n = torch.linalg.solve(gram, x_p @ y_n.mH).mH  # (X X^H)^{-1} X Y^H, transposed
+    resid = y_n - h_n @ x_p
     dof = y_p.shape[-2] * (y_p.shape[-1] - active.sum(-1))
-    noise_var = resid.abs().square().sum((-2, -1)) / dof.clamp(min=1)
-    return h_ls, noise_var
+    noise_var = (resid.abs().square().sum((-2, -1)) / dof.clamp(min=1)).to(torch.float64) * scale[..., 0, 0] ** 2
+    return h_n * scale.to(y_p.real.dtype), noise_var

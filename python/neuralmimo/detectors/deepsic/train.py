@@ -46,7 +46,7 @@ def front_end(blocks: Frames, spec: ModuleSpec) -> FrontEnd:
     """Noise-normalised features of every block (estimating the channel first if needed)."""
     if blocks.h_ls is None:
         blocks.estimate()
-    std = noise_std_per_dim(blocks.noise_var_hat)
+    std = noise_std_per_dim(blocks.noise_var_hat.float())  # the features are float32
     return FrontEnd(blocks.h_ls, blocks.noise_var_hat, std, rx_features(blocks.y, spec, std),
                     channel_features(blocks.h_ls, spec, std))
 
