@@ -166,6 +166,42 @@ def gather_segments(y_all: torch.Tensor, starts: list[int], length: int) -> tupl
     return cols, y_all[:, cols].reshape(rows, count, length).transpose(0, 1)
 
 
+def detect_groups(block, y_all: torch.Tensor, groups: dict, detect, n_streams: int, llr_width: int = 0):
+    """Detect every group of equal-length frames in one batched call and gather the outputs.
+
+    ``groups``: ``{(length, key): [(first column, frame state), ...]}``; ``detect(y (S, Nr, length),
+    states, key)`` returns ``(x (S, n_streams, length), llr (S, length, llr_width) or None)``.
+    One frame must never cost its neighbours: if a batch raises, its frames are detected one by
+    one and only the frames that fail output 0 (reported once as ``frame-failed``, every one
+    counted). Returns ``(x_all (n_streams, n), llr_all (n, llr_width) or None, failures)`` with
+    ``failures`` the ``(key, exception)`` of every failed frame.
+    """
+    n = y_all.shape[1]
+    x_all = torch.zeros(n_streams, n, dtype=torch.complex64)
+    llr_all = torch.zeros(n, llr_width) if llr_width else None
+    failed = []
+    for (length, key), segs in groups.items():
+        starts = [a for a, _ in segs]
+        try:
+            parts = [(starts, detect(gather_segments(y_all, starts, length)[1], [st for _, st in segs], key))]
+        except Exception:  # noqa: BLE001 - retried frame by frame below
+            parts = []
+            for a, st in segs:
+                try:
+                    parts.append(([a], detect(y_all[:, a:a + length].unsqueeze(0), [st], key)))
+                except Exception as exc:  # noqa: BLE001 - contained to this frame
+                    failed.append((key, exc))
+                    block.failures.report("frame-failed", f"{block.name()}: detection failed on the frame at item "
+                                          f"{block.nitems_read(0) + a} ({type(exc).__name__}: {exc}); its vectors "
+                                          "output 0, the other frames are unaffected")
+        for frame_starts, (x, llr) in parts:
+            cols, _ = gather_segments(y_all[:1], frame_starts, length)
+            x_all[:, cols] = x.transpose(0, 1).reshape(n_streams, -1).to(torch.complex64)
+            if llr_all is not None:
+                llr_all[cols] = llr.reshape(-1, llr_width).float()
+    return x_all, llr_all, failed
+
+
 class EstimateTags:
     """The channel estimate and noise variance a detector keeps from ``csi``/``noise_var`` tags:
     a malformed tag is reported (once per kind) and the last good value kept.

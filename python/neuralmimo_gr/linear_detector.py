@@ -12,7 +12,7 @@ from gnuradio import gr
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
 
-from ._common import (DETECTOR, EstimateTags, FailureLog, big_buffers, frame_segments, gather_segments, guarded_work,
+from ._common import (DETECTOR, EstimateTags, FailureLog, big_buffers, detect_groups, frame_segments, guarded_work,
                       write_streams)
 
 LINEAR_DETECTORS = ("zf", "mmse")
@@ -100,18 +100,18 @@ class linear_detector(gr.sync_block):
             if est.h is None:
                 self.failures.report("no-csi", f"{self.name()}: no channel estimate yet (no csi tag): output is 0")
                 continue
-            groups.setdefault((b - a, self._active or self._requested), []).append((a, est.h, est.noise_var))
-        x_all = torch.zeros(self.nt, n, dtype=torch.complex64)
-        llr_all = torch.zeros(n, self.nt * self.constellation.bits_per_symbol) if self.llr_output else None
-        for (length, kind), segs in groups.items():
-            cols, y = gather_segments(y_all, [a for a, _, _ in segs], length)  # (S, Nr, length)
-            h = torch.stack([h for _, h, _ in segs])
-            nv = torch.tensor([v for _, _, v in segs])
-            x, eff = linear_detect(y, h, nv, kind, self.constellation)  # (S, Nt, length), (S, Nt)
-            x_all[:, cols] = x.transpose(0, 1).reshape(self.nt, -1)
-            if llr_all is not None:
-                llr = self.constellation.llr_maxlog(x.transpose(1, 2), eff.clamp(min=1e-12)[:, None, :])
-                llr_all[cols] = llr.reshape(-1, llr_all.shape[1])
+            groups.setdefault((b - a, self._active or self._requested), []).append((a, (est.h, est.noise_var)))
+        const = self.constellation
+
+        def detect(y, states, kind):
+            h = torch.stack([h for h, _ in states])
+            nv = torch.tensor([v for _, v in states])
+            x, eff = linear_detect(y, h, nv, kind, const)  # (S, Nt, length), (S, Nt)
+            llr = const.llr_maxlog(x.transpose(1, 2), eff.clamp(min=1e-12)[:, None, :]) if self.llr_output else None
+            return x, llr
+
+        x_all, llr_all, _ = detect_groups(self, y_all, groups, detect, self.nt,
+                                          self.nt * const.bits_per_symbol if self.llr_output else 0)
         write_streams(output_items[: self.nt], x_all)
         if llr_all is not None:
             output_items[self.nt][:n] = llr_all.numpy()

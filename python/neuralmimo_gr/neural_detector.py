@@ -6,6 +6,7 @@ import datetime as _dt
 import queue
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,14 @@ from neuralmimo.bundle import MANIFEST, BundleError
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import SystemSpec, load_detector
 
-from ._common import (FRAME_START, MODEL, N_USERS, EstimateTags, FailureLog, big_buffers, frame_segments,
-                      gather_segments, guarded_work, tag_int, write_streams)
+from ._common import (FRAME_START, MODEL, N_USERS, EstimateTags, FailureLog, big_buffers, detect_groups,
+                      frame_segments, guarded_work, tag_int, write_streams)
 from ._paths import MODELS_DIR
 
 _PORT_MODEL = pmt.intern("model")
 INITIAL_LOAD_TIMEOUT_S = 30.0
+MIN_WATCH_INTERVAL_S = 0.05  # the watcher polls the folder; 0 would be a busy loop
+PROBATION_FRAMES = 16  # a new model that fails within its first frames is reverted
 _PORT_STATUS = pmt.intern("status")
 
 
@@ -96,11 +99,14 @@ class neural_detector(gr.sync_block):
     """
 
     def __init__(self, nr: int = 12, nt: int = 8, modulation: str = "bpsk", model: str = "", watch_dir: str = "",
-                 watch_interval_s: float = 1.0, torch_threads: int = 1, llr_output: bool = False):
+                 watch_interval_s: float = 1.0, torch_threads: int = 1, llr_output: bool = False,
+                 max_slowdown: float = 50.0):
         if nr < 1 or nt < 1 or nt > nr:
             raise ValueError(f"neural detection needs 1 <= nt <= nr, got nr={nr}, nt={nt}")
         if torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
+        if not max_slowdown > 1:
+            raise ValueError(f"max_slowdown must be > 1, got {max_slowdown}")
         self.torch_threads = int(torch_threads)  # of this block's streaming thread (see _common.guarded_work)
         self.nr, self.nt, self.llr_output = int(nr), int(nt), bool(llr_output)
         self.system = SystemSpec(self.nr, self.nt, modulation)
@@ -111,7 +117,12 @@ class neural_detector(gr.sync_block):
         gr.sync_block.__init__(self, name="neural_detector", in_sig=[np.complex64] * nr, out_sig=out_sig)
         self._lock = threading.Lock()
         self._active = None       # FrameDetector in force (streaming thread only)
+        self._previous = None     # the one it replaced: what a failing new model reverts to
         self._pending = None      # validated FrameDetector waiting for a frame boundary
+        self._pending_revert = False  # the pending one is a revert (it does not become "previous")
+        self._timing: dict[int, list] = {}  # id(detector) -> [frames, vectors, seconds]
+        self.max_slowdown = float(max_slowdown)
+        self.reverts: list[dict] = []
         self._estimate = EstimateTags(self, self.nr, self.nt, noise_floor=0.0)  # DeepSIC divides by sqrt(nv)
         self._n_users: int | None = None
         self._frame_number: int | None = None
@@ -129,7 +140,11 @@ class neural_detector(gr.sync_block):
         self.message_port_register_in(_PORT_MODEL)
         self.message_port_register_out(_PORT_STATUS)
         self.set_msg_handler(_PORT_MODEL, self._on_model_message)
-        self.watch_dir, self.watch_interval_s = str(watch_dir or ""), float(watch_interval_s)
+        self.watch_dir = str(watch_dir or "")
+        self.watch_interval_s = max(float(watch_interval_s), MIN_WATCH_INTERVAL_S)
+        if self.watch_dir and not Path(self.watch_dir).is_dir():
+            self.logger.warn(f"watch_dir {self.watch_dir} does not exist (yet): new bundle folders are picked up once "
+                             "it does")
         self._start_threads()  # loading the initial model overlaps the rest of the flowgraph's set-up
         self._initial_model = str(model or "")
         if model:
@@ -223,24 +238,43 @@ class neural_detector(gr.sync_block):
                 self._refuse(path, f"{path}: could not build the detector ({type(exc).__name__}: {exc})")
                 continue
             with self._lock:
-                self._pending = det
+                superseded, self._pending = self._pending, det
+                was_revert, self._pending_revert = self._pending_revert, False
+            if superseded is not None and not was_revert:  # loaded but never in force: a newer request came first
+                self._status({"event": "superseded", **superseded.describe(), "by": str(resolved), "time": _now()})
             self.logger.info(f"loaded {det.architecture} model {resolved} (requested as {path})")
             self._status({"event": "loaded", **det.describe(), "time": _now()})
 
+    @staticmethod
+    def _folder_state(folder: Path) -> tuple:
+        """What changes when any file of a bundle folder changes (name, size, mtime of each)."""
+        out = []
+        for f in sorted(folder.iterdir()):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((f.name, st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
     def _watch_loop(self, stop: threading.Event) -> None:
-        seen: dict[str, float] = {}
+        """Request a bundle folder of ``watch_dir`` whenever any of its files changes: a bundle
+        copied in non-atomically (the manifest before the weights) is refused once, then requested
+        again when its weights arrive."""
+        seen: dict[str, tuple] = {}
         first = True
         while not stop.wait(0 if first else self.watch_interval_s):
             root = Path(self.watch_dir)
             found = {}
             for manifest in root.glob(f"*/{MANIFEST}") if root.is_dir() else []:
                 try:
-                    found[str(manifest.parent)] = manifest.stat().st_mtime
+                    found[str(manifest.parent)] = self._folder_state(manifest.parent)
                 except OSError:
                     continue
-            new = [p for p, t in found.items() if seen.get(p) != t]
-            if new and not first:  # bundles present at start are not swapped in by themselves
-                self.set_model(max(new, key=lambda p: found[p]))
+            changed = [p for p, st in found.items() if seen.get(p) != st]
+            if changed and not first:  # bundles present at start are not swapped in by themselves
+                newest = max(changed, key=lambda p: max((m for _, _, m in found[p]), default=0))
+                self.set_model(newest)
             seen, first = found, False
 
     def _refuse(self, path: str, reason: str) -> None:
@@ -279,6 +313,39 @@ class neural_detector(gr.sync_block):
         """End the loader and watcher threads (scripts that never run the flowgraph)."""
         self._stop_threads()
 
+    # ----------------------------------------------------------------- run-time failures
+    def _check_new_model(self, models: dict, failed: list) -> None:
+        """A model in force for fewer than ``PROBATION_FRAMES`` frames that failed on a frame, or
+        that runs more than ``max_slowdown`` times slower per vector than the model it replaced,
+        is replaced by that previous model from the next frame on (``reverted`` on ``status``).
+        Later failures are contained to their frames."""
+        det = self._active
+        if det is None or self._previous is None:
+            return
+        frames, vectors, seconds = self._timing.get(id(det), (0, 0, 0.0))
+        reason = None
+        errors = [exc for key, exc in failed if key == id(det)]
+        if errors and frames < PROBATION_FRAMES + len(errors):
+            reason = f"it failed on a frame ({type(errors[0]).__name__}: {errors[0]})"
+        else:
+            prev = self._timing.get(id(self._previous))
+            if prev and prev[1] and vectors and frames < PROBATION_FRAMES * 4:
+                slowdown = (seconds / vectors) / max(prev[2] / prev[1], 1e-12)
+                if frames >= 4 and slowdown > self.max_slowdown:
+                    reason = f"it runs {slowdown:.0f}x slower per vector than the model it replaced"
+        if reason is None:
+            return
+        previous, self._previous = self._previous, None
+        with self._lock:  # in force from the next frame boundary, unless a newer request is waiting
+            if self._pending is None:
+                self._pending, self._pending_revert = previous, True
+        d = det.describe()
+        info = {"event": "reverted", "path": d["path"], "sha256": d["sha256"], "reason": reason,
+                "to": previous.describe()["path"], "time": _now()}
+        self.logger.error(f"model {d['path']} reverted to {info['to']}: {reason}")
+        self.reverts.append(info)
+        self._status(info)
+
     # ----------------------------------------------------------------- streaming
     def _frame_boundary(self, tags: list, offset: int) -> None:
         """State changes at a frame's first vector: pending model, CSI, noise variance, users."""
@@ -298,8 +365,9 @@ class neural_detector(gr.sync_block):
                 self._estimate.update(t)
         with self._lock:
             pending, self._pending = self._pending, None
+            revert, self._pending_revert = self._pending_revert, False
         if pending is not None:
-            self._active = pending
+            self._previous, self._active = (None if revert else self._active), pending
             d = pending.describe()
             value = pmt.to_pmt({"architecture": d["architecture"], "sha256": d["sha256"], "path": d["path"]})
             for k in range(self.nt + self.llr_output):
@@ -324,18 +392,25 @@ class neural_detector(gr.sync_block):
             if est.h is None:
                 self.failures.report("no-csi", f"{self.name()}: no channel estimate yet (no csi tag): output is 0")
                 continue
-            groups.setdefault((b - a, id(self._active)), []).append((a, self._active, est.h, est.noise_var,
-                                                                     self._n_users or self.nt))
-        x_all = torch.zeros(self.nt, n, dtype=torch.complex64)
-        llr_all = torch.zeros(n, self.nt * self.bits_per_symbol) if self.llr_output else None
-        for (length, _), segs in groups.items():
-            cols, y = gather_segments(y_all, [s[0] for s in segs], length)  # (S, Nr, length)
-            h = torch.stack([s[2] for s in segs])
-            nv = torch.tensor([s[3] for s in segs], dtype=torch.float32)
-            x, llr = segs[0][1].detect_with_llr(y, h, nv, [s[4] for s in segs], llr=self.llr_output)
-            x_all[:, cols] = x.transpose(0, 1).reshape(self.nt, -1).to(torch.complex64)  # x: (S, Nt, length)
-            if llr_all is not None:
-                llr_all[cols] = llr.reshape(-1, llr_all.shape[1]).float()  # (S, length, Nt, B), user-major
+            groups.setdefault((b - a, id(self._active)), []).append(
+                (a, (self._active, est.h, est.noise_var, self._n_users or self.nt)))
+        models = {id(st[0]): st[0] for segs in groups.values() for _, st in segs}
+
+        def detect(y, states, key):
+            det = states[0][0]
+            h = torch.stack([st[1] for st in states])
+            nv = torch.tensor([st[2] for st in states], dtype=torch.float32)
+            t0 = time.perf_counter()
+            x, llr = det.detect_with_llr(y, h, nv, [st[3] for st in states], llr=self.llr_output)
+            timing = self._timing.setdefault(key, [0, 0, 0.0])
+            timing[0] += y.shape[0]
+            timing[1] += y.shape[0] * y.shape[2]
+            timing[2] += time.perf_counter() - t0
+            return x, llr  # x: (S, Nt, length), llr: (S, length, Nt, B) user-major
+
+        x_all, llr_all, failed = detect_groups(self, y_all, groups, detect, self.nt,
+                                               self.nt * self.bits_per_symbol if self.llr_output else 0)
+        self._check_new_model(models, failed)
         write_streams(output_items[: self.nt], x_all)
         if llr_all is not None:
             output_items[self.nt][:n] = llr_all.numpy()
