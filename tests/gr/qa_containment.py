@@ -91,7 +91,7 @@ class SlowSDNet(SDNetDetector):
 
     def detect_with_llr(self, y, h, noise_var, n_users=None, llr=True):
         if not bool((torch.as_tensor(noise_var) == 1).all()):
-            time.sleep(0.03 * y.shape[0])
+            time.sleep(0.2 * y.shape[0])
         return super().detect_with_llr(y, h, noise_var, n_users, llr)
 
 
