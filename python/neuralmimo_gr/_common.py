@@ -7,6 +7,10 @@ key is defined here and nowhere else:
 ``frame_start`` (long)   first sample of a frame; value: the frame number.
 ``csi`` (c32vector)      the ``Nr x Nt`` channel estimate, row-major, at the first data vector.
 ``noise_var`` (double)   complex noise variance per receive antenna, at the first data vector.
+``csi_stale`` (string)   at a frame's first vector when its own channel estimate (or the ``csi``/
+                         ``noise_var`` tag a detector received) was unusable, so the frame is
+                         processed with the last good one; value: the reason. Added by the
+                         estimator and by the detectors, passed on by every block.
 ``n_users`` (long)       optional, at a frame's first data vector: active users (streams 0..K-1).
 ``detector`` (symbol)    the detection algorithm in force from this vector on (linear detector).
 ``model`` (dict)         the model in force from this vector on (neural detector): architecture,
@@ -22,9 +26,12 @@ import numpy as np
 import pmt
 import torch
 
+from neuralmimo.estimation import estimate_problems
+
 FRAME_START = "frame_start"
 CSI = "csi"
 NOISE_VAR = "noise_var"
+CSI_STALE = "csi_stale"
 N_USERS = "n_users"
 DETECTOR = "detector"
 MODEL = "model"
@@ -48,6 +55,11 @@ class FailureLog:
             self.counts[kind] = self.counts.get(kind, 0) + 1
         if first:
             self._logger.error(f"{message} (logged once; further occurrences are counted)")
+
+    def count(self, kind: str) -> None:
+        """Count an occurrence without logging (a consequence of something already reported)."""
+        with self._lock:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
 
 
 def stack_streams(items, n: int) -> torch.Tensor:
@@ -202,33 +214,85 @@ def detect_groups(block, y_all: torch.Tensor, groups: dict, detect, n_streams: i
     return x_all, llr_all, failed
 
 
+# A noise variance more than this many times the mean received signal power per antenna
+# (SNR below -60 dB) is not an estimate a detector can use: a unit mix-up or a corrupt tag.
+MAX_NOISE_TO_SIGNAL = 1e6
+
+
 class EstimateTags:
-    """The channel estimate and noise variance a detector keeps from ``csi``/``noise_var`` tags:
-    a malformed tag is reported (once per kind) and the last good value kept.
+    """The channel estimate and noise variance a detector keeps from ``csi``/``noise_var`` tags.
 
-    ``noise_floor``: a noise variance must be above it (``None``: ``>= 0``)."""
+    A tag is refused, and the last good value kept, when it is malformed (wrong type or size,
+    NaN/Inf), degenerate (an all-zero or rank-deficient ``csi``: ZF undefined, MMSE meaningless;
+    see :func:`neuralmimo.estimation.estimate_problems`) or absurd (a ``noise_var`` below
+    ``noise_floor`` (``None``: ``>= 0``) or above ``MAX_NOISE_TO_SIGNAL`` times the signal power
+    ``||H||_F^2 / Nr`` of the estimate in force). Each refusal is reported once per kind and
+    counted; :meth:`apply` returns the reasons, so the caller can mark the frame ``csi_stale``.
+    """
 
-    def __init__(self, block, nr: int, nt: int, noise_floor: float | None = None):
-        self.block, self.nr, self.nt, self.noise_floor = block, nr, nt, noise_floor
+    def __init__(self, block, nr: int, nt: int, noise_floor: float | None = None, rcond: float = 1e-6):
+        self.block, self.nr, self.nt, self.noise_floor, self.rcond = block, nr, nt, noise_floor, rcond
         self.h: torch.Tensor | None = None
         self.noise_var = 0.0
 
-    def update(self, t) -> None:
-        key = pmt.symbol_to_string(t.key)
+    def apply(self, tags: list) -> list[str]:
+        """Apply the ``csi`` then the ``noise_var`` tags of one frame boundary (the noise variance
+        is judged against the frame's own estimate); returns why any of them was refused."""
+        order = {CSI: 0, NOISE_VAR: 1}
+        reasons = []
+        for t in sorted((t for t in tags if pmt.symbol_to_string(t.key) in order),
+                        key=lambda t: order[pmt.symbol_to_string(t.key)]):
+            reason = self._update(t)
+            if reason is not None:
+                reasons.append(reason)
+        return reasons
+
+    def _update(self, t) -> str | None:
         blk = self.block
-        if key == CSI:
+        if pmt.symbol_to_string(t.key) == CSI:
             try:
-                self.h = pmt_to_csi(t.value, self.nr, self.nt)
+                h = pmt_to_csi(t.value, self.nr, self.nt)
+                problem = estimate_problems(h[None].to(torch.complex128), self.rcond)[0]
+                if problem is not None:
+                    raise ValueError(f"unusable csi tag: {problem}")
             except ValueError as exc:
-                blk.failures.report("bad-csi", f"{blk.name()}: {exc} at item {t.offset}; keeping the last good estimate")
-        elif key == NOISE_VAR:
-            v = tag_float(t.value)
-            low_ok = v is not None and (v >= 0 if self.noise_floor is None else v > self.noise_floor)
-            if v is None or not np.isfinite(v) or not low_ok:
-                blk.failures.report("bad-noise-var", f"{blk.name()}: invalid noise_var tag {t.value} at item "
-                                    f"{t.offset}; keeping {self.noise_var:g}")
-            else:
-                self.noise_var = v
+                blk.failures.report("bad-csi", f"{blk.name()}: {exc} at item {t.offset}; the frame is detected with "
+                                    "the last good estimate and tagged csi_stale")
+                return str(exc)
+            self.h = h
+            return None
+        v = tag_float(t.value)
+        reason = None
+        if v is None or not np.isfinite(v):
+            reason = f"noise_var tag {t.value} is not a finite number"
+        elif v < 0 or (self.noise_floor is not None and v <= self.noise_floor):
+            reason = f"noise_var tag {v:g} is not above {self.noise_floor or 0:g}"
+        elif self.h is not None:
+            signal = float(torch.linalg.matrix_norm(self.h.to(torch.complex128)) ** 2) / self.nr
+            if v > MAX_NOISE_TO_SIGNAL * signal:
+                reason = (f"noise_var tag {v:g} is absurd: more than {MAX_NOISE_TO_SIGNAL:g} times the signal power "
+                          f"{signal:.3g} of the channel estimate")
+        if reason is not None:
+            blk.failures.report("bad-noise-var", f"{blk.name()}: {reason} at item {t.offset}; keeping "
+                                f"{self.noise_var:g} and tagging the frame csi_stale")
+            return reason
+        self.noise_var = v
+        return None
+
+
+def mark_stale(block, tags: list, reasons: list[str], offset: int, n_outputs: int) -> bool:
+    """Whether the frame starting at ``offset`` is detected with stale side information: it
+    arrived tagged ``csi_stale`` (passed on already) or ``reasons`` says a tag was refused here
+    (then a ``csi_stale`` tag is added to every output). Counted as ``stale-csi-frame``."""
+    arrived = any(pmt.symbol_to_string(t.key) == CSI_STALE for t in tags)
+    if reasons and not arrived:
+        value = pmt.string_to_symbol("; ".join(reasons))
+        for k in range(n_outputs):
+            block.add_item_tag(k, offset, pmt.intern(CSI_STALE), value)
+    if arrived or reasons:
+        block.failures.count("stale-csi-frame")
+        return True
+    return False
 
 
 TORCH_THREADS_PER_BLOCK = 1

@@ -13,7 +13,7 @@ from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
 
 from ._common import (DETECTOR, EstimateTags, FailureLog, big_buffers, detect_groups, frame_segments, guarded_work,
-                      write_streams)
+                      mark_stale, write_streams)
 
 LINEAR_DETECTORS = ("zf", "mmse")
 
@@ -31,8 +31,10 @@ class linear_detector(gr.sync_block):
     frame is never equalised by two algorithms. A ``detector`` tag marks the first vector
     processed by each newly applied algorithm. All tags of input 0 are passed to every output.
 
-    Bad input: a malformed ``csi`` (wrong size, NaN/Inf) or ``noise_var`` (negative, NaN) tag is
-    ignored and the last good value kept; NaN/Inf input vectors are replaced by zeros (their
+    Bad input: a malformed ``csi`` (wrong size, NaN/Inf), a degenerate one (all zero,
+    rank-deficient) or an unusable ``noise_var`` (negative, NaN, absurdly large for the estimate)
+    is refused and the last good value kept; such a frame, and a frame that arrives tagged
+    ``csi_stale``, is counted (``stale-csi-frame``) and its outputs carry ``csi_stale``. NaN/Inf input vectors are replaced by zeros (their
     symbols come out as 0); vectors before the first channel estimate come out as 0. Each is
     logged once and counted in :meth:`problems`.
     """
@@ -82,8 +84,7 @@ class linear_detector(gr.sync_block):
             self._active = requested
             for k in range(self.nt + self.llr_output):
                 self.add_item_tag(k, offset, pmt.intern(DETECTOR), pmt.intern(requested))
-        for t in tags:
-            self._estimate.update(t)
+        mark_stale(self, tags, self._estimate.apply(tags), offset, self.nt + self.llr_output)
 
     @guarded_work("zeros")
     def work(self, input_items, output_items):

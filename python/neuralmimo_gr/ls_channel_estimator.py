@@ -10,7 +10,7 @@ from gnuradio import gr
 from neuralmimo.estimation import LSChannelEstimator, estimate_problems
 from neuralmimo.frames import FrameLayout
 
-from ._common import CSI, FRAME_START, NOISE_VAR, FailureLog, big_buffers, csi_to_pmt, guarded_work, tag_int, tags_by_key
+from ._common import CSI, CSI_STALE, FRAME_START, NOISE_VAR, FailureLog, big_buffers, csi_to_pmt, guarded_work, tag_int, tags_by_key
 
 FRAMING_MODES = ("tags", "count")
 
@@ -38,7 +38,7 @@ class ls_channel_estimator(gr.basic_block):
     * a frame tag inside a frame (misplaced): the partial frame is dropped and framing follows
       the new tag;
     * NaN/Inf pilots or a rank-deficient estimate (e.g. a burst of zero samples): the frame's
-      data go out tagged with the last good estimate.
+      data go out with the last good estimate and a ``csi_stale`` tag (value: the reason).
 
     Each kind of problem is logged once and counted in :meth:`problems`.
     """
@@ -50,8 +50,10 @@ class ls_channel_estimator(gr.basic_block):
             raise ValueError(f"need nr >= 1, got {nr}")
         if framing not in FRAMING_MODES:
             raise ValueError(f"framing must be one of {FRAMING_MODES}, got {framing!r}")
-        if not fallback_noise_var >= 0:
-            raise ValueError(f"fallback_noise_var must be >= 0, got {fallback_noise_var}")
+        if not 0 <= fallback_noise_var < float("inf"):
+            raise ValueError(f"fallback_noise_var must be finite and >= 0, got {fallback_noise_var}")
+        if not 0 <= rcond < 1:
+            raise ValueError(f"rcond (smallest usable singular value / largest) must be in [0, 1), got {rcond}")
         gr.basic_block.__init__(self, name="ls_channel_estimator", in_sig=[np.complex64] * nr,
                                 out_sig=[np.complex64] * nr)
         self.nr, self.framing, self.tag_key = int(nr), framing, tag_key
@@ -150,16 +152,20 @@ class ls_channel_estimator(gr.basic_block):
             if lay.n_pilots == lay.nt:
                 nv = torch.full_like(nv, self.fallback_noise_var)
             problems = estimate_problems(h, self.rcond)
-            key_f, key_c, key_n = pmt.intern(FRAME_START), pmt.intern(CSI), pmt.intern(NOISE_VAR)
+            key_f, key_c, key_n, key_s = (pmt.intern(k) for k in (FRAME_START, CSI, NOISE_VAR, CSI_STALE))
             w0 = self.nitems_written(0)
             for i, (problem, (_, number)) in enumerate(zip(problems, frames)):
-                if problem is None and bool(torch.isfinite(nv[i])):
-                    self._last_good = (h[i], float(nv[i]))
-                elif problem is not None:
-                    self.failures.report(problem, f"{self.name()}: frame {number}: {problem}; "
-                                         "its data keep the last good channel estimate")
+                if problem is None and not bool(torch.isfinite(nv[i])):
+                    problem = "non-finite noise variance estimate"
                 offset = w0 + i * lay.n_data
                 tags = [(key_f, pmt.from_long(number))]
+                if problem is None:
+                    self._last_good = (h[i], float(nv[i]))
+                else:
+                    self.failures.report(problem, f"{self.name()}: frame {number}: {problem}; its data keep the "
+                                         "last good channel estimate and are tagged csi_stale")
+                    reason = problem if self._last_good is not None else f"{problem} (no good estimate yet)"
+                    tags.append((key_s, pmt.string_to_symbol(reason)))
                 if self._last_good is not None:
                     tags += [(key_c, csi_to_pmt(self._last_good[0])), (key_n, pmt.from_double(self._last_good[1]))]
                 for k in range(self.nr):

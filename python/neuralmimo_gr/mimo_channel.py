@@ -33,7 +33,8 @@ class mimo_channel(gr.sync_block):
     the papers' conventions, ``neuralmimo.snr``). ``delay`` (integer samples, fixed) prepends
     zeros and shifts every tag by the same amount; ``cfo`` (cycles/sample) rotates all receive
     streams like a common LO offset. ``snr_db``, ``cfo`` and the channel are settable while
-    running; a new channel takes effect at the next fading block.
+    running; a new channel takes effect at the next fading block; a non-finite SNR or CFO is
+    refused (ValueError in the constructor, logged and ignored by the setters).
 
     Tags on input 0 are forwarded (delayed) to every output.
     """
@@ -46,6 +47,9 @@ class mimo_channel(gr.sync_block):
             raise ValueError(f"block_length must be >= 1, got {block_length}")
         if delay < 0:
             raise ValueError(f"delay must be >= 0 samples, got {delay}")
+        for name, value in (("snr_db", snr_db), ("cfo", cfo)):
+            if not np.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if snr_convention not in CONVENTIONS:
             raise ValueError(f"snr_convention must be one of {CONVENTIONS}, got {snr_convention!r}")
         gr.sync_block.__init__(self, name="mimo_channel", in_sig=[np.complex64] * nt, out_sig=[np.complex64] * nr)
@@ -69,16 +73,32 @@ class mimo_channel(gr.sync_block):
         return make_channel(spec, self.nr, self.nt)  # ValueError: unknown name or argument, wrong size
 
     # ----------------------------------------------------------------- runtime control (GRC callbacks)
+    def _finite(self, name: str, value) -> float | None:
+        """``value`` as a float, or ``None`` (logged) when it is not a finite number: a GUI
+        callback must not take the flowgraph down, nor turn the noise into NaN."""
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not np.isfinite(v):
+            self.logger.error(f"set_{name}({value!r}) refused: not a finite number; keeping the current value")
+            return None
+        return v
+
     def set_snr_db(self, snr_db: float) -> None:
-        with self._lock:
-            self._snr_db = float(snr_db)
+        v = self._finite("snr_db", snr_db)
+        if v is not None:
+            with self._lock:
+                self._snr_db = v
 
     def snr_db(self) -> float:
         return self._snr_db
 
     def set_cfo(self, cfo: float) -> None:
-        with self._lock:
-            self._cfo = float(cfo)
+        v = self._finite("cfo", cfo)
+        if v is not None:
+            with self._lock:
+                self._cfo = v
 
     def set_channel(self, channel) -> None:
         """Switch the channel (a spec, as in the constructor) at the next fading block. An invalid

@@ -19,7 +19,7 @@ from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import SystemSpec, load_detector
 
 from ._common import (FRAME_START, MODEL, N_USERS, EstimateTags, FailureLog, big_buffers, detect_groups,
-                      frame_segments, guarded_work, tag_int, write_streams)
+                      frame_segments, guarded_work, mark_stale, tag_int, write_streams)
 from ._paths import MODELS_DIR
 
 _PORT_MODEL = pmt.intern("model")
@@ -93,8 +93,8 @@ class neural_detector(gr.sync_block):
     estimate with ZF's effective noise variance (an approximation). ``torch_threads`` (default 1)
     sets torch's thread count in the block's streaming thread.
 
-    Bad input as in the linear detector: malformed ``csi``/``noise_var`` keep the last good
-    values, NaN/Inf vectors are zeroed, vectors before the first estimate or model come out 0;
+    Bad input as in the linear detector: malformed or degenerate ``csi``/``noise_var`` keep the
+    last good values (the frame is tagged ``csi_stale`` and counted), NaN/Inf vectors are zeroed, vectors before the first estimate or model come out 0;
     each logged once and counted in :meth:`problems`.
     """
 
@@ -350,6 +350,7 @@ class neural_detector(gr.sync_block):
     def _frame_boundary(self, tags: list, offset: int) -> None:
         """State changes at a frame's first vector: pending model, CSI, noise variance, users."""
         self._n_users = None
+        mark_stale(self, tags, self._estimate.apply(tags), offset, self.nt + self.llr_output)
         for t in tags:
             key = pmt.symbol_to_string(t.key)
             if key == FRAME_START:
@@ -361,8 +362,6 @@ class neural_detector(gr.sync_block):
                                          f"using all {self.nt} streams")
                 else:
                     self._n_users = k
-            else:
-                self._estimate.update(t)
         with self._lock:
             pending, self._pending = self._pending, None
             revert, self._pending_revert = self._pending_revert, False
