@@ -15,6 +15,17 @@ from neuralmimo.metrics import ErrorRate, error_rate_interval
 
 from ._common import FRAME_START, FailureLog, guarded_work, stack_streams, tag_int, tags_by_key
 
+MATCH_SEARCH = 8  # frame numbers tried either side of an unmatched frame's own
+
+
+def consistent_with_chance(errors: int, symbols: int, num_points: int) -> bool:
+    """Whether ``errors`` symbol errors in ``symbols`` are what random decisions would give:
+    not below the chance rate ``p = 1 - 1/M`` by 3 standard deviations of the binomial count.
+    A frame compared with the wrong reference (a misnumbered frame) looks exactly like this; so
+    does a frame nobody could detect (no signal at all)."""
+    p = 1.0 - 1.0 / num_points
+    return errors >= symbols * p - 3.0 * np.sqrt(symbols * p * (1 - p))
+
 
 class error_rate_probe(gr.sync_block):
     """Symbol and bit error rates of ``nt`` detected streams.
@@ -29,8 +40,15 @@ class error_rate_probe(gr.sync_block):
     :meth:`ser`, :meth:`ber`, :meth:`ser_interval` (95 %, frame-clustered), :meth:`frame_ser` (last
     completed frame), :meth:`symbols`, :meth:`frames`. The ``stats`` message port publishes a
     dict for every completed frame: frame, symbols, symbol_errors, bit_errors, ser, ber and the
-    cumulative cum_ser, cum_ber. With ``report_on_stop`` a one-line summary is printed when the
-    flowgraph stops.
+    cumulative cum_ser, cum_ber, and ``matched``.
+
+    A complete frame whose errors are consistent with random decisions
+    (:func:`consistent_with_chance`) is *unmatched*: compared with the wrong reference (a frame
+    numbered wrongly on its way) or undetectable. The probe then compares it with the references
+    of the ``MATCH_SEARCH`` frame numbers either side; :meth:`unmatched_frames` lists ``(frame,
+    number it matches or None)``, each is logged once per kind and counted in :meth:`problems`
+    (``unmatched-frame``, ``misnumbered-frame``). Its errors still count in the SER. With
+    ``report_on_stop`` a one-line summary is printed when the flowgraph stops.
     """
 
     def __init__(self, nt: int = 2, n_data: int = 256, modulation: str = "qpsk", seed: int = 0, label: str = "",
@@ -47,6 +65,8 @@ class error_rate_probe(gr.sync_block):
         self._pos = 0  # data vectors of it seen so far
         self._ref: torch.Tensor | None = None
         self._acc = [0, 0, 0, 0]  # symbols, symbol errors, bits, bit errors of the current frame
+        self._decisions: list[torch.Tensor] = []  # of the current frame, for the unmatched-frame search
+        self._unmatched: list[tuple[int, int | None]] = []
         self.message_port_register_out(pmt.intern("stats"))
         self.failures = FailureLog(self.logger)
 
@@ -73,6 +93,15 @@ class error_rate_probe(gr.sync_block):
         """``(symbol errors, symbols)`` of every completed frame, in order."""
         with self._lock:
             return list(self._frame_counts)
+
+    def unmatched_frames(self) -> list[tuple[int, int | None]]:
+        """``(frame number, the number its data match or None)`` of every complete frame whose
+        errors were consistent with chance against its own reference."""
+        with self._lock:
+            return list(self._unmatched)
+
+    def problems(self) -> dict[str, int]:
+        return dict(self.failures.counts)
 
     def frame_ser(self) -> float:
         with self._lock:
@@ -103,19 +132,44 @@ class error_rate_probe(gr.sync_block):
         if self._frame is None or self._acc[0] == 0:
             return
         sym, se, bits, be = self._acc
+        matched = True
+        if self._pos == self.layout.n_data and consistent_with_chance(se, sym, self.constellation.num_points):
+            matched = False
+            self._report_unmatched(torch.cat(self._decisions, 1), se, sym)
         with self._lock:
             self._ser = self._ser + ErrorRate(se, sym, "complex symbol")
             self._ber = self._ber + ErrorRate(be, bits, "bit")
             self._frame_counts.append((se, sym))
             cum_ser, cum_ber = self._ser.rate, self._ber.rate
         msg = {"frame": self._frame, "symbols": sym, "symbol_errors": se, "bit_errors": be, "ser": se / sym,
-               "ber": be / bits, "cum_ser": cum_ser, "cum_ber": cum_ber}
+               "ber": be / bits, "cum_ser": cum_ser, "cum_ber": cum_ber, "matched": matched}
         self.message_port_pub(pmt.intern("stats"), pmt.to_pmt(msg))
         self._acc = [0, 0, 0, 0]
+        self._decisions = []
+
+    def _report_unmatched(self, decisions: torch.Tensor, errors: int, symbols: int) -> None:
+        n, m = self._frame, self.constellation.num_points
+        candidates = [c for c in range(n - MATCH_SEARCH, n + MATCH_SEARCH + 1) if c != n and c >= 0]
+        refs = frame_data_indices(self.constellation, self.layout, self.seed, candidates)  # (C, Nt, Nd)
+        errs = (refs != decisions[None]).flatten(1).sum(1)
+        best = int(errs.argmin())
+        match = None
+        if not consistent_with_chance(int(errs[best]), symbols, m) and int(errs[best]) < errors / 2:
+            match = candidates[best]
+        with self._lock:
+            self._unmatched.append((n, match))
+        if match is None:
+            self.failures.report("unmatched-frame", f"{self.name()}: frame {n}: {errors}/{symbols} symbol errors, "
+                                 "what random decisions give: it matches no frame number near its own (wrong "
+                                 "reference or no signal)")
+        else:
+            self.failures.report("misnumbered-frame", f"{self.name()}: frame {n}: {errors}/{symbols} symbol errors "
+                                 f"against its own reference, {int(errs[best])} against frame {match}'s: it was "
+                                 "numbered wrongly upstream")
 
     def _start_frame(self, number: int) -> None:
         self._finish_frame()
-        self._frame, self._pos = number, 0
+        self._frame, self._pos, self._decisions = number, 0, []
         self._ref = frame_data_indices(self.constellation, self.layout, self.seed, [number])[0]
 
     def _count(self, decisions: torch.Tensor) -> None:
@@ -128,6 +182,7 @@ class error_rate_probe(gr.sync_block):
                                  f"{self.layout.n_data} data vectors; the extra vectors are not counted")
         ref = self._ref[:, self._pos:self._pos + take]
         dec = decisions[:, :take]
+        self._decisions.append(dec)
         bits_ref, bits_dec = self.constellation.indices_to_bits(ref), self.constellation.indices_to_bits(dec)
         self._acc[0] += ref.numel()
         self._acc[1] += int((dec != ref).sum())

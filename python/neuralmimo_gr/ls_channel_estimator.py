@@ -37,6 +37,9 @@ class ls_channel_estimator(gr.basic_block):
       taken by timing (flywheel) and numbered on from the previous one;
     * a frame tag inside a frame (misplaced): the partial frame is dropped and framing follows
       the new tag;
+    * a frame tag where the next frame is expected but with another number than the one
+      expected (``frame-gap``: frames lost upstream; ``frame-repeat``: a frame sent twice or a
+      restarted transmitter): the frame gets the tag's number;
     * NaN/Inf pilots or a rank-deficient estimate (e.g. a burst of zero samples): the frame's
       data go out with the last good estimate and a ``csi_stale`` tag (value: the reason).
 
@@ -111,14 +114,34 @@ class ls_channel_estimator(gr.basic_block):
                 pos = inside[0]
                 self._start_at(r0 + pos, tag_at[pos])
                 continue
-            if self.framing == "tags" and start not in tag_at:
-                self.failures.report("missing-tag", f"{self.name()}: no frame tag at sample {r0 + start} where the "
-                                     "previous frame ends: continuing on frame timing")
+            if self.framing == "tags":
+                if start not in tag_at:
+                    self.failures.report("missing-tag", f"{self.name()}: no frame tag at sample {r0 + start} where "
+                                         "the previous frame ends: continuing on frame timing")
+                else:
+                    self._follow_number(r0 + start, tag_at[start])
             frames.append((start, self._next_number))
             self._next_number += 1
             self._next_start += L
             pos = start + L
         return frames, pos
+
+    def _follow_number(self, offset: int, number: int | None) -> None:
+        """A frame tag where the next frame is expected: its value is the frame number. A jump
+        (frames lost upstream) or a step back (a repeated frame, a restarted transmitter) is
+        followed, logged and counted, so that every frame keeps the number it was sent with."""
+        expected = self._next_number
+        if number is None:
+            self.failures.report("bad-frame-tag", f"{self.name()}: frame tag at sample {offset} has no integer frame "
+                                 f"number: numbering it {expected}")
+        elif number > expected:
+            self.failures.report("frame-gap", f"{self.name()}: frame tag at sample {offset} says frame {number}, "
+                                 f"expected {expected}: {number - expected} frame(s) lost upstream; following the tag")
+            self._next_number = number
+        elif number < expected:
+            self.failures.report("frame-repeat", f"{self.name()}: frame tag at sample {offset} says frame {number}, "
+                                 f"expected {expected} (a repeated frame or a restarted transmitter); following the tag")
+            self._next_number = number
 
     def _start_at(self, offset: int, number: int | None) -> None:
         self._next_start = offset
