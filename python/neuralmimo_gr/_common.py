@@ -11,6 +11,9 @@ key is defined here and nowhere else:
                          ``noise_var`` tag a detector received) was unusable, so the frame is
                          processed with the last good one; value: the reason. Added by the
                          estimator and by the detectors, passed on by every block.
+``rx_time`` (tuple)      UHD's receive timestamp (uint64 whole s, double fraction), at the first
+                         sample and after each overflow; the estimator follows it with count
+                         framing when given ``samp_rate``.
 ``n_users`` (long)       optional, at a frame's first data vector: active users (streams 0..K-1).
 ``detector`` (symbol)    the detection algorithm in force from this vector on (linear detector).
 ``model`` (dict)         the model in force from this vector on (neural detector): architecture,
@@ -32,6 +35,7 @@ FRAME_START = "frame_start"
 CSI = "csi"
 NOISE_VAR = "noise_var"
 CSI_STALE = "csi_stale"
+RX_TIME = "rx_time"  # UHD's key
 N_USERS = "n_users"
 DETECTOR = "detector"
 MODEL = "model"

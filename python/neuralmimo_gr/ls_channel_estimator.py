@@ -9,8 +9,10 @@ from gnuradio import gr
 
 from neuralmimo.estimation import LSChannelEstimator, estimate_problems
 from neuralmimo.frames import FrameLayout
+from neuralmimo.sync import PilotAligner, timeline_position, unexplained_fraction
 
-from ._common import CSI, CSI_STALE, FRAME_START, NOISE_VAR, FailureLog, big_buffers, csi_to_pmt, guarded_work, tag_int, tags_by_key
+from ._common import (CSI, CSI_STALE, FRAME_START, NOISE_VAR, RX_TIME, FailureLog, big_buffers, csi_to_pmt, guarded_work,
+                      tag_float, tag_int, tags_by_key)
 
 FRAMING_MODES = ("tags", "count")
 
@@ -28,7 +30,16 @@ class ls_channel_estimator(gr.basic_block):
     Framing: ``"tags"`` takes frame starts from ``tag_key`` tags on input 0 (their integer value
     is the frame number); ``"count"`` assumes a frame every ``Np + Nd`` samples from the first
     sample (frame numbers from 0), e.g. for a USRP receiver started in time with the
-    transmitter.
+    transmitter. Count framing re-acquires after samples are lost or inserted
+    (:mod:`neuralmimo.sync`): a frame whose pilot residual (the fraction of the pilot energy the
+    LS fit leaves) jumps above 2.5x its running median has its pilots searched again within half
+    a frame of where they were expected, and framing
+    moves to the start that fits (``reacquired``; needs ``Np > Nt``). With ``samp_rate`` > 0 it
+    also follows ``rx_time`` tags (what ``uhd_usrp_source`` emits at the start and after each
+    overflow): lost samples are counted from the timestamps and the next frame is found, and
+    numbered, by the timeline (``rx-time-gap``). Each re-alignment is recorded in
+    :attr:`reacquisitions` (``source``: pilots or rx_time, ``offset``, ``shift`` in samples,
+    ``frame``).
 
     Bad input never stops the stream:
 
@@ -47,7 +58,8 @@ class ls_channel_estimator(gr.basic_block):
     """
 
     def __init__(self, nr: int = 4, nt: int = 2, n_pilots: int = 16, n_data: int = 256, framing: str = "tags",
-                 tag_key: str = FRAME_START, fallback_noise_var: float = 0.01, rcond: float = 1e-6):
+                 tag_key: str = FRAME_START, fallback_noise_var: float = 0.01, rcond: float = 1e-6,
+                 samp_rate: float = 0.0):
         self.layout = FrameLayout(int(nt), int(n_pilots), int(n_data))
         if nr < 1:
             raise ValueError(f"need nr >= 1, got {nr}")
@@ -57,6 +69,8 @@ class ls_channel_estimator(gr.basic_block):
             raise ValueError(f"fallback_noise_var must be finite and >= 0, got {fallback_noise_var}")
         if not 0 <= rcond < 1:
             raise ValueError(f"rcond (smallest usable singular value / largest) must be in [0, 1), got {rcond}")
+        if not 0 <= samp_rate < float("inf"):
+            raise ValueError(f"samp_rate must be finite and >= 0 (0: ignore rx_time tags), got {samp_rate}")
         gr.basic_block.__init__(self, name="ls_channel_estimator", in_sig=[np.complex64] * nr,
                                 out_sig=[np.complex64] * nr)
         self.nr, self.framing, self.tag_key = int(nr), framing, tag_key
@@ -66,6 +80,16 @@ class ls_channel_estimator(gr.basic_block):
         self._next_number = 0
         self._last_good: tuple[torch.Tensor, float] | None = None
         self.dropped_samples = 0
+        # count framing: slips found from the pilot residual (needs Np > Nt) and from rx_time tags
+        L = self.layout.length
+        self._aligner = (PilotAligner(self._estimate, (L - 1) // 2)
+                         if framing == "count" and self.layout.n_pilots > self.layout.nt else None)
+        self._lookback = self._aligner.span if self._aligner is not None else 0
+        self.samp_rate = float(samp_rate)
+        self._time_ref: tuple[int, tuple[int, float]] | None = None  # (timeline position, rx_time) of a sample
+        self._time_done = -1  # absolute offset of the last rx_time tag followed
+        self._lost = 0  # samples lost upstream so far (timeline position - stream offset)
+        self.reacquisitions: list[dict] = []
         self.set_output_multiple(self.layout.n_data)
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.failures = FailureLog(self.logger)
@@ -76,7 +100,7 @@ class ls_channel_estimator(gr.basic_block):
         return dict(self.failures.counts)
 
     def forecast(self, noutput_items, ninputs):
-        return [(noutput_items // self.layout.n_data) * self.layout.length] * ninputs
+        return [(noutput_items // self.layout.n_data) * self.layout.length + self._lookback] * ninputs
 
     def _find_frames(self, n_in: int, max_frames: int) -> tuple[list[tuple[int, int]], int]:
         """Frame starts (relative offset, frame number) among the ``n_in`` input samples and how
@@ -85,6 +109,7 @@ class ls_channel_estimator(gr.basic_block):
         r0 = self.nitems_read(0)
         tags = [] if self.framing == "count" else tags_by_key(self, 0, n_in, self.tag_key)
         tag_at = {t.offset - r0: tag_int(t.value) for t in tags}
+        times = self._rx_times(n_in, r0) if self.samp_rate > 0 else []
         if self._next_start is not None and self._next_start < r0:
             # input was dropped behind our back (after an internal error): re-acquire framing
             if self.framing == "tags":
@@ -104,6 +129,8 @@ class ls_channel_estimator(gr.basic_block):
                 pos = later[0]
                 self._start_at(r0 + pos, tag_at[pos])
             start = self._next_start - r0
+            if times and self._follow_time(times, r0, start + L):
+                continue  # an rx_time tag up to the end of this frame moved the alignment
             if start + L > n_in:
                 break
             inside = sorted(o for o in tag_at if start < o < start + L)
@@ -125,6 +152,86 @@ class ls_channel_estimator(gr.basic_block):
             self._next_start += L
             pos = start + L
         return frames, pos
+
+    def _rx_times(self, n_in: int, r0: int) -> list[tuple[int, tuple[int, float]]]:
+        """The ``rx_time`` tags not yet followed among the next ``n_in`` samples: ``[(absolute
+        offset, (whole s, fractional s))]``; a malformed one is reported and skipped."""
+        out = []
+        for t in tags_by_key(self, 0, n_in, RX_TIME):
+            if t.offset <= self._time_done:
+                continue
+            v = t.value
+            if pmt.is_tuple(v) and pmt.length(v) == 2 and tag_int(pmt.tuple_ref(v, 0)) is not None \
+                    and tag_float(pmt.tuple_ref(v, 1)) is not None:
+                out.append((t.offset, (tag_int(pmt.tuple_ref(v, 0)), tag_float(pmt.tuple_ref(v, 1)))))
+            else:
+                self._time_done = t.offset
+                self.failures.report("bad-rx-time", f"{self.name()}: rx_time tag {v} at sample {t.offset} is not "
+                                     "(uint64 seconds, double fraction): ignored")
+        return out
+
+    def _follow_time(self, times: list, r0: int, end: int) -> bool:
+        """Follow the first unfollowed ``rx_time`` tag before relative offset ``end``: the first
+        one fixes the timeline; a later one that shows samples lost (a USRP overflow) moves the
+        next frame to where the timeline puts it, numbered by the timeline, and drops the partial
+        frame. Returns whether the alignment moved."""
+        L = self.layout.length
+        for offset, stamp in times:
+            if offset <= self._time_done or offset - r0 >= end:
+                continue
+            self._time_done = offset
+            if self._time_ref is None:
+                self._time_ref = (offset + self._lost, stamp)  # timeline position of this sample
+                continue
+            position = timeline_position(*self._time_ref, stamp, self.samp_rate)
+            lost = position - offset
+            if lost == self._lost:
+                continue
+            number = -(-position // L)  # the first frame that starts at or after this sample
+            start = number * L - lost
+            self._drop(max(0, start - self._next_start), "rx-time-gap",
+                       f"rx_time at sample {offset}: {lost - self._lost} samples lost upstream (overflow); "
+                       f"re-aligned to frame {number} by the timeline")
+            self.reacquisitions.append({"source": "rx_time", "offset": int(offset), "shift": int(self._lost - lost),
+                                        "frame": int(number)})
+            self._lost = lost
+            self._next_start, self._next_number = start, number
+            return True
+        return False
+
+    def _check_alignment(self, frames: list, fraction: torch.Tensor, input_items, r0: int, n_in: int) -> int:
+        """Count framing: how many of ``frames`` are aligned, given the unexplained fraction of
+        each frame's pilots. At the first suspect frame (:class:`neuralmimo.sync.PilotAligner`)
+        the pilots are searched again around it; if another start fits, framing moves there
+        (logged, counted as ``reacquired``, recorded in :attr:`reacquisitions`) and the frames
+        from it on are cut, to be cut again from the new start. A suspect frame too close to the
+        buffer's end to search waits for more input."""
+        al = self._aligner
+        for i, (start, number) in enumerate(frames):
+            v = float(fraction[i])
+            if not al.suspect(v):
+                al.accept(v)
+                continue
+            if start + al.span + self.layout.n_pilots > n_in:
+                self._next_start, self._next_number = r0 + start, number
+                return i
+            jump = f"pilot residual ({v:.3g} of the pilot energy) above {al.jump:g}x its running median {al.median():.3g}"
+            found = al.search(input_items, r0 + start, r0)
+            if found is None:  # no alignment brings the residual back: not a slip
+                al.accept(v)
+                self.failures.report("pilot-residual-jump", f"{self.name()}: frame {number}: {jump}, but no start "
+                                     "nearby fits better (interference or an SNR change): alignment kept")
+                continue
+            self.failures.report("reacquired", f"{self.name()}: frame {number}: {jump}: samples slipped; pilots "
+                                 f"found again {found.shift:+d} samples from the expected start (re-acquired)")
+            if found.shift > 0:
+                self.dropped_samples += found.shift
+            self._lost -= found.shift
+            self.reacquisitions.append({"source": "pilots", "offset": int(found.start), "shift": int(found.shift),
+                                        "frame": int(number)})
+            self._next_start, self._next_number = found.start, number
+            return i
+        return len(frames)
 
     def _follow_number(self, offset: int, number: int | None) -> None:
         """A frame tag where the next frame is expected: its value is the frame number. A jump
@@ -169,11 +276,15 @@ class ls_channel_estimator(gr.basic_block):
                 windows = [a[idx] for a in input_items]
             # only the pilots go to torch; the data go straight from input to output buffers
             y_p = torch.from_numpy(np.stack([w[:, :n_p] for w in windows], axis=1))  # (F, Nr, Np)
-            for w, out in zip(windows, output_items):
-                out[: count * lay.n_data].reshape(count, lay.n_data)[:] = w[:, n_p:]
             h, nv = self._estimate(y_p)
             if lay.n_pilots == lay.nt:
                 nv = torch.full_like(nv, self.fallback_noise_var)
+            if self._aligner is not None:
+                fraction = unexplained_fraction(y_p, nv, lay.nt)
+                count = self._check_alignment(frames, fraction, input_items, self.nitems_read(0), n_in)
+                frames, h, nv = frames[:count], h[:count], nv[:count]
+            for w, out in zip(windows, output_items):
+                out[: len(frames) * lay.n_data].reshape(len(frames), lay.n_data)[:] = w[: len(frames), n_p:]
             problems = estimate_problems(h, self.rcond)
             key_f, key_c, key_n, key_s = (pmt.intern(k) for k in (FRAME_START, CSI, NOISE_VAR, CSI_STALE))
             w0 = self.nitems_written(0)
@@ -194,6 +305,8 @@ class ls_channel_estimator(gr.basic_block):
                 for k in range(self.nr):
                     for key, value in tags:
                         self.add_item_tag(k, offset, key, value)
+        if self.framing == "count":
+            consumed = min(n_in, max(0, self._next_start - self.nitems_read(0) - self._lookback))
         for i in range(self.nr):
             self.consume(i, consumed)
         return len(frames) * lay.n_data

@@ -1,0 +1,133 @@
+"""Fault injection for tests and the soak: what a radio front end or a transport does to sample
+streams (lost and inserted samples, dropped and repeated stretches, NaN bursts), applied at
+exact offsets so that a test knows the ground truth."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from ._common import RX_TIME, FailureLog, guarded_work
+
+FAULT_KINDS = ("delete", "insert", "nan", "repeat")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """``kind`` applied at input sample ``offset`` (absolute) over ``count`` samples:
+
+    * ``delete``: the ``count`` samples from ``offset`` are lost (their tags too), as in a USRP
+      overflow;
+    * ``insert``: ``count`` zero samples are inserted before ``offset``;
+    * ``nan``: the ``count`` samples from ``offset`` become NaN (tags kept);
+    * ``repeat``: the ``count`` samples from ``offset`` are sent twice, tags included (a
+      transport that retransmits a stretch, e.g. a repeated frame).
+    """
+
+    offset: int
+    kind: str
+    count: int
+
+    def __post_init__(self):
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {self.kind!r}")
+        if self.offset < 0 or self.count < 1:
+            raise ValueError(f"fault needs offset >= 0 and count >= 1, got {self.offset}, {self.count}")
+
+
+class fault_injector(gr.basic_block):
+    """``n_streams`` complex streams in and out, with ``faults`` (:class:`Fault`, or ``(offset,
+    kind, count)`` tuples) applied to all streams at once. Tags of input 0 go to every output
+    at their moved offsets.
+
+    With ``samp_rate`` > 0 it also stamps ``rx_time`` tags like ``uhd_usrp_source``: at the first
+    output sample and at the first sample after each ``delete``, with the time the sample was
+    received at (input offset / samp_rate), so a receiver can count the lost samples.
+
+    :attr:`applied` lists each fault when done, with ``out_offset``: where it shows in the output.
+    """
+
+    def __init__(self, n_streams: int, faults=(), samp_rate: float = 0.0):
+        if n_streams < 1:
+            raise ValueError(f"need n_streams >= 1, got {n_streams}")
+        gr.basic_block.__init__(self, name="fault_injector", in_sig=[np.complex64] * n_streams,
+                                out_sig=[np.complex64] * n_streams)
+        self.n = int(n_streams)
+        self._faults = deque(sorted((f if isinstance(f, Fault) else Fault(*f) for f in faults),
+                                    key=lambda f: f.offset))
+        for a, b in zip(list(self._faults), list(self._faults)[1:]):
+            if b.offset < a.offset + (a.count if a.kind != "insert" else 0):
+                raise ValueError(f"faults overlap: {a} and {b}")
+        self.samp_rate = float(samp_rate)
+        self.applied: list[dict] = []
+        self._stamp_next = self.samp_rate > 0  # an rx_time tag on the next output sample
+        self.set_tag_propagation_policy(gr.TPP_DONT)
+        self.failures = FailureLog(self.logger)
+
+    def forecast(self, noutput_items, ninputs):
+        return [noutput_items] * ninputs
+
+    def _copy(self, ins, outs, tags, r0: int, w0: int, i: int, o: int, count: int) -> None:
+        for a, b in zip(ins, outs):
+            b[o:o + count] = a[i:i + count]
+        for t in tags:
+            if i <= t.offset - r0 < i + count:
+                for k in range(self.n):
+                    self.add_item_tag(k, w0 + o + (t.offset - r0 - i), t.key, t.value)
+        if self._stamp_next and count:
+            secs = (r0 + i) / self.samp_rate
+            whole = int(secs)
+            value = pmt.make_tuple(pmt.from_uint64(whole), pmt.from_double(secs - whole))
+            for k in range(self.n):
+                self.add_item_tag(k, w0 + o, pmt.intern(RX_TIME), value)
+            self._stamp_next = False
+
+    @guarded_work("consume")
+    def general_work(self, input_items, output_items):
+        n_in, n_out = min(len(x) for x in input_items), len(output_items[0])
+        r0, w0 = self.nitems_read(0), self.nitems_written(0)
+        tags = self.get_tags_in_window(0, 0, n_in)
+        i = o = 0
+        while True:
+            fault = self._faults[0] if self._faults else None
+            limit = n_in if fault is None else min(n_in, fault.offset - r0)
+            take = max(0, min(limit - i, n_out - o))
+            self._copy(input_items, output_items, tags, r0, w0, i, o, take)
+            i, o = i + take, o + take
+            if fault is None or i < fault.offset - r0:
+                break  # input used up or output full before the next fault
+            c = fault.count
+            at = w0 + o
+            if fault.kind == "delete":
+                if i + c > n_in:
+                    break
+                i += c
+                self._stamp_next = self.samp_rate > 0
+            elif fault.kind == "insert":
+                if o + c > n_out:
+                    break
+                for b in output_items:
+                    b[o:o + c] = 0
+                o += c
+            elif fault.kind == "nan":
+                if i + c > n_in or o + c > n_out:
+                    break
+                self._copy(input_items, output_items, tags, r0, w0, i, o, c)
+                for b in output_items:
+                    b[o:o + c] = np.nan
+                i, o = i + c, o + c
+            else:  # repeat
+                if i + c > n_in or o + 2 * c > n_out:
+                    break
+                self._copy(input_items, output_items, tags, r0, w0, i, o, c)
+                self._copy(input_items, output_items, tags, r0, w0, i, o + c, c)
+                i, o = i + c, o + 2 * c
+            self._faults.popleft()
+            self.applied.append({"offset": fault.offset, "kind": fault.kind, "count": c, "out_offset": at})
+        for k in range(self.n):
+            self.consume(k, i)
+        return o
