@@ -35,3 +35,15 @@ def test_bench_flowgraph_reports_a_ratio(tmp_path):
     r = json.loads(out.read_text())
     assert r["vectors"] == 16 * 64 and r["flowgraph_vps"] > 0 and r["kernel_vps"] > 0
     assert "ratio flowgraph / kernels" in p.stdout
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--grc", "examples/usrp_mimo_rx.grc"], ["usrp_mimo_rx.grc"]),  # not a loopback flowgraph
+    (["--grc", "examples/no_such.grc"], ["no_such.grc"]),
+    (["--frames", "0"], ["--frames"]),  # an endless flowgraph before
+])
+def test_loopback_refuses_in_one_line(tmp_path, args, words):
+    p = _cli("loopback", *args, "--out", str(tmp_path), "--no-progress")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert all(w in lines[0] for w in words), lines[0]

@@ -10,6 +10,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -75,25 +76,31 @@ def positive_number(text) -> float:
 
 
 def writable_file(path: Path) -> Path:
-    """``path``'s folder exists (or is created) and is writable; checked before a long run."""
+    """``path``'s folder exists (or is created) and a file can be created there; checked before a
+    long run. Tried by creating it (permission bits say nothing to root, nor about /proc or a
+    read-only mount); a file that was not there before is removed again."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "ab"):
+            pass
+        if not existed:
+            path.unlink()
     except OSError as e:
-        raise OSError(f"cannot write {path}: {e.strerror}") from None
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise OSError(f"cannot write {path}: permission denied")
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 
 
 def writable_dir(path: Path) -> Path:
+    """``path`` exists (or is created) and a file can be created in it (tried, as above)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
     except OSError as e:
-        raise OSError(f"cannot write into {path}: {e.strerror}") from None
-    if not os.access(path, os.W_OK):
-        raise OSError(f"cannot write into {path}: permission denied")
+        raise OSError(f"cannot write into {path}: {e.strerror or e}") from None
     return path
 
 
@@ -590,7 +597,7 @@ def _apply_config(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     try:
         values = yaml.safe_load(Path(cfg_path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        parser.error(f"{cfg_path}: cannot read the configuration ({e})")
+        parser.error(f"{cfg_path}: cannot read the configuration ({' '.join(str(e).split())})")
     if not isinstance(values, dict):
         parser.error(f"{cfg_path}: a configuration is a mapping of option names to values")
     sub = subcommand_parser(parser, args.cmd)
