@@ -34,7 +34,7 @@ def test_zero_error_point_is_an_upper_bound_on_the_plot(tmp_path, monkeypatch):
     ax = captured["fig"].axes[0]
     ys = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines() if len(line.get_ydata())])
     bound = recs[2]["ci"][1]
-    assert 0 < bound < 3.0 / recs[2]["n_symbols"]  # the 95 % bound with no errors: ~3 / n
+    assert 0 < bound < 4.0 / recs[2]["n_symbols"]  # the 95 % Wilson bound with no errors: 1.96^2 / n
     assert np.isclose(ys, bound).any()  # drawn at the bound
     assert ys.min() >= min(bound, recs[1]["ci"][0]) * 0.999  # nothing invented below
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
