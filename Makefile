@@ -37,9 +37,11 @@ bench: bootstrap
 	$(RX)/neuralmimo bench training
 	$(RX)/neuralmimo bench neural
 
-## soak: 1e7 vectors through the neural detector block with >= 100 model swaps (rx)
+## soak: 1e7 vectors through the neural detector block with >= 100 model swaps, then 1e7 through
+## the count-framed receiver under a fault schedule (rx)
 soak: bootstrap
 	$(RX)/neuralmimo soak
+	$(RX)/neuralmimo soak --faults
 
 clean:
 	rm -rf build out

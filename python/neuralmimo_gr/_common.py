@@ -190,7 +190,7 @@ def detect_groups(block, y_all: torch.Tensor, groups: dict, detect, n_streams: i
     One frame must never cost its neighbours: if a batch raises, its frames are detected one by
     one and only the frames that fail output 0 (reported once as ``frame-failed``, every one
     counted). Returns ``(x_all (n_streams, n), llr_all (n, llr_width) or None, failures)`` with
-    ``failures`` the ``(key, exception)`` of every failed frame.
+    ``failures`` the ``(key, exception, first column)`` of every failed frame.
     """
     n = y_all.shape[1]
     x_all = torch.zeros(n_streams, n, dtype=torch.complex64)
@@ -206,7 +206,7 @@ def detect_groups(block, y_all: torch.Tensor, groups: dict, detect, n_streams: i
                 try:
                     parts.append(([a], detect(y_all[:, a:a + length].unsqueeze(0), [st], key)))
                 except Exception as exc:  # noqa: BLE001 - contained to this frame
-                    failed.append((key, exc))
+                    failed.append((key, exc, a))
                     block.failures.report("frame-failed", f"{block.name()}: detection failed on the frame at item "
                                           f"{block.nitems_read(0) + a} ({type(exc).__name__}: {exc}); its vectors "
                                           "output 0, the other frames are unaffected")

@@ -61,6 +61,7 @@ class error_rate_probe(gr.sync_block):
         self._ser = ErrorRate(0, 0, "complex symbol")
         self._ber = ErrorRate(0, 0, "bit")
         self._frame_counts: list[tuple[int, int]] = []  # (symbol errors, symbols) per completed frame
+        self._frame_numbers: list[int] = []  # their frame numbers
         self._frame: int | None = None  # number of the frame being received
         self._pos = 0  # data vectors of it seen so far
         self._ref: torch.Tensor | None = None
@@ -93,6 +94,11 @@ class error_rate_probe(gr.sync_block):
         """``(symbol errors, symbols)`` of every completed frame, in order."""
         with self._lock:
             return list(self._frame_counts)
+
+    def frame_records(self) -> list[tuple[int, int, int]]:
+        """``(frame number, symbol errors, symbols)`` of every completed frame, in order."""
+        with self._lock:
+            return [(n, e, s) for n, (e, s) in zip(self._frame_numbers, self._frame_counts)]
 
     def unmatched_frames(self) -> list[tuple[int, int | None]]:
         """``(frame number, the number its data match or None)`` of every complete frame whose
@@ -140,6 +146,7 @@ class error_rate_probe(gr.sync_block):
             self._ser = self._ser + ErrorRate(se, sym, "complex symbol")
             self._ber = self._ber + ErrorRate(be, bits, "bit")
             self._frame_counts.append((se, sym))
+            self._frame_numbers.append(self._frame)
             cum_ser, cum_ber = self._ser.rate, self._ber.rate
         msg = {"frame": self._frame, "symbols": sym, "symbol_errors": se, "bit_errors": be, "ser": se / sym,
                "ber": be / bits, "cum_ser": cum_ser, "cum_ber": cum_ber, "matched": matched}

@@ -1,6 +1,7 @@
 """Fault injection for tests and the soak: what a radio front end or a transport does to sample
-streams (lost and inserted samples, dropped and repeated stretches, NaN bursts), applied at
-exact offsets so that a test knows the ground truth."""
+streams (lost and inserted samples, dropped and repeated stretches, NaN bursts;
+:class:`fault_injector`) and absurd side information (:class:`tag_corruptor`), applied at exact
+offsets or frames so that a test knows the ground truth."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pmt
+import torch
 from gnuradio import gr
 
-from ._common import RX_TIME, FailureLog, guarded_work
+from ._common import CSI, FRAME_START, NOISE_VAR, RX_TIME, FailureLog, csi_to_pmt, guarded_work, tag_int
 
 FAULT_KINDS = ("delete", "insert", "nan", "repeat")
 
@@ -21,7 +23,8 @@ class Fault:
     """``kind`` applied at input sample ``offset`` (absolute) over ``count`` samples:
 
     * ``delete``: the ``count`` samples from ``offset`` are lost (their tags too), as in a USRP
-      overflow;
+      overflow (``stamped``: followed by an ``rx_time`` tag, as UHD does; unstamped: a silent
+      slip);
     * ``insert``: ``count`` zero samples are inserted before ``offset``;
     * ``nan``: the ``count`` samples from ``offset`` become NaN (tags kept);
     * ``repeat``: the ``count`` samples from ``offset`` are sent twice, tags included (a
@@ -31,6 +34,7 @@ class Fault:
     offset: int
     kind: str
     count: int
+    stamped: bool = True  # a delete is followed by an rx_time tag (when the injector has a samp_rate)
 
     def __post_init__(self):
         if self.kind not in FAULT_KINDS:
@@ -106,7 +110,7 @@ class fault_injector(gr.basic_block):
                 if i + c > n_in:
                     break
                 i += c
-                self._stamp_next = self.samp_rate > 0
+                self._stamp_next = self.samp_rate > 0 and fault.stamped
             elif fault.kind == "insert":
                 if o + c > n_out:
                     break
@@ -131,3 +135,42 @@ class fault_injector(gr.basic_block):
         for k in range(self.n):
             self.consume(k, i)
         return o
+
+
+class tag_corruptor(gr.sync_block):
+    """``n_streams`` complex streams passed through unchanged, with the side information of
+    chosen frames made absurd: for each frame number in ``frames`` (read from the ``frame_start``
+    tags) its ``csi`` tag becomes all zeros (even positions of the sorted list) or its
+    ``noise_var`` tag 1e30 (odd positions). Every other tag is passed on as it is.
+    :attr:`corrupted` lists the frame numbers done."""
+
+    def __init__(self, n_streams: int, nr: int, nt: int, frames=()):
+        gr.sync_block.__init__(self, name="tag_corruptor", in_sig=[np.complex64] * n_streams,
+                               out_sig=[np.complex64] * n_streams)
+        self.n = int(n_streams)
+        order = sorted(set(int(f) for f in frames))
+        self._how = {f: ("csi" if i % 2 == 0 else "noise_var") for i, f in enumerate(order)}
+        self._zero_csi = csi_to_pmt(torch.zeros(nr, nt, dtype=torch.complex64))
+        self.corrupted: list[int] = []
+        self.set_tag_propagation_policy(gr.TPP_DONT)
+        self.failures = FailureLog(self.logger)
+
+    @guarded_work("zeros")
+    def work(self, input_items, output_items):
+        n = len(output_items[0])
+        for a, b in zip(input_items, output_items):
+            b[:] = a[:n]
+        tags = self.get_tags_in_window(0, 0, n)
+        numbers = {t.offset: tag_int(t.value) for t in tags if pmt.symbol_to_string(t.key) == FRAME_START}
+        for t in tags:
+            key, value = pmt.symbol_to_string(t.key), t.value
+            how = self._how.get(numbers.get(t.offset))
+            if how == key == CSI:
+                value = self._zero_csi
+            elif how == key == NOISE_VAR:
+                value = pmt.from_double(1e30)
+            if value is not t.value:
+                self.corrupted.append(numbers[t.offset])
+            for k in range(self.n):
+                self.add_item_tag(k, t.offset, t.key, value)
+        return n

@@ -11,8 +11,8 @@ from neuralmimo.estimation import LSChannelEstimator, estimate_problems
 from neuralmimo.frames import FrameLayout
 from neuralmimo.sync import PilotAligner, timeline_position, unexplained_fraction
 
-from ._common import (CSI, CSI_STALE, FRAME_START, NOISE_VAR, RX_TIME, FailureLog, big_buffers, csi_to_pmt, guarded_work,
-                      tag_float, tag_int, tags_by_key)
+from ._common import (CSI, CSI_STALE, FRAME_START, NOISE_VAR, RX_TIME, FailureLog, big_buffers, csi_to_pmt,
+                      guarded_work, tag_float, tag_int, tags_by_key)
 
 FRAMING_MODES = ("tags", "count")
 
@@ -31,15 +31,16 @@ class ls_channel_estimator(gr.basic_block):
     is the frame number); ``"count"`` assumes a frame every ``Np + Nd`` samples from the first
     sample (frame numbers from 0), e.g. for a USRP receiver started in time with the
     transmitter. Count framing re-acquires after samples are lost or inserted
-    (:mod:`neuralmimo.sync`): a frame whose pilot residual (the fraction of the pilot energy the
-    LS fit leaves) jumps above 2.5x its running median has its pilots searched again within half
-    a frame of where they were expected, and framing
-    moves to the start that fits (``reacquired``; needs ``Np > Nt``). With ``samp_rate`` > 0 it
+    (:mod:`neuralmimo.sync`): a frame whose pilot residual (its noise variance or the fraction
+    of the pilot energy the LS fit leaves) rises clearly above its running median has its pilots
+    searched again within half a frame of where they were expected, and framing
+    moves to a start that fits clearly better (``reacquired``; needs ``Np > Nt``). With ``samp_rate`` > 0 it
     also follows ``rx_time`` tags (what ``uhd_usrp_source`` emits at the start and after each
     overflow): lost samples are counted from the timestamps and the next frame is found, and
     numbered, by the timeline (``rx-time-gap``). Each re-alignment is recorded in
     :attr:`reacquisitions` (``source``: pilots or rx_time, ``offset``, ``shift`` in samples,
-    ``frame``).
+    ``frame``). A frame received twice (bit-identical samples, a retransmitted stretch) keeps
+    its number (``frame-repeat``).
 
     Bad input never stops the stream:
 
@@ -90,6 +91,7 @@ class ls_channel_estimator(gr.basic_block):
         self._time_done = -1  # absolute offset of the last rx_time tag followed
         self._lost = 0  # samples lost upstream so far (timeline position - stream offset)
         self.reacquisitions: list[dict] = []
+        self._previous_pilots: tuple[int, torch.Tensor] | None = None  # (number, pilots) of the last frame
         self.set_output_multiple(self.layout.n_data)
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.failures = FailureLog(self.logger)
@@ -199,30 +201,32 @@ class ls_channel_estimator(gr.basic_block):
             return True
         return False
 
-    def _check_alignment(self, frames: list, fraction: torch.Tensor, input_items, r0: int, n_in: int) -> int:
-        """Count framing: how many of ``frames`` are aligned, given the unexplained fraction of
-        each frame's pilots. At the first suspect frame (:class:`neuralmimo.sync.PilotAligner`)
-        the pilots are searched again around it; if another start fits, framing moves there
-        (logged, counted as ``reacquired``, recorded in :attr:`reacquisitions`) and the frames
-        from it on are cut, to be cut again from the new start. A suspect frame too close to the
-        buffer's end to search waits for more input."""
+    def _check_alignment(self, frames: list, fraction: torch.Tensor, nv: torch.Tensor, input_items, r0: int,
+                         n_in: int) -> int:
+        """Count framing: how many of ``frames`` are aligned, given each frame's unexplained
+        pilot fraction and residual noise variance. At the first suspect frame
+        (:class:`neuralmimo.sync.PilotAligner`) the pilots are searched again around it; if
+        another start fits clearly better, framing moves there (logged, counted as
+        ``reacquired``, recorded in :attr:`reacquisitions`) and the frames from it on are cut, to
+        be cut again from the new start. A suspect frame too close to the buffer's end to search
+        waits for more input."""
         al = self._aligner
         for i, (start, number) in enumerate(frames):
-            v = float(fraction[i])
-            if not al.suspect(v):
-                al.accept(v)
+            f, v = float(fraction[i]), float(nv[i])
+            if not al.suspect(f, v):
+                al.accept(f, v)
                 continue
             if start + al.span + self.layout.n_pilots > n_in:
                 self._next_start, self._next_number = r0 + start, number
                 return i
-            jump = f"pilot residual ({v:.3g} of the pilot energy) above {al.jump:g}x its running median {al.median():.3g}"
-            found = al.search(input_items, r0 + start, r0)
-            if found is None:  # no alignment brings the residual back: not a slip
-                al.accept(v)
-                self.failures.report("pilot-residual-jump", f"{self.name()}: frame {number}: {jump}, but no start "
+            found = al.search(input_items, r0 + start, r0, f)
+            rise = f"pilot residual rose ({f:.3g} of the pilot energy unexplained, running median {al.median():.3g})"
+            if found is None:  # no start fits clearly better: not a slip
+                al.accept(f, v)
+                self.failures.report("pilot-residual-jump", f"{self.name()}: frame {number}: {rise}, but no start "
                                      "nearby fits better (interference or an SNR change): alignment kept")
                 continue
-            self.failures.report("reacquired", f"{self.name()}: frame {number}: {jump}: samples slipped; pilots "
+            self.failures.report("reacquired", f"{self.name()}: frame {number}: {rise}: samples slipped; pilots "
                                  f"found again {found.shift:+d} samples from the expected start (re-acquired)")
             if found.shift > 0:
                 self.dropped_samples += found.shift
@@ -232,6 +236,27 @@ class ls_channel_estimator(gr.basic_block):
             self._next_start, self._next_number = found.start, number
             return i
         return len(frames)
+
+    def _number_repeats(self, frames: list, y_p: torch.Tensor) -> list:
+        """Count framing: a frame whose received pilots are bit-identical to the previous frame's
+        is that frame again (a transport that retransmitted a stretch; a radio never receives
+        the same noise twice): it keeps the previous number (``frame-repeat``) and the frames
+        after it are numbered on from there."""
+        out, shift = [], 0
+        for i, (start, number) in enumerate(frames):
+            pilots = y_p[i]
+            number -= shift
+            if self._previous_pilots is not None and bool(pilots.abs().amax() > 0) and \
+                    torch.equal(pilots, self._previous_pilots[1]):
+                number = self._previous_pilots[0]
+                shift += 1
+                self._lost -= self.layout.length
+                self.failures.report("frame-repeat", f"{self.name()}: frame {number} received twice (bit-identical "
+                                     "samples: a retransmitted stretch); the copy keeps its number")
+            self._previous_pilots = (number, pilots.clone())
+            out.append((start, number))
+        self._next_number -= shift
+        return out
 
     def _follow_number(self, offset: int, number: int | None) -> None:
         """A frame tag where the next frame is expected: its value is the frame number. A jump
@@ -247,7 +272,8 @@ class ls_channel_estimator(gr.basic_block):
             self._next_number = number
         elif number < expected:
             self.failures.report("frame-repeat", f"{self.name()}: frame tag at sample {offset} says frame {number}, "
-                                 f"expected {expected} (a repeated frame or a restarted transmitter); following the tag")
+                                 f"expected {expected} (a repeated frame or a restarted transmitter); following the "
+                                 "tag")
             self._next_number = number
 
     def _start_at(self, offset: int, number: int | None) -> None:
@@ -281,8 +307,10 @@ class ls_channel_estimator(gr.basic_block):
                 nv = torch.full_like(nv, self.fallback_noise_var)
             if self._aligner is not None:
                 fraction = unexplained_fraction(y_p, nv, lay.nt)
-                count = self._check_alignment(frames, fraction, input_items, self.nitems_read(0), n_in)
+                count = self._check_alignment(frames, fraction, nv, input_items, self.nitems_read(0), n_in)
                 frames, h, nv = frames[:count], h[:count], nv[:count]
+            if self.framing == "count":
+                frames = self._number_repeats(frames, y_p)
             for w, out in zip(windows, output_items):
                 out[: len(frames) * lay.n_data].reshape(len(frames), lay.n_data)[:] = w[: len(frames), n_p:]
             problems = estimate_problems(h, self.rcond)
@@ -296,8 +324,8 @@ class ls_channel_estimator(gr.basic_block):
                 if problem is None:
                     self._last_good = (h[i], float(nv[i]))
                 else:
-                    self.failures.report(problem, f"{self.name()}: frame {number}: {problem}; its data keep the "
-                                         "last good channel estimate and are tagged csi_stale")
+                    self.failures.report(problem.split(" (")[0], f"{self.name()}: frame {number}: {problem}; its "
+                                         "data keep the last good channel estimate and are tagged csi_stale")
                     reason = problem if self._last_good is not None else f"{problem} (no good estimate yet)"
                     tags.append((key_s, pmt.string_to_symbol(reason)))
                 if self._last_good is not None:

@@ -94,8 +94,13 @@ class neural_detector(gr.sync_block):
     sets torch's thread count in the block's streaming thread.
 
     Bad input as in the linear detector: malformed or degenerate ``csi``/``noise_var`` keep the
-    last good values (the frame is tagged ``csi_stale`` and counted), NaN/Inf vectors are zeroed, vectors before the first estimate or model come out 0;
-    each logged once and counted in :meth:`problems`.
+    last good values (the frame is tagged ``csi_stale`` and counted), NaN/Inf vectors are
+    zeroed, vectors before the first estimate or model come out 0; each logged once and counted
+    in :meth:`problems`. A frame on which the model raises is retried alone and output as 0
+    (``frame-failed``; its number in :attr:`failed_frames`). A new model that raises within its
+    first ``PROBATION_FRAMES`` frames is reverted at once, and the frames it failed on are
+    detected again by the model it replaced; one more than ``max_slowdown`` times slower per
+    vector is reverted at the next frame boundary (``reverted`` on ``status``, :attr:`reverts`).
     """
 
     def __init__(self, nr: int = 12, nt: int = 8, modulation: str = "bpsk", model: str = "", watch_dir: str = "",
@@ -118,11 +123,13 @@ class neural_detector(gr.sync_block):
         self._lock = threading.Lock()
         self._active = None       # FrameDetector in force (streaming thread only)
         self._previous = None     # the one it replaced: what a failing new model reverts to
+        self._predecessor: dict[int, object] = {}  # id(model) -> the model it replaced, for this call's models
         self._pending = None      # validated FrameDetector waiting for a frame boundary
         self._pending_revert = False  # the pending one is a revert (it does not become "previous")
         self._timing: dict[int, list] = {}  # id(detector) -> [frames, vectors, seconds]
         self.max_slowdown = float(max_slowdown)
         self.reverts: list[dict] = []
+        self.failed_frames: list[int | None] = []  # numbers of the frames a model failed on (output 0)
         self._estimate = EstimateTags(self, self.nr, self.nt, noise_floor=0.0)  # DeepSIC divides by sqrt(nv)
         self._n_users: int | None = None
         self._frame_number: int | None = None
@@ -314,37 +321,69 @@ class neural_detector(gr.sync_block):
         self._stop_threads()
 
     # ----------------------------------------------------------------- run-time failures
-    def _check_new_model(self, models: dict, failed: list) -> None:
-        """A model in force for fewer than ``PROBATION_FRAMES`` frames that failed on a frame, or
-        that runs more than ``max_slowdown`` times slower per vector than the model it replaced,
-        is replaced by that previous model from the next frame on (``reverted`` on ``status``).
-        Later failures are contained to their frames."""
-        det = self._active
-        if det is None or self._previous is None:
+    def _check_slowdown(self) -> None:
+        """A new model running more than ``max_slowdown`` times slower per vector than the model
+        it replaced is replaced by that model from the next frame boundary on (``reverted``)."""
+        det, previous = self._active, self._previous
+        if det is None or previous is None:
             return
         frames, vectors, seconds = self._timing.get(id(det), (0, 0, 0.0))
-        reason = None
-        errors = [exc for key, exc in failed if key == id(det)]
-        if errors and frames < PROBATION_FRAMES + len(errors):
-            reason = f"it failed on a frame ({type(errors[0]).__name__}: {errors[0]})"
-        else:
-            prev = self._timing.get(id(self._previous))
-            if prev and prev[1] and vectors and frames < PROBATION_FRAMES * 4:
-                slowdown = (seconds / vectors) / max(prev[2] / prev[1], 1e-12)
-                if frames >= 4 and slowdown > self.max_slowdown:
-                    reason = f"it runs {slowdown:.0f}x slower per vector than the model it replaced"
-        if reason is None:
+        prev = self._timing.get(id(previous))
+        if not (prev and prev[1] and vectors and 4 <= frames < PROBATION_FRAMES * 4):
             return
-        previous, self._previous = self._previous, None
+        slowdown = (seconds / vectors) / max(prev[2] / prev[1], 1e-12)
+        if slowdown <= self.max_slowdown:
+            return
+        self._previous = None
         with self._lock:  # in force from the next frame boundary, unless a newer request is waiting
             if self._pending is None:
                 self._pending, self._pending_revert = previous, True
+        self._report_revert(det, previous, f"it runs {slowdown:.0f}x slower per vector than the model it replaced")
+
+    def _report_revert(self, det, to, reason: str) -> None:
         d = det.describe()
         info = {"event": "reverted", "path": d["path"], "sha256": d["sha256"], "reason": reason,
-                "to": previous.describe()["path"], "time": _now()}
+                "to": to.describe()["path"], "time": _now()}
         self.logger.error(f"model {d['path']} reverted to {info['to']}: {reason}")
         self.reverts.append(info)
         self._status(info)
+
+    def _revert_failed(self, groups: dict, failed: list, redetect) -> list:
+        """A model in force for fewer than ``PROBATION_FRAMES`` frames that failed on a frame is
+        replaced at once by the model it replaced, which detects again every frame the failing
+        model had in this call from its first failure on (so none is lost; a ``model`` tag marks
+        where); ``reverted`` on ``status``. ``redetect(groups)`` detects; returns the failures
+        that remain (later failures of a model past probation are contained to their frames)."""
+        for key in dict.fromkeys(k for k, _, _ in failed):
+            errors = [exc for k, exc, _ in failed if k == key]
+            pred = self._predecessor.get(key)
+            if pred is None or self._timing.get(key, (0,))[0] >= PROBATION_FRAMES + len(errors):
+                continue
+            first = min(a for k, _, a in failed if k == key)
+            redo: dict[tuple[int, int], list] = {}
+            model = None
+            for (length, k), segs in groups.items():
+                for a, st in segs:
+                    if k == key and a >= first:
+                        model = st[0]
+                        redo.setdefault((length, id(pred)), []).append((a, (pred, *st[1:])))
+            failed = [f for f in failed if f[0] != key] + redetect(redo)
+            self._tag_model(self.nitems_written(0) + first, pred)
+            for k, before in list(self._predecessor.items()):  # a later model replaced the failing one
+                if before is model:
+                    self._predecessor[k] = pred
+            if self._active is model:
+                self._active, self._previous = pred, None
+            elif self._previous is model:
+                self._previous = pred
+            self._report_revert(model, pred, f"it failed on a frame ({type(errors[0]).__name__}: {errors[0]})")
+        return failed
+
+    def _tag_model(self, offset: int, det) -> None:
+        d = det.describe()
+        value = pmt.to_pmt({"architecture": d["architecture"], "sha256": d["sha256"], "path": d["path"]})
+        for k in range(self.nt + self.llr_output):
+            self.add_item_tag(k, offset, pmt.intern(MODEL), value)
 
     # ----------------------------------------------------------------- streaming
     def _frame_boundary(self, tags: list, offset: int) -> None:
@@ -367,10 +406,11 @@ class neural_detector(gr.sync_block):
             revert, self._pending_revert = self._pending_revert, False
         if pending is not None:
             self._previous, self._active = (None if revert else self._active), pending
+            if self._previous is not None:
+                self._predecessor[id(pending)] = self._previous
+            self._timing[id(pending)] = [0, 0, 0.0]  # its own probation (an id may be reused after a model is freed)
+            self._tag_model(offset, pending)
             d = pending.describe()
-            value = pmt.to_pmt({"architecture": d["architecture"], "sha256": d["sha256"], "path": d["path"]})
-            for k in range(self.nt + self.llr_output):
-                self.add_item_tag(k, offset, pmt.intern(MODEL), value)
             info = {"event": "swapped", **d, "offset": int(offset), "frame": self._frame_number, "time": _now()}
             self.swaps.append(info)
             self._status(info)
@@ -381,6 +421,7 @@ class neural_detector(gr.sync_block):
         y_all, segments = frame_segments(self, input_items, len(output_items))
         # segments between frame boundaries; equal-length segments of one model run batched
         groups: dict[tuple[int, int], list] = {}
+        numbers: dict[int, int | None] = {}  # first column of a segment -> its frame number
         est = self._estimate
         for a, b, offset, boundary_tags in segments:
             if boundary_tags:
@@ -393,7 +434,7 @@ class neural_detector(gr.sync_block):
                 continue
             groups.setdefault((b - a, id(self._active)), []).append(
                 (a, (self._active, est.h, est.noise_var, self._n_users or self.nt)))
-        models = {id(st[0]): st[0] for segs in groups.values() for _, st in segs}
+            numbers[a] = self._frame_number
 
         def detect(y, states, key):
             det = states[0][0]
@@ -407,9 +448,27 @@ class neural_detector(gr.sync_block):
             timing[2] += time.perf_counter() - t0
             return x, llr  # x: (S, Nt, length), llr: (S, length, Nt, B) user-major
 
-        x_all, llr_all, failed = detect_groups(self, y_all, groups, detect, self.nt,
-                                               self.nt * self.bits_per_symbol if self.llr_output else 0)
-        self._check_new_model(models, failed)
+        llr_width = self.nt * self.bits_per_symbol if self.llr_output else 0
+        x_all, llr_all, failed = detect_groups(self, y_all, groups, detect, self.nt, llr_width)
+
+        def redetect(redo):
+            x_re, llr_re, failed_re = detect_groups(self, y_all, redo, detect, self.nt, llr_width)
+            for (length, _), segs in redo.items():
+                for a, _ in segs:
+                    x_all[:, a:a + length] = x_re[:, a:a + length]
+                    if llr_all is not None:
+                        llr_all[a:a + length] = llr_re[a:a + length]
+            return failed_re
+
+        if failed:
+            failed = self._revert_failed(groups, failed, redetect)
+        self._check_slowdown()
+        # only this call's models, the one in force and the one it replaced need their records
+        # later (ids of freed models may be reused)
+        live = {k for _, k in groups} | {id(self._active), id(self._previous)}
+        self._predecessor = {k: v for k, v in self._predecessor.items() if k in live}
+        self._timing = {k: v for k, v in self._timing.items() if k in live}
+        self.failed_frames.extend(numbers.get(a) for _, _, a in failed)
         write_streams(output_items[: self.nt], x_all)
         if llr_all is not None:
             output_items[self.nt][:n] = llr_all.numpy()

@@ -1,12 +1,15 @@
 """Load on the blocks: the classical flowgraph against its own kernels (:func:`bench_flowgraph`),
-the neural detector block against its kernel (:func:`bench_neural_flowgraph`) and the hot-swap
-soak (:func:`soak_neural`: >= 10^7 vectors with >= 100 model swaps, valid and invalid mixed).
+the neural detector block against its kernel (:func:`bench_neural_flowgraph`), the hot-swap
+soak (:func:`soak_neural`: >= 10^7 vectors with >= 100 model swaps, valid and invalid mixed)
+and the fault soak (:func:`soak_faults`: the count-framed receiver under slips, dropped and
+repeated frames, NaN bursts, absurd tags, invalid and failing models).
 
 Used by ``neuralmimo bench flowgraph``, ``bench neural`` and ``soak`` (``make bench``, ``make soak``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,8 +27,8 @@ from tqdm import tqdm
 from neuralmimo.bundle import MANIFEST, WEIGHTS, file_sha256, save_model
 from neuralmimo.channels import make_channel, transmit
 from neuralmimo.constellation import Constellation
-from neuralmimo.detectors import SystemSpec, linear_detect, load_detector
-from neuralmimo.detectors.deepsic import HYPERNET_CODEC, ModularHypernetwork, ModuleSpec
+from neuralmimo.detectors import REGISTRY, SystemSpec, linear_detect, load_detector
+from neuralmimo.detectors.deepsic import HYPERNET_CODEC, HyperDeepSICDetector, ModularHypernetwork, ModuleSpec
 from neuralmimo.detectors.sdnet import SDNET_CODEC
 from neuralmimo.estimation import LSChannelEstimator, estimate_problems
 from neuralmimo.frames import FrameLayout, frame_data_indices
@@ -33,6 +36,8 @@ from neuralmimo.lab.bench import random_sdnet
 from neuralmimo.snr import noise_variance
 
 from ._common import TORCH_THREADS_PER_BLOCK, csi_to_pmt
+from .error_rate_probe import error_rate_probe
+from .faults import Fault, fault_injector, tag_corruptor
 from .harness import gr_tag, quiet_info_logs, run_flowgraph
 from .linear_detector import linear_detector
 from .ls_channel_estimator import ls_channel_estimator
@@ -353,4 +358,245 @@ def format_soak(r: dict) -> str:
              *[f"    - ...{k}" for k in r["refusal_kinds"]],
              f"  RSS {r['rss_warm_mb']:.0f} MB after 10 % -> {r['rss_end_mb']:.0f} MB at the end: growth "
              f"{r['rss_growth_pct']:+.1f} %"]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- fault soak
+class _FailingDeepSIC(HyperDeepSICDetector):
+    """hypernetwork-DeepSIC that passes validation (its dummy frame has noise variance 1) and then
+    raises on every frame: a model that fails only at run time. Registered for the soak only."""
+
+    codec = dataclasses.replace(HYPERNET_CODEC, architecture="soak-failing-deepsic")
+
+    def detect_with_llr(self, y, h, noise_var, n_users=None, llr=True):
+        if not bool((torch.as_tensor(noise_var) == 1).all()):
+            raise RuntimeError("soak: this model fails at run time")
+        return super().detect_with_llr(y, h, noise_var, n_users, llr)
+
+
+FAULT_SOAK_KINDS = ("slip-delete", "slip-insert", "drop-frame", "repeat-frame", "nan-burst", "absurd-tag")
+
+
+def fault_schedule(rng: np.random.Generator, n_frames: int, length: int, span: int, spacing=(10, 30)):
+    """Random stream faults, one every ``spacing`` frames (after 8 clean frames), and what each
+    may cost. Returns ``(faults, corrupt_frames, events)``; an event is a dict with the kind, the
+    source frame it lands in, and ``hit``: the source frames it may spoil (a silent slip: its
+    frame and the next, found from the pilots; a stamped overflow dropping a frame: that frame;
+    a repeated frame: none, it arrives twice)."""
+    faults, corrupt, events = [], [], []
+    k = 8
+    while k < n_frames - 4:
+        kind = FAULT_SOAK_KINDS[int(rng.integers(len(FAULT_SOAK_KINDS)))]
+        o = k * length + int(rng.integers(0, length))
+        c = int(rng.integers(1, span))
+        if kind == "slip-delete":
+            faults.append(Fault(o, "delete", c, stamped=False))
+            hit = set(range(o // length, (o + c) // length + 2))
+        elif kind == "slip-insert":
+            faults.append(Fault(o, "insert", c))
+            hit = {o // length, o // length + 1}
+        elif kind == "drop-frame":
+            o, c = k * length, length
+            faults.append(Fault(o, "delete", c, stamped=True))
+            hit = {k}
+        elif kind == "repeat-frame":
+            o, c = k * length, length
+            faults.append(Fault(o, "repeat", c))
+            hit = set()
+        elif kind == "nan-burst":
+            o, c = k * length + int(rng.integers(0, length - 64)), int(rng.integers(1, 64))
+            faults.append(Fault(o, "nan", c))
+            hit = {k}
+        else:
+            o, c = k * length, 0
+            corrupt.append(k)
+            hit = {k}
+        events.append({"kind": kind, "offset": o, "count": c, "frame": o // length, "hit": sorted(hit)})
+        k += int(rng.integers(*spacing))
+    return faults, corrupt, events
+
+
+def soak_faults(models: Path, vectors: int = 10_000_000, interval_s: float = 0.25, seed: int = 0,
+                n_pilots: int = 32, n_data: int = 992, snr_db: float = 10.0, timeout_s: float = 3600,
+                progress: bool = True) -> dict:
+    """The receiver a USRP feeds (count framing with ``rx_time``) under a fault schedule.
+
+    frame source -> ``deepsic-sed`` channel (12x8 BPSK, ``snr_db`` in the deepsic convention)
+    -> :class:`~gnuradio.neuralmimo.faults.fault_injector` (silent slips of up to half a frame,
+    both ways; frames dropped by a stamped overflow; repeated frames; NaN bursts) -> LS
+    estimator (count framing, ``rx_time``) -> :class:`~gnuradio.neuralmimo.faults.tag_corruptor`
+    (all-zero ``csi``, ``noise_var`` 1e30) -> neural detector (hypernetwork-DeepSIC) -> error-rate
+    probe, while a thread requests models every ``interval_s``: the two shipped bundles, invalid
+    ones (flipped weight byte, pickle, missing, wrong architecture) and one that passes validation
+    but fails at run time (to be reverted).
+
+    Ground truth is the schedule: every source frame that no fault may spoil (a *good* frame)
+    must reach the probe under its own number and match its reference. Reports vectors in/out,
+    frames lost/duplicated/misnumbered, re-acquisitions and their latency in frames, model
+    reverts, RSS growth; ``ok`` is False on any misnumbered frame, any good frame lost or
+    unmatched, or any duplicate other than the repeated frames."""
+    quiet_info_logs()
+    nr, nt, length = 12, 8, n_pilots + n_data
+    samp_rate = 1e6
+    n_frames = max(16, -(-vectors // n_data))
+    span = (length - 1) // 2
+    rng = np.random.default_rng(seed)
+    faults, corrupt, events = fault_schedule(rng, n_frames, length, span)
+    valid = [models / "hypernet-deepsic-sed-n12", models / "hypernet-deepsic-tv-n12"]
+    registered = "soak-failing-deepsic" not in REGISTRY
+    REGISTRY["soak-failing-deepsic"] = _FailingDeepSIC
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            flipped, pickled, failing = tmp / "flipped", tmp / "pickled", tmp / "failing"
+            for b in (flipped, pickled, failing):
+                shutil.copytree(valid[0], b)
+            raw = bytearray((flipped / WEIGHTS).read_bytes())
+            raw[-3] ^= 0xFF
+            (flipped / WEIGHTS).write_bytes(bytes(raw))
+            (pickled / WEIGHTS).write_bytes(PICKLED_DICT)
+            m = json.loads((pickled / MANIFEST).read_text())
+            m["weights_sha256"] = file_sha256(pickled / WEIGHTS)
+            (pickled / MANIFEST).write_text(json.dumps(m))
+            m = json.loads((failing / MANIFEST).read_text())
+            m["architecture"]["name"] = "soak-failing-deepsic"
+            (failing / MANIFEST).write_text(json.dumps(m))
+            invalid = [flipped, pickled, tmp / "missing", models / "sdnet-learngene-umi50"]
+
+            tb = gr.top_block()
+            src = mimo_frame_source(nt, n_pilots, n_data, "bpsk", False, seed, n_frames)
+            chan = mimo_channel(nt, nr, "deepsic-sed", snr_db, length, 0, 0.0, seed, "deepsic")
+            inj = fault_injector(nr, faults, samp_rate)
+            est = ls_channel_estimator(nr, nt, n_pilots, n_data, "count", samp_rate=samp_rate)
+            cor = tag_corruptor(nr, nr, nt, corrupt)
+            det = neural_detector(nr, nt, "bpsk", str(valid[0]))
+            probe = error_rate_probe(nt, n_data, "bpsk", seed)
+            for k in range(nt):
+                tb.connect((src, k), (chan, k))
+                tb.connect((det, k), (probe, k))
+            for r in range(nr):
+                tb.connect((chan, r), (inj, r))
+                tb.connect((inj, r), (est, r))
+                tb.connect((est, r), (cor, r))
+                tb.connect((cor, r), (det, r))
+            done = threading.Event()
+            requests = {"valid": 0, "invalid": 0, "failing": 0}
+
+            def swapper():
+                i = 0
+                while not done.wait(interval_s):
+                    if i % 7 == 6:
+                        det.set_model(str(failing))
+                        requests["failing"] += 1
+                    elif i % 3 == 2:
+                        det.set_model(str(invalid[(i // 3) % len(invalid)]))
+                        requests["invalid"] += 1
+                    else:
+                        det.set_model(str(valid[(requests["valid"] + 1) % 2]))
+                        requests["valid"] += 1
+                    i += 1
+
+            rss_start = _rss_bytes()
+            rss_warm = [None]
+            rss_trace: list[tuple[int, int]] = []  # (frames received, RSS MB) every 10 %
+            th = threading.Thread(target=swapper, daemon=True)
+            th.start()
+            stop_poll = threading.Event()
+            bar = tqdm(total=n_frames, unit="frame", desc="fault soak", disable=not progress)
+
+            def poll():
+                while not stop_poll.wait(0.5):
+                    bar.n = probe.frames()
+                    if rss_warm[0] is None and probe.frames() >= n_frames // 10:
+                        rss_warm[0] = _rss_bytes()
+                    if probe.frames() >= len(rss_trace) * n_frames // 10:
+                        rss_trace.append((probe.frames(), round(_rss_bytes() / 2**20)))
+                    bar.set_postfix(reacq=len(est.reacquisitions), reverts=len(det.reverts),
+                                    refused=len(det.refusals))
+                    bar.refresh()
+
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
+            wall = run_flowgraph(tb, timeout_s)
+            done.set()
+            stop_poll.set()
+            th.join()
+            poller.join()
+            bar.n = probe.frames()
+            bar.close()
+            det.wait_idle()
+            rss_end = _rss_bytes()
+            det.close()
+    finally:
+        if registered:
+            REGISTRY.pop("soak-failing-deepsic", None)
+
+    # ---- compare with the ground truth
+    records = probe.frame_records()
+    seen: dict[int, int] = {}
+    for number, _, _ in records:
+        seen[number] = seen.get(number, 0) + 1
+    spoiled = {f for e in events for f in e["hit"]} | {f for f in det.failed_frames if f is not None}
+    repeated = {e["frame"] for e in events if e["kind"] == "repeat-frame"}
+    good = [f for f in range(n_frames) if f not in spoiled]
+    unmatched = probe.unmatched_frames()
+    misnumbered = [(n, m) for n, m in unmatched if m is not None]
+    lost_good = sorted({f for f in good if f not in seen} | {n for n, m in unmatched if m is None and n in good})
+    unexpected_dup = sorted(f for f, c in seen.items() if c > (2 if f in repeated else 1))
+    # re-acquisition latency: source frames from each silent slip to the frame framing moved at
+    slips = [(e, a) for e, a in zip([e for e in events if e["kind"] != "absurd-tag"], inj.applied)
+             if e["kind"] in ("slip-delete", "slip-insert")]
+    pilot_reacq = [r for r in est.reacquisitions if r["source"] == "pilots"]
+    latency = []
+    for e, a in slips:
+        after = [r for r in pilot_reacq if r["offset"] >= a["out_offset"] - span]
+        if after:
+            latency.append(after[0]["frame"] - e["frame"])
+    good_set = set(good)
+    good_errors = sum(e for n, e, _ in records if n in good_set and seen[n] == 1)
+    good_symbols = sum(s for n, _, s in records if n in good_set and seen[n] == 1)
+    warm = rss_warm[0] or rss_start
+    kinds = {k: sum(1 for e in events if e["kind"] == k) for k in FAULT_SOAK_KINDS}
+    r = {"vectors_in": n_frames * n_data, "vectors_out": probe.symbols() // nt, "frames_sent": n_frames,
+         "frames_received": len(records), "faults": kinds, "faults_applied": len(inj.applied),
+         "tags_corrupted": len(cor.corrupted), "good_frames": len(good), "lost_good_frames": lost_good,
+         "misnumbered_frames": misnumbered, "unexpected_duplicates": unexpected_dup,
+         "repeated_frames_seen_twice": sum(1 for f in repeated if seen.get(f) == 2),
+         "reacquisitions_pilots": len(pilot_reacq),
+         "reacquisitions_rx_time": sum(1 for x in est.reacquisitions if x["source"] == "rx_time"),
+         "silent_slips": len(slips), "slips_reacquired": len(latency),
+         "latency_frames_max": max(latency, default=0), "latency_frames_mean": float(np.mean(latency)) if latency else 0.0,
+         "good_frame_ser": good_errors / max(good_symbols, 1),
+         "estimator_problems": est.problems(), "detector_problems": det.problems(), "probe_problems": probe.problems(),
+         "swaps": len(det.swaps) - 1, "requests": requests, "refusals": len(det.refusals), "reverts": len(det.reverts),
+         "model_failed_frames": len(det.failed_frames),
+         "rss_warm_mb": warm / 2**20, "rss_end_mb": rss_end / 2**20, "rss_growth_pct": 100.0 * (rss_end - warm) / warm,
+         "rss_trace_mb": rss_trace, "wall_s": wall, "vectors_per_s": n_frames * n_data / wall,
+         "events": events, "reacquisitions": est.reacquisitions}
+    r["ok"] = not (misnumbered or lost_good or unexpected_dup)
+    return r
+
+
+def format_soak_faults(r: dict) -> str:
+    f = r["faults"]
+    lines = [
+        f"fault soak: {r['vectors_in']:,} vectors in, {r['vectors_out']:,} out; {r['frames_sent']:,} frames sent, "
+        f"{r['frames_received']:,} received ({r['vectors_per_s']:,.0f} vectors/s, {r['wall_s']:.0f} s)",
+        f"  faults applied {r['faults_applied']} + {r['tags_corrupted']} absurd tags: " +
+        ", ".join(f"{k} {v}" for k, v in f.items()),
+        f"  silent slips {r['silent_slips']}: re-acquired from the pilots {r['slips_reacquired']}, latency "
+        f"{r['latency_frames_mean']:.2f} frames mean, {r['latency_frames_max']} max; rx_time re-alignments "
+        f"{r['reacquisitions_rx_time']}",
+        f"  repeated frames seen twice under their number: {r['repeated_frames_seen_twice']}/{f['repeat-frame']}",
+        f"  models: {r['swaps']} swaps, {r['refusals']} refused, {r['reverts']} reverted, frames a model failed on "
+        f"{r['model_failed_frames']}",
+        f"  good frames {r['good_frames']:,}: lost or unmatched {len(r['lost_good_frames'])}, misnumbered frames "
+        f"{len(r['misnumbered_frames'])}, unexpected duplicates {len(r['unexpected_duplicates'])}; SER of good frames "
+        f"{r['good_frame_ser']:.2e} -> {'OK' if r['ok'] else 'FAILED'}",
+        f"  RSS {r['rss_warm_mb']:.0f} MB after 10 % -> {r['rss_end_mb']:.0f} MB at the end: growth "
+        f"{r['rss_growth_pct']:+.1f} %",
+    ]
+    if not r["ok"]:
+        lines.append(f"  lost good: {r['lost_good_frames'][:20]} misnumbered: {r['misnumbered_frames'][:20]} "
+                     f"duplicates: {r['unexpected_duplicates'][:20]}")
     return "\n".join(lines)

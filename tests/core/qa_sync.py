@@ -26,7 +26,8 @@ def _warm(al, y, frames=8):
     est = al.estimator
     for f in range(frames):
         y_p = torch.from_numpy(np.ascontiguousarray(y[:, f * LAY.length:f * LAY.length + NP]))[None]
-        al.accept(float(unexplained_fraction(y_p, est(y_p)[1], NT)[0]))
+        nv = est(y_p)[1]
+        al.accept(float(unexplained_fraction(y_p, nv, NT)[0]), float(nv[0]))
 
 
 @pytest.mark.parametrize("shift", [-31, -1, 1, 7, 31])
@@ -35,9 +36,9 @@ def test_search_finds_the_shifted_pilots_exactly(shift):
     al = PilotAligner(LSChannelEstimator(LAY.pilots()), span=(LAY.length - 1) // 2)
     _warm(al, y)
     true_start = 9 * LAY.length
-    found = al.search(list(y), true_start - shift, 0)  # framing expects the frame `shift` off
+    found = al.search(list(y), true_start - shift, 0, fraction=1.0)  # framing expects the frame `shift` off
     assert found is not None and (found.start, found.shift) == (true_start, shift)
-    assert al.search(list(y), true_start, 0) is None  # aligned already: nothing to do
+    assert al.search(list(y), true_start, 0, fraction=1.0) is None  # aligned already: nothing to do
 
 
 def test_zeros_and_noise_are_not_pilots():
@@ -47,8 +48,8 @@ def test_zeros_and_noise_are_not_pilots():
     start = 9 * LAY.length
     z = y.copy()
     z[:, start - 40:start + LAY.length] = 0  # a gap of zeros where the frame should be
-    assert al.search(list(z), start, 0) is None  # an empty window never wins
-    assert al.suspect(float("inf")) and not al.suspect(float("nan"))
+    assert al.search(list(z), start, 0, fraction=1.0) is None  # an empty window never wins
+    assert al.suspect(float("inf"), 0.0) and not al.suspect(float("nan"), 1.0)
 
 
 def test_needs_a_residual():

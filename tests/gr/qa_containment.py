@@ -135,7 +135,8 @@ def test_neural_detector_contains_a_failing_frame(bundles):
 
 def test_a_new_model_failing_on_its_first_frames_is_reverted(bundles):
     """good is in force; flaky is requested and fails on the first poisoned frame after its swap:
-    the block reverts to good at the next frame boundary and says so on status."""
+    the block reverts to good at once, detects the frames flaky failed on again with good (none
+    is lost), marks it with a model tag and says so on status."""
     n = 120
     h, y, nv = _frames(n, poisoned=range(0, n, 3))  # good ignores the poison, flaky fails on it
     det = neural_detector(NR, NT, "qpsk", str(bundles["good"]))
@@ -155,10 +156,14 @@ def test_a_new_model_failing_on_its_first_frames_is_reverted(bundles):
     rev = events[kinds.index("reverted")]
     assert rev["path"] == str(bundles["flaky"]) and rev["to"] == str(bundles["good"]) and "failed" in rev["reason"]
     assert det.model_info()["path"] == str(bundles["good"])  # good is in force again
-    # after the revert every frame is detected again (good never fails)
-    last_swap = max(s["offset"] for s in det.swaps)
-    first = last_swap // ND
-    assert first < n - 5 and all(np.abs(out[f]).max() > 0 for f in range(first, n))
+    # no frame is lost: the ones flaky failed on were detected again by good
+    assert all(np.abs(out[f]).max() > 0 for f in range(n)) and det.failed_frames == []
+    assert det.problems()["frame-failed"] >= 1  # it did fail
+    want = load_detector(bundles["good"]).detect(y, h, nv.float()).numpy()
+    swapped = [s["frame"] for s in det.swaps if s["path"] == str(bundles["flaky"])][0]
+    assert np.allclose(out[:swapped], want[:swapped], atol=1e-5)
+    first_poisoned = next(f for f in range(swapped, n) if f % 3 == 0)
+    assert np.allclose(out[first_poisoned:], want[first_poisoned:], atol=1e-5)  # good again from the failure on
     det.close()
 
 

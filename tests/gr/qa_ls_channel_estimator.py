@@ -74,8 +74,8 @@ def test_bad_pilots_keep_the_last_good_estimate():
     h3, _ = ls_estimate(torch.from_numpy(fr[3:, :, :NP]), FrameLayout(NT, NP, ND).pilots())
     assert np.allclose(csi[3][1], h3[0].numpy(), atol=1e-5)  # recovers with the next good frame
     probs = est.problems()
-    assert probs.get("non-finite (NaN/Inf) received pilots") == 1
-    assert sum(v for k, v in probs.items() if k.startswith("rank-deficient")) == 1
+    assert probs.get("non-finite") == 1  # one kind, however the details differ
+    assert probs.get("rank-deficient channel estimate") == 1
 
 
 def test_missing_misplaced_and_late_tags():

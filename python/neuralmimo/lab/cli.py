@@ -344,6 +344,11 @@ def _add_soak(sub):
     p.add_argument("--vectors", type=positive_number, default=1e7, help="data vectors to stream (default 1e7)")
     p.add_argument("--swaps", type=positive_int, default=100, help="valid swaps to apply (default 100)")
     p.add_argument("--interval", type=positive_number, default=0.1, help="seconds between model requests (default 0.1)")
+    p.add_argument("--faults", action="store_true",
+                   help="the fault soak instead: the count-framed receiver (rx_time) with the neural detector under a "
+                        "fault schedule (silent slips, dropped and repeated frames, NaN bursts, absurd tags, invalid "
+                        "and failing models); exit 1 on any misnumbered frame or any good frame lost")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the fault schedule (--faults; default 0)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_soak)
@@ -351,6 +356,11 @@ def _add_soak(sub):
 
 def cmd_soak(a) -> int:
     stress = _gr("stress")
+    if a.faults:
+        r = stress.soak_faults(a.models, int(a.vectors), a.interval, a.seed, progress=not a.no_progress)
+        print(stress.format_soak_faults(r))
+        _write_json(a.json, r)
+        return 0 if r["ok"] else 1
     r = stress.soak_neural(a.models, int(a.vectors), a.swaps, a.interval, progress=not a.no_progress)
     print(stress.format_soak(r))
     _write_json(a.json, r)
