@@ -3,6 +3,7 @@
 #   scripts/build_models.sh sdnet-learngene-umi50      # learngene pipeline, medium scale (~1 h, 2 cores)
 #   scripts/build_models.sh hypernet-deepsic-sed-n12   # DeepSIC training on the synthetic channel (~8 min)
 #   scripts/build_models.sh hypernet-deepsic-tv-n12    # DeepSIC training on the time-varying channel (~8 min)
+#   scripts/build_models.sh hypermimo-ls12x6-drop0     # HyperMIMO, local scattering drop 0, LS CSI (~4 min)
 # Training is seeded; a rebuilt bundle has the same architecture and system config, and weights
 # equal up to floating-point non-determinism of multi-threaded CPU kernels.
 set -euo pipefail
@@ -21,5 +22,8 @@ case "${1:-}" in
   hypernet-deepsic-tv-n12)
     .venv/rx/bin/neuralmimo deepsic train --config configs/deepsic/tv_n12.yaml --out out/deepsic/tv_n12
     copy out/deepsic/tv_n12/train/hypernetwork hypernet-deepsic-tv-n12 ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+  hypermimo-ls12x6-drop0)
+    .venv/rx/bin/neuralmimo hypermimo train --config configs/hypermimo/ship_drop0.yaml --out out/hypermimo/ship_drop0
+    copy out/hypermimo/ship_drop0/train/drop0-ls hypermimo-ls12x6-drop0 ;;
+  *) sed -n '2,8p' "$0"; exit 2 ;;
 esac

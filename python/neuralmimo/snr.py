@@ -15,6 +15,15 @@ Every SNR in this project is in one of three named conventions. Each convention 
 ``detnet`` (DetNet / WeSNet)
     mean column energy of H over the per-real-dimension noise variance:
     ``P_ref = 2 * E||H||_F^2 / Nt``.
+``hypermimo`` (HyperMIMO [HM] eq. (15))
+    ``sigma^2 = 10^(-SNR/10)`` per complex dimension, with unit-energy symbols and users of
+    unit average gain per antenna: ``P_ref = 1``, the SNR of one user at one antenna. [HM]
+    eq. (15) writes ``SNR = E[||y||^2 / Nr] / sigma^2 = 1 / sigma^2``, which would need a total
+    received power of 1 per antenna, i.e. users of gain ``1 / Nu`` -- contradicting its
+    "average gain of one" per user. We read it as the per-user SNR: under it the paper's SER
+    curves cross 1e-3 inside its 0-10 dB training range, under the total-power reading they
+    would lie ``10 log10 Nu`` (7.8 dB for ``Nu = 6``) further right. For a channel with
+    ``E||H||_F^2 = Nr Nu`` it is the ``project`` SNR minus ``10 log10 Nu``.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import math
 
 import torch
 
-CONVENTIONS = ("project", "deepsic", "detnet")
+CONVENTIONS = ("project", "deepsic", "detnet", "hypermimo")
 
 
 def reference_power(convention: str, *, channel_energy: float, nr: int, nt: int) -> float:
@@ -34,6 +43,8 @@ def reference_power(convention: str, *, channel_energy: float, nr: int, nt: int)
         return 2.0
     if convention == "detnet":
         return 2.0 * channel_energy / nt
+    if convention == "hypermimo":
+        return 1.0
     raise ValueError(f"unknown SNR convention {convention!r}; choose one of {CONVENTIONS}")
 
 

@@ -4,8 +4,9 @@ lab's evaluation of the same settings, which are read from the compiled flowgrap
 
 * :func:`loopback_demo` -- ``loopback_linear.grc`` (ZF, MMSE) against the core simulation;
 * :func:`neural_loopback_demo` -- ``loopback_neural.grc`` (hypernetwork-DeepSIC) against the
-  DeepSIC pipeline on the same channel sequence, and ``loopback_sdnet.grc`` (SDNet-learngene)
-  against the test SER its bundle recorded.
+  DeepSIC pipeline on the same channel sequence, ``loopback_sdnet.grc`` (SDNet-learngene)
+  against the test SER its bundle recorded, and ``loopback_hypermimo.grc`` (HyperMIMO) against
+  the HyperMIMO lab's draw of the same drop, SNR and pilots.
 
 Used by ``neuralmimo loopback`` / ``loopback-neural`` (``make demo``); imports the lab.
 """
@@ -183,20 +184,50 @@ def _sdnet_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_
                                                    "SDNet-learngene": test["sdnet"]}, int(test["symbols"]))
 
 
+def _hypermimo_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float,
+                        lab_frames: int = 4000) -> list[dict]:
+    """The HyperMIMO loopback and the same bundle in the lab: ``lab_frames`` frames of the
+    flowgraph's drop, SNR, convention and pilots (:func:`~neuralmimo.detectors.mmnet.train.draw_batch`
+    with LS CSI: orthogonal DFT pilots, as the frame source sends), detected by the bundle's
+    detector, MMSE and ZF."""
+    import torch
+
+    from neuralmimo.detectors import SystemSpec, linear_detect, load_detector
+    from neuralmimo.detectors.mmnet.train import draw_batch
+
+    tb, wall = _run_loopback(grc, out_dir, timeout_s, n_frames=frames, model=str(model))
+    lay, chan, nr = tb.src.layout, tb.chan, tb.est.nr
+    const = tb.src.constellation
+    channel = make_channel(chan.channel, nr, lay.nt)
+    det = load_detector(model, SystemSpec(nr, lay.nt, const.name))
+    b = draw_batch(channel, const, lab_frames, lay.n_data, chan.snr_db(), torch.Generator().manual_seed(5),
+                   convention=chan.snr_convention, csi="ls", n_pilots=lay.n_pilots)
+    ser = {"HyperMIMO": float((const.hard_decision(det.detect(b.y, b.h, b.noise_var)) != b.idx).double().mean())}
+    for kind in ("zf", "mmse"):
+        x, _ = linear_detect(b.y, b.h, b.noise_var, kind, const)
+        ser[kind] = float((const.hard_decision(x) != b.idx).double().mean())
+    return _records(tb, wall, "HyperMIMO", ser, lab_frames * lay.n_data * lay.nt)
+
+
 def neural_loopback_demo(examples: Path, models: Path, out_dir: Path, sed_frames: int = 100, umi_frames: int = 1000,
-                         timeout_s: float = 900, progress: bool = True) -> list[dict]:
-    """``loopback_neural.grc`` (hypernetwork-DeepSIC) and ``loopback_sdnet.grc`` (SDNet-learngene),
-    each detector's flowgraph SER next to the lab evaluation of the same model and settings:
-    :func:`~neuralmimo.lab.deepsic.run_transmission` on the same channel sequence, and the test
-    SER the learngene pipeline recorded in the SDNet bundle's manifest."""
+                         hypermimo_frames: int = 400, timeout_s: float = 900, progress: bool = True) -> list[dict]:
+    """``loopback_neural.grc`` (hypernetwork-DeepSIC), ``loopback_sdnet.grc`` (SDNet-learngene)
+    and ``loopback_hypermimo.grc`` (HyperMIMO), each detector's flowgraph SER next to the lab
+    evaluation of the same model and settings: :func:`~neuralmimo.lab.deepsic.run_transmission`
+    on the same channel sequence, the test SER the learngene pipeline recorded in the SDNet
+    bundle's manifest, and :func:`_hypermimo_loopback`'s draw of the same drop."""
     quiet_info_logs()
     hyper, sdnet = models / "hypernet-deepsic-sed-n12", models / "sdnet-learngene-umi50"
+    hm = models / "hypermimo-ls12x6-drop0"
     if progress:
         print(f"loopback_neural: {sed_frames} frames, hypernetwork-DeepSIC {hyper} ...", flush=True)
     records = _hypernetwork_loopback(examples / "loopback_neural.grc", hyper, out_dir, sed_frames, timeout_s)
     if progress:
         print(f"loopback_sdnet: {umi_frames} frames, SDNet {sdnet} ...", flush=True)
-    return records + _sdnet_loopback(examples / "loopback_sdnet.grc", sdnet, out_dir, umi_frames, timeout_s)
+    records += _sdnet_loopback(examples / "loopback_sdnet.grc", sdnet, out_dir, umi_frames, timeout_s)
+    if progress:
+        print(f"loopback_hypermimo: {hypermimo_frames} frames, HyperMIMO {hm} ...", flush=True)
+    return records + _hypermimo_loopback(examples / "loopback_hypermimo.grc", hm, out_dir, hypermimo_frames, timeout_s)
 
 
 def format_neural_demo(records: list[dict]) -> str:
@@ -214,5 +245,6 @@ def format_neural_demo(records: list[dict]) -> str:
     lines.append("SER per complex symbol; ± is the 95 % half-width (flowgraph: Wilson or over frames; lab: Wilson). "
                  "Lab: hypernetwork-DeepSIC through the DeepSIC pipeline on the same channel sequence (random BPSK "
                  "pilots instead of the flowgraph's DFT pilots); SDNet: the test SER in the bundle's manifest "
-                 "(learngene pipeline, 1,000 test UEs x 50 vectors).")
+                 "(learngene pipeline, 1,000 test UEs x 50 vectors); HyperMIMO: the bundle on 4,000 frames of the "
+                 "same drop, SNR and pilots drawn by the HyperMIMO lab.")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from neuralmimo.channels import make_channel, transmit
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import REGISTRY, SystemSpec, linear_detect, load_detector
 from neuralmimo.detectors.deepsic import HYPERNET_CODEC, HyperDeepSICDetector, ModularHypernetwork, ModuleSpec
+from neuralmimo.detectors.mmnet import HYPERMIMO_CODEC, HyperMIMO
 from neuralmimo.detectors.sdnet import SDNET_CODEC
 from neuralmimo.estimation import LSChannelEstimator, estimate_problems
 from neuralmimo.frames import FrameLayout, frame_data_indices
@@ -143,7 +144,8 @@ def _neural_fg(det, y, tags, repeat: bool = False, n_items: int | None = None):
 def bench_neural_flowgraph(frames: int = 64, frame_data: int = 1024, repeats: int = 2, timeout_s: float = 600) -> list[dict]:
     """The neural detector block in a flowgraph (vector sources with the estimator's tags ->
     block -> null sinks) against its kernel called frame by frame in this process, for SDNet
-    (8x32 QPSK, Nconv = 8) and hypernetwork-DeepSIC (12x8 BPSK, K_max = 12). Random weights."""
+    (8x32 QPSK, Nconv = 8), hypernetwork-DeepSIC (12x8 BPSK, K_max = 12) and HyperMIMO (12x6 QPSK,
+    T = 5). Random weights."""
     quiet_info_logs()
     torch.set_num_threads(TORCH_THREADS_PER_BLOCK)
     rows = []
@@ -153,8 +155,12 @@ def bench_neural_flowgraph(frames: int = 64, frame_data: int = 1024, repeats: in
         torch.manual_seed(3)
         hp = save_model(ModularHypernetwork(ModuleSpec(12), 12), HYPERNET_CODEC, Path(tmp) / "hyper",
                         system={"nr": 12, "nt": 12, "modulation": "bpsk"})
+        torch.manual_seed(4)
+        hm = save_model(HyperMIMO(6, 5), HYPERMIMO_CODEC, Path(tmp) / "hypermimo",
+                        system={"nr": 12, "nt": 6, "modulation": "qpsk"})
         for name, path, (nr, nt, mod), real in (("SDNet 8x32 QPSK", sd, (32, 8, "qpsk"), False),
-                                                ("hypernet-DeepSIC 12x8 BPSK", hp, (12, 8, "bpsk"), True)):
+                                                ("hypernet-DeepSIC 12x8 BPSK", hp, (12, 8, "bpsk"), True),
+                                                ("HyperMIMO 12x6 QPSK", hm, (12, 6, "qpsk"), False)):
             y, h, nv, tags = _frame_stream(nr, nt, frames, frame_data, real_channel=real)
             kernel = load_detector(path, SystemSpec(nr, nt, mod))
 

@@ -91,6 +91,22 @@ def local_scattering_covariance(nr: int, angle_rad: float, angle_std_rad: float,
     return torch.polar(amp, phase)
 
 
+def rotated_drop(angles_rad: torch.Tensor, delta_rad: float) -> torch.Tensor:
+    """Every user moved by ``delta_rad`` around the array ([HM] Fig. 6a)."""
+    return angles_rad + delta_rad
+
+
+def displaced_drop(angles_rad: torch.Tensor, distance_m: float, displacement_m: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Every user, ``distance_m`` from the array at its nominal angle, moved ``displacement_m`` in
+    a uniformly random direction ([HM] Fig. 6b); returns the angles at which the users now lie
+    (perfect power control keeps their gain at one wherever they are)."""
+    direction = 2 * math.pi * torch.rand(angles_rad.shape, generator=generator, dtype=torch.float64)
+    x = distance_m * torch.cos(angles_rad) + displacement_m * torch.cos(direction)
+    y = distance_m * torch.sin(angles_rad) + displacement_m * torch.sin(direction)
+    return torch.atan2(y, x)
+
+
 class LocalScattering(ChannelModel):
     """Local scattering model, [HM] Sec. IV-A, eqs. (13)-(14).
 
@@ -107,12 +123,19 @@ class LocalScattering(ChannelModel):
     spacing : antenna spacing in wavelengths
     sector_deg : width of the sector the users are dropped in
     angles_deg : a fixed drop (nominal user angles in degrees); otherwise drawn from ``seed``
-    seed : seed of the drop when ``angles_deg`` is not given
+    seed : the drop when ``angles_deg`` is not given: drop ``k`` is ``seed = k`` (the [HM] paper's
+        ten drops are seeds 0..9); :attr:`drop_angles_deg` records the angles
     redrop : draw new user angles for every sample instead of a fixed drop
+    rotation_deg : mobility, [HM] Fig. 6a: every user moved by this angle around the array
+    displacement_m : mobility, [HM] Fig. 6b: every user moved this far in a random direction
+        (from ``displacement_seed``), starting ``distance_m`` from the array; its new nominal
+        angle is where it now lies
     """
 
     def __init__(self, nr: int, nt: int, angle_std_deg: float = 10.0, spacing: float = 0.5,
-                 sector_deg: float = 120.0, angles_deg=None, seed: int = 0, redrop: bool = False):
+                 sector_deg: float = 120.0, angles_deg=None, seed: int = 0, redrop: bool = False,
+                 rotation_deg: float = 0.0, displacement_m: float = 0.0, distance_m: float = 250.0,
+                 displacement_seed: int = 0):
         self.nr, self.nt = nr, nt
         self.angle_std = math.radians(angle_std_deg)
         self.spacing, self.sector = spacing, math.radians(sector_deg)
@@ -124,6 +147,11 @@ class LocalScattering(ChannelModel):
             if len(angles_deg) != nt:
                 raise ValueError(f"need {nt} user angles, got {len(angles_deg)}")
             angles = torch.tensor([math.radians(a) for a in angles_deg], dtype=torch.float64)
+        self.drop_angles_deg = [math.degrees(float(a)) for a in angles]
+        if rotation_deg:
+            angles = rotated_drop(angles, math.radians(rotation_deg))
+        if displacement_m:
+            angles = displaced_drop(angles, distance_m, displacement_m, torch.Generator().manual_seed(displacement_seed))
         self.set_drop(angles)
 
     def drop(self, generator=None) -> torch.Tensor:
@@ -148,6 +176,12 @@ class LocalScattering(ChannelModel):
             sq = self._sqrt
         h = (sq @ e).squeeze(-1)  # (batch, Nt, Nr)
         return h.transpose(-1, -2).contiguous()
+
+    @property
+    def mean_energy(self) -> float:
+        """``E||H||_F^2 = Nr Nt``: every user has unit gain on every antenna (``[C_u]_{mm} = 1``),
+        for a fixed drop and a mix of drops alike."""
+        return float(self.nr * self.nt)
 
     def covariance(self):
         if self.redrop:

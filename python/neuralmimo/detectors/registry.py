@@ -20,12 +20,14 @@ from pathlib import Path
 from ..bundle import BundleError, ModelCodec, is_sha256, load_bundle, load_model, read_manifest
 from .base import FrameDetector, SystemSpec
 from .deepsic import JOINT_CODEC, HyperDeepSICDetector
+from .mmnet import HyperMIMODetector
 from .sdnet import SDNetDetector
 from .sdnet.learngene import LEARNGENE_CODEC
 
 REGISTRY: dict[str, type[FrameDetector]] = {
     "sdnet": SDNetDetector,
     "hypernet-deepsic": HyperDeepSICDetector,
+    "hypermimo": HyperMIMODetector,
 }
 
 DATA_BUNDLES: dict[str, ModelCodec] = {

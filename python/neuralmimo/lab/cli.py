@@ -162,7 +162,8 @@ def _add_sim(sub):
                    help="SNR points in dB: start:step:stop or a comma list (default 0:2:20)")
     p.add_argument("--snr-convention", choices=CONVENTIONS, default="project",
                    help="project: E||Hx||^2/E||n||^2; deepsic: 1/noise variance per real dimension with "
-                        "unit-gain diagonal; detnet: mean column energy / per-dimension noise (default project)")
+                        "unit-gain diagonal; detnet: mean column energy / per-dimension noise; hypermimo: 1/noise "
+                        "variance per complex dimension with unit-gain users, the per-user SNR (default project)")
     csi = p.add_mutually_exclusive_group()
     csi.add_argument("--pilots", type=positive_int, default=16, help="LS estimation from N orthogonal pilots, N >= nt (default 16)")
     csi.add_argument("--perfect-csi", action="store_true", help="detect with the true channel and noise variance")
@@ -394,13 +395,15 @@ def cmd_loopback(a) -> int:
 
 
 def _add_loopback_neural(sub):
-    p = sub.add_parser("loopback-neural", help="the neural loopbacks (hypernetwork-DeepSIC and SDNet-learngene next to "
-                       "ZF/MMSE) with the lab evaluation of the same models (rx environment)")
-    p.add_argument("--examples", type=Path, default=Path("examples"), help="folder with loopback_neural.grc and "
-                   "loopback_sdnet.grc (default examples)")
+    p = sub.add_parser("loopback-neural", help="the neural loopbacks (hypernetwork-DeepSIC, SDNet-learngene and "
+                       "HyperMIMO next to ZF/MMSE) with the lab evaluation of the same models (rx environment)")
+    p.add_argument("--examples", type=Path, default=Path("examples"), help="folder with loopback_neural.grc, "
+                   "loopback_sdnet.grc and loopback_hypermimo.grc (default examples)")
     p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped bundles (default models)")
     p.add_argument("--sed-frames", type=positive_int, default=100, help="frames (blocks) of the DeepSIC loopback (default 100)")
     p.add_argument("--umi-frames", type=positive_int, default=1000, help="frames (UEs) of the SDNet loopback (default 1000)")
+    p.add_argument("--hypermimo-frames", type=positive_int, default=400,
+                   help="frames of the HyperMIMO loopback (default 400)")
     p.add_argument("--out", type=Path, default=Path("out/loopback-neural"), help="folder for generated code and JSON")
     p.add_argument("--no-progress", action="store_true", help="quiet")
     p.set_defaults(func=cmd_loopback_neural)
@@ -410,7 +413,7 @@ def cmd_loopback_neural(a) -> int:
     loopback = _gr("loopback")
     a.out.mkdir(parents=True, exist_ok=True)
     records = loopback.neural_loopback_demo(a.examples, a.models, a.out, a.sed_frames, a.umi_frames,
-                                            progress=not a.no_progress)
+                                            a.hypermimo_frames, progress=not a.no_progress)
     print(loopback.format_neural_demo(records))
     _write_json(a.out / "loopback_neural.json", records)
     return 0
@@ -465,6 +468,8 @@ PIPELINES = {
                  "tasks; generating them needs the lab environment)",
     "deepsic": "DeepSIC [MH]: joint, online and modular-hypernetwork receivers over T-block transmissions with "
                "per-user SNR profiles and users joining/leaving",
+    "hypermimo": "HyperMIMO [HM]: a hypernetwork writing MMNet's weights per channel, against MMNet per channel, "
+                 "OAMPNet, LMMSE and exact ML on local-scattering drops; mobility",
 }
 
 
@@ -490,7 +495,7 @@ def cmd_pipeline(a) -> int:
     import torch
 
     mod = _pipeline(a.pipeline)
-    config_class = {"learngene": "LearngeneConfig", "deepsic": "DeepSICConfig"}[a.pipeline]
+    config_class = {"learngene": "LearngeneConfig", "deepsic": "DeepSICConfig", "hypermimo": "HyperMIMOConfig"}[a.pipeline]
     cfg = getattr(mod, config_class).load(a.pipeline_config)
     torch.set_num_threads(a.threads or getattr(cfg, "threads", 2))
     run = a.out or Path("out") / a.pipeline / cfg.name
