@@ -79,16 +79,34 @@ def workdir(tmp_path_factory):
     return root
 
 
-class Companion:
-    """One GNU Radio Companion session on a flowgraph, started by the launcher."""
+class StartupCrash(AssertionError):
+    """GRC died by a signal before its window was up."""
 
-    def __init__(self, flowgraph: Path, display: str, workdir: Path):
+
+class Companion:
+    """One GNU Radio Companion session on a flowgraph, started by the launcher.
+
+    GRC 3.10.5 (GTK) under Xvfb rarely dies by SIGSEGV right after loading a flowgraph (its
+    log ends with ``>>> Done``: seen once on CI, on usrp_mimo_rx.grc; not reproduced in 28
+    starts of the same tests here). Nothing of this module runs in that process before generation (the launcher
+    execs plain gnuradio-companion), so a start that dies by a signal before the window is up
+    is retried once, and reported; a second crash fails the test."""
+
+    def __init__(self, flowgraph: Path, display: str, workdir: Path, starts: int = 2):
         self.flowgraph, self.display = flowgraph, display
-        self.log_path = workdir / f"{flowgraph.stem}.log"
         self.env = {**os.environ, "DISPLAY": display, "HOME": str(workdir / "home")}
-        self.proc = subprocess.Popen([str(NEURALMIMO), "companion", str(flowgraph)], env=self.env,
-                                     stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, cwd=workdir)
-        self.window = self._wait_window()
+        for attempt in range(1, starts + 1):
+            self.log_path = workdir / f"{flowgraph.stem}-{attempt}.log"
+            self.proc = subprocess.Popen([str(NEURALMIMO), "companion", str(flowgraph)], env=self.env,
+                                         stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, cwd=workdir)
+            try:
+                self.window = self._wait_window()
+                return
+            except StartupCrash:
+                if attempt == starts:
+                    raise
+                print(f"GRC start {attempt} on {flowgraph.name} died by signal {-self.proc.returncode}:\n"
+                      f"{self.log()}\nstarting it again", file=sys.stderr)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -100,7 +118,10 @@ class Companion:
                                  capture_output=True, text=True).stdout.split()
             if out and ">>> Done" in self.log():
                 return out[0]
-            assert self.proc.poll() is None, f"GRC exited:\n{self.log()}"
+            rc = self.proc.poll()
+            if rc is not None and rc < 0:
+                raise StartupCrash(f"GRC died by signal {-rc}:\n{self.log()}")
+            assert rc is None, f"GRC exited ({rc}):\n{self.log()}"
             time.sleep(0.3)
         raise AssertionError(f"no GRC window for {self.flowgraph.name}:\n{self.log()}")
 
@@ -116,6 +137,17 @@ class Companion:
                 return log
             time.sleep(0.3)
         raise AssertionError(f"GRC did not print {text!r} within {timeout_s} s:\n{self.log()}")
+
+    def wait_run(self, timeout_s: float) -> str:
+        """The log once the flowgraph GRC executed has exited (GRC prints ``>>> Done`` then; the
+        probes print their lines at stop in no fixed order, so waiting for one is not enough)."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            log = self.log()
+            if ">>> Done" in log.split("Executing:", 1)[-1] and "Executing:" in log:
+                return log
+            time.sleep(0.3)
+        raise AssertionError(f"the flowgraph GRC executed did not finish within {timeout_s} s:\n{self.log()}")
 
     def screenshot(self, path: Path) -> None:
         subprocess.run(["/usr/bin/python3", "-c", SCREENSHOT, str(path)], env=self.env, check=True, timeout=60)
@@ -184,10 +216,11 @@ def test_loopback_linear_runs_from_grc_in_the_launchers_interpreter(display, wor
     grc = Companion(fg, display, workdir)
     try:
         grc.key("F6")  # generate and execute with the flowgraph's Run Command '{python} -u {filename}'
-        log = grc.wait_for("MMSE: SER", 300)
+        log = grc.wait_run(300)
     finally:
         grc.close()
     assert f"Executing: {sys.executable} -u" in log, log  # the launcher's interpreter, with torch
+    assert "return code" not in log, log
     printed = _printed_sers(log)
     want = _in_process_sers(fg, tmp_path, {"ZF": "probe_zf", "MMSE": "probe_mmse"})
     assert printed == {k: float(f"{v:.4e}") for k, v in want.items()}, (printed, want)  # seeded: the same run
@@ -202,7 +235,7 @@ def test_loopback_neural_from_grc_finds_the_installed_model_and_beats_mmse(displ
     try:
         grc.screenshot(workdir / "loopback_neural_grc.png")
         grc.key("F6")
-        log = grc.wait_for("neural: SER", 600)
+        log = grc.wait_run(600)
     finally:
         grc.close()
     printed = _printed_sers(log)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..bundle import load_model, save_model
+from ..bundle import BundleError, load_model, read_manifest, save_model
 from ..channels import ChannelSpec, make_channel
 from ..constellation import Constellation
 from ..detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect
@@ -170,6 +170,10 @@ def step_train(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dict:
     for d in cfg.drops:
         chan = cfg.channel(d)
         for csi in tr.csi:
+            done = _finished(_bundle_dir(run, d, csi), tr)
+            if done is not None:  # resumed run: this model was trained by the same config
+                history[f"drop{d}-{csi}"] = done
+                continue
             g = torch.Generator().manual_seed(tr.seed * 1000 + d)
             torch.manual_seed(tr.seed * 1000 + d)
             model = HyperMIMO(s.nu, tr.layers, tr.hidden, s.modulation)
@@ -188,18 +192,40 @@ def step_train(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dict:
             save_model(model, HYPERMIMO_CODEC, _bundle_dir(run, d, csi), system=system,
                        training={"drop": d, "csi": csi, "config": asdict(tr), "seconds": seconds, "history": hist})
             history[f"drop{d}-{csi}"] = {"history": hist, "seconds": seconds}
+        oamp_path = run / "train" / f"drop{d}-oampnet.json"
+        if oamp_path.exists() and _per_drop(read_json(oamp_path).get("config") or {}) == _per_drop(asdict(tr)):
+            history[f"drop{d}-oampnet"] = {"history": read_json(oamp_path)["history"], "seconds": None}
+            continue
         g = torch.Generator().manual_seed(tr.seed * 1000 + 500 + d)
         torch.manual_seed(tr.seed * 1000 + 500 + d)
         oamp = OAMPNet(tr.oampnet_iterations, s.modulation)
         t0 = time.perf_counter()
         hist = train_oampnet(oamp, lambda step: draw_batch(chan, const, 100, 4, tuple(tr.snr_db), g),
                              steps=tr.oampnet_steps, progress=bar)
-        write_json(run / "train" / f"drop{d}-oampnet.json",
-                   {"gamma": oamp.gamma.tolist(), "theta": oamp.theta.tolist(), "history": hist})
+        write_json(oamp_path, {"gamma": oamp.gamma.tolist(), "theta": oamp.theta.tolist(), "history": hist,
+                               "config": asdict(tr)})
         history[f"drop{d}-oampnet"] = {"history": hist, "seconds": time.perf_counter() - t0}
     write_json(run / "train" / "history.json", history)
     plot_training(history, run / "train" / "loss.png")
     return history
+
+
+def _per_drop(training: dict) -> dict:
+    """The training settings a per-drop model depends on (not the ``across`` widths)."""
+    return {k: v for k, v in training.items() if k != "across_hidden"}
+
+
+def _finished(directory: Path, tr) -> dict | None:
+    """History of a bundle already trained by training config ``tr`` (a resumed run), else None:
+    a run killed half-way restarts from the first model it had not written."""
+    try:
+        _, manifest = read_manifest(directory)
+    except BundleError:
+        return None
+    training = manifest.get("training") or {}
+    if _per_drop(training.get("config") or {}) != _per_drop(asdict(tr)):
+        return None
+    return {"history": training.get("history"), "seconds": training.get("seconds")}
 
 
 def load_oampnet(run: Path, drop: int, cfg: HyperMIMOConfig) -> OAMPNet:
