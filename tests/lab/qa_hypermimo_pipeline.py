@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from neuralmimo.bundle import load_model
 from neuralmimo.detectors import SystemSpec, load_detector
+from neuralmimo.detectors.mmnet.model import HYPERMIMO_CODEC
 from neuralmimo.lab.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +54,10 @@ def test_every_method_sees_the_same_symbols_and_the_report_has_the_paper_beside_
     report = (run / "report.md").read_text()
     assert "HyperMIMO over LMMSE | 2.85 dB" in report and "Mobility" in report and "Beyond the paper" in report
     across = json.loads((run / "across" / "results.json").read_text())
-    assert across["hidden"] == [75] and set(across["models"]["75"]["drops"]) == {"0"}
+    assert across["variants"] == ["r, hidden 75", "r+spatial, hidden 75"]
+    assert all(set(m["drops"]) == {"0"} for m in across["models"].values())
+    spatial, _ = load_model(run / "across" / "r+spatial-hidden-75", HYPERMIMO_CODEC)  # a bundle the block loads
+    assert spatial.inputs == "r+spatial"
     res = json.loads((run / "results.json").read_text())
     assert set(res["average"]) == {"perfect", "ls"}
     for png in ("ser_perfect.png", "ser_ls.png", "mobility_rotation.png", "mobility_displacement.png",

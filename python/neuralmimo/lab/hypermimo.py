@@ -79,8 +79,11 @@ class TrainingConfig:
     oampnet_steps: int = 500
     seed: int = 1
     # beyond the paper: one HyperMIMO for every drop, trained on a fresh random drop per channel
-    # (``across`` step), once per hypernetwork width listed here (empty: skip)
+    # (``across`` step), once per hypernetwork width listed here (empty: skip) and per input set
+    # in ``across_inputs`` ("r": the paper's R_A and sigma; "r+spatial": also each user's spatial
+    # correlation, see detectors/mmnet/model.py)
     across_hidden: list = field(default_factory=list)
+    across_inputs: list = field(default_factory=lambda: ["r"])
 
 
 @dataclass
@@ -211,8 +214,8 @@ def step_train(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dict:
 
 
 def _per_drop(training: dict) -> dict:
-    """The training settings a per-drop model depends on (not the ``across`` widths)."""
-    return {k: v for k, v in training.items() if k != "across_hidden"}
+    """The training settings a per-drop model depends on (not the ``across`` variants)."""
+    return {k: v for k, v in training.items() if not k.startswith("across_")}
 
 
 def _finished(directory: Path, tr) -> dict | None:
@@ -327,7 +330,7 @@ def _timing(cfg: HyperMIMOConfig, chan, model: HyperMIMO, channels: int = 2000) 
     for _ in range(3):
         t0 = time.perf_counter()
         _, r_a = qr_positive(h)
-        model.generate(r_a, nv)
+        model.generate(r_a, nv, h)
         best = min(best, time.perf_counter() - t0)
     return {"generate_seconds_per_channel": best / channels}
 
@@ -383,11 +386,12 @@ def step_across(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dict:
     bar = tqdm if progress else None
     spec = ChannelSpec("local-scattering", {"angle_std_deg": s.angle_std_deg, "spacing": s.spacing, "redrop": True})
     any_drop = make_channel(spec, s.nr, s.nu)
-    out = {"hidden": list(tr.across_hidden), "models": {}}
-    for hidden in tr.across_hidden:
+    variants = [(inputs, hidden) for inputs in tr.across_inputs for hidden in tr.across_hidden]
+    out = {"variants": [_variant(i, h) for i, h in variants], "models": {}}
+    for inputs, hidden in variants:
         g = torch.Generator().manual_seed(tr.seed * 1000 + 900 + hidden)
         torch.manual_seed(tr.seed * 1000 + 900 + hidden)
-        model = HyperMIMO(s.nu, tr.layers, hidden, s.modulation)
+        model = HyperMIMO(s.nu, tr.layers, hidden, s.modulation, inputs)
         t0 = time.perf_counter()
         hist = train_hypermimo(model, lambda step: draw_batch(any_drop, const, tr.batch, tr.vectors, tuple(tr.snr_db), g),
                                steps=tr.steps, steps_per_epoch=tr.steps_per_epoch, lr=tuple(tr.lr), progress=bar)
@@ -404,9 +408,21 @@ def step_across(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dict:
                           "mmse": _ser_counts(_detect("mmse", None, b, const), b.idx)}
                 points.append({"snr_db": float(snr), "ser": {m: _rate(c) for m, c in counts.items()}})
             per_drop[d] = points
-        out["models"][str(hidden)] = {"seconds": seconds, "history": hist, "drops": per_drop}
+        out["models"][_variant(inputs, hidden)] = {"inputs": inputs, "hidden": hidden, "seconds": seconds,
+                                                   "history": hist, "drops": per_drop}
+        save_model(model, HYPERMIMO_CODEC, run / "across" / _variant(inputs, hidden).replace(" ", "-").replace(",", ""),
+                   system={"nr": s.nr, "nt": s.nu, "modulation": s.modulation, "n_pilots": None,
+                           "snr_convention": "hypermimo", "snr_db": list(tr.snr_db),
+                           "channel": {"name": "local-scattering",
+                                       "args": {"angle_std_deg": s.angle_std_deg, "spacing": s.spacing,
+                                                "redrop": True}}},
+                   training={"across_drops": True, "config": asdict(tr), "seconds": seconds, "history": hist})
     write_json(run / "across" / "results.json", out)
     return out
+
+
+def _variant(inputs: str, hidden: int) -> str:
+    return f"{inputs}, hidden {hidden}"
 
 
 # -------------------------------------------------------------------------------------- report
@@ -587,14 +603,14 @@ def _across_section(cfg: HyperMIMOConfig, across: dict, results: dict, snr: list
     lines = ["## Beyond the paper: one HyperMIMO for every drop (perfect CSI)", "",
              "Trained like the per-drop models, but every training channel comes from a new random drop; "
              "evaluated on each drop (LMMSE on the same data).", "",
-             "| drop | per-drop HyperMIMO | " + " | ".join(f"across drops, hidden {h}" for h in across["hidden"])
-             + " | LMMSE |", "|---|---|" + "---|" * (len(across["hidden"]) + 1)]
+             "| drop | per-drop HyperMIMO | " + " | ".join(f"across drops: {v}" for v in across["variants"])
+             + " | LMMSE |", "|---|---|" + "---|" * (len(across["variants"]) + 1)]
     summary = {}
     for d in cfg.drops:
         per_drop = results["drops"].get(str(d), {}).get("perfect", {}).get("hypermimo")
         cells, lmmse = [], None
-        for h in across["hidden"]:
-            pts = across["models"][str(h)]["drops"][str(d)]
+        for h in across["variants"]:
+            pts = across["models"][h]["drops"][str(d)]
             c = ser_crossing(snr, [p["ser"]["across"] for p in pts], TARGET_SER)
             lmmse = ser_crossing(snr, [p["ser"]["mmse"] for p in pts], TARGET_SER)
             summary.setdefault(h, []).append((c, lmmse, per_drop))
@@ -605,7 +621,7 @@ def _across_section(cfg: HyperMIMOConfig, across: dict, results: dict, snr: list
         gains = [lm - c for c, lm, _ in rows if c is not None and lm is not None]
         losses = [c - pd for c, _, pd in rows if c is not None and pd is not None]
         if gains:
-            lines.append(f"Across drops, hidden {h}: mean gain over LMMSE {sum(gains) / len(gains):.2f} dB; mean loss "
+            lines.append(f"Across drops ({h}): mean gain over LMMSE {sum(gains) / len(gains):.2f} dB; mean loss "
                          f"to the per-drop model {sum(losses) / max(len(losses), 1):.2f} dB "
                          f"({len(gains)} of {len(rows)} drops cross 1e-3 in the sweep).")
     return lines + [""]

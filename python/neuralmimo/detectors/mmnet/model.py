@@ -32,6 +32,13 @@ HyperMIMO ([HM] Sec. III-B, Fig. 2): input the ``Nu (Nu + 1) / 2`` upper-triangu
 (``T x Nu``, eq. (11): ``Theta_t = Theta (I + diag(theta_t))``, a per-column scaling) and
 ``psi_t = |.| + PSI_FLOOR`` (``T x Nu``).
 
+Beyond the paper, ``inputs="r+spatial"`` also feeds, per user, the direction of the lag-1
+spatial correlation of its channel column, ``c_k = sum_n h[n+1, k] conj(h[n, k]) / |.|`` (real
+and imaginary parts, ``2 Nu`` more inputs). ``R_A`` is invariant to any unitary rotation of the
+receive space, so it cannot tell where the users are; on a uniform linear array ``c_k`` is
+about ``exp(j 2 pi d sin phi_k)`` for a user seen around angle ``phi_k``, i.e. the drop that a
+per-drop HyperMIMO learns implicitly. The receiver has the frame's channel, so this costs nothing.
+
 OAMPNet ([HM] ref. [7], He et al. 2018), complex form, ``T`` iterations with two trainable
 scalars each (``gamma_t`` scales the linear step, ``theta_t`` the noise in the error model)::
 
@@ -57,6 +64,7 @@ from ...constellation import MODULATIONS, Constellation
 PSI_FLOOR = 1e-3  # the "small constant" added to |psi| ([HM] Sec. III-B)
 TAU_FLOOR = 1e-9  # keeps exp(-|z - x|^2 / tau) finite when the estimated error vanishes
 PAPER_HIDDEN = 75
+HYPERMIMO_INPUTS = ("r", "r+spatial")  # what the hypernetwork reads (HyperMIMO docstring)
 
 
 # ------------------------------------------------------------------------------------ QR, eq. (7)
@@ -70,6 +78,14 @@ def qr_positive(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     phase = torch.where(d.abs() > 0, d / d.abs().clamp(min=1e-30), torch.ones_like(d))
     # H = (Q D)(D^* R) with D = diag(phase): columns of Q and rows of R rotated oppositely
     return q * phase[..., None, :], r * phase.conj()[..., :, None]
+
+
+def spatial_features(h: torch.Tensor) -> torch.Tensor:
+    """Per user, the unit-modulus lag-1 spatial correlation of its column (module docstring):
+    ``h (..., Nr, Nu)`` -> ``(..., 2 Nu)`` real (real parts, then imaginary parts)."""
+    c = (h[..., 1:, :] * h[..., :-1, :].conj()).sum(-2)
+    c = c / c.abs().clamp(min=1e-30)
+    return torch.cat([c.real, c.imag], -1)
 
 
 def upper_entries(r_a: torch.Tensor) -> torch.Tensor:
@@ -138,21 +154,27 @@ class HyperMIMO(nn.Module):
     Parameters
     ----------
     nu : users ``Nu``; layers : MMNet layers ``T`` (paper 5); hidden : width of the second
-    dense layer (paper 75); modulation : the constellation the denoiser uses.
+    dense layer (paper 75); modulation : the constellation the denoiser uses; inputs : ``"r"``
+    (the paper's) or ``"r+spatial"`` (also :func:`spatial_features`; beyond the paper).
     """
 
-    def __init__(self, nu: int, layers: int = 5, hidden: int = PAPER_HIDDEN, modulation: str = "qpsk"):
+    def __init__(self, nu: int, layers: int = 5, hidden: int = PAPER_HIDDEN, modulation: str = "qpsk",
+                 inputs: str = "r"):
         super().__init__()
+        if inputs not in HYPERMIMO_INPUTS:
+            raise ValueError(f"inputs must be one of {list(HYPERMIMO_INPUTS)}, got {inputs!r}")
         self.nu, self.layers, self.hidden, self.modulation = int(nu), int(layers), int(hidden), modulation
+        self.inputs = inputs
         self.constellation = Constellation(modulation)
-        n_in = self.n_inputs(nu)
+        n_in = self.n_inputs(nu, inputs)
         self.net = nn.Sequential(nn.Linear(n_in, n_in), nn.ELU(), nn.Linear(n_in, hidden), nn.ELU(),
                                  nn.Linear(hidden, self.n_outputs(nu, layers)))
 
     @staticmethod
-    def n_inputs(nu: int) -> int:
-        """Real and imaginary parts of the ``Nu (Nu + 1) / 2`` entries of ``R_A``, and ``sigma``."""
-        return nu * (nu + 1) + 1
+    def n_inputs(nu: int, inputs: str = "r") -> int:
+        """Real and imaginary parts of the ``Nu (Nu + 1) / 2`` entries of ``R_A``, and ``sigma``
+        (and ``2 Nu`` spatial features with ``inputs="r+spatial"``)."""
+        return nu * (nu + 1) + 1 + (2 * nu if inputs == "r+spatial" else 0)
 
     @staticmethod
     def n_outputs(nu: int, layers: int) -> int:
@@ -165,13 +187,20 @@ class HyperMIMO(nn.Module):
         i, o = HyperMIMO.n_inputs(nu), HyperMIMO.n_outputs(nu, layers)
         return (i + 1) * i + (i + 1) * hidden + (hidden + 1) * o
 
-    def generate(self, r_a: torch.Tensor, noise_var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(self, r_a: torch.Tensor, noise_var: torch.Tensor, h: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """MMNet's weights for each channel: ``r_a (B, Nu, Nu)`` (from :func:`qr_positive`),
-        ``noise_var (B,)`` -> ``thetas (B, T, Nu, Nu)`` complex (eq. (11)), ``psi (B, T, Nu)``."""
+        ``noise_var (B,)`` (and the channels ``h (B, Nr, Nu)`` with ``inputs="r+spatial"``) ->
+        ``thetas (B, T, Nu, Nu)`` complex (eq. (11)), ``psi (B, T, Nu)``."""
         nu, t = self.nu, self.layers
         u = upper_entries(r_a)
         sigma = noise_var.to(torch.float32).clamp(min=0).sqrt()[:, None]
-        out = self.net(torch.cat([u.real, u.imag, sigma], -1).float())
+        features = [u.real, u.imag, sigma]
+        if self.inputs == "r+spatial":
+            if h is None:
+                raise ValueError("a HyperMIMO with spatial inputs needs the channels h")
+            features.append(spatial_features(h))
+        out = self.net(torch.cat(features, -1).float())
         theta = torch.complex(out[:, :nu * nu], out[:, nu * nu:2 * nu * nu]).reshape(-1, nu, nu)
         scale = out[:, 2 * nu * nu:2 * nu * nu + t * nu].reshape(-1, t, 1, nu)  # theta_t, per column
         psi = out[:, 2 * nu * nu + t * nu:].reshape(-1, t, nu).abs() + PSI_FLOOR
@@ -181,7 +210,7 @@ class HyperMIMO(nn.Module):
         """Detect ``y (B, Nr, n)`` over ``h (B, Nr, Nu)`` with ``noise_var (B,)``: QR, one
         hypernetwork pass per channel, MMNet on all ``n`` vectors; see :func:`mmnet`."""
         q_a, r_a = qr_positive(h)
-        thetas, psi = self.generate(r_a, noise_var)
+        thetas, psi = self.generate(r_a, noise_var, h)
         y_star = q_a.mH @ y
         return mmnet(y_star, r_a, noise_var.to(torch.float32), thetas, psi, self.constellation.points, keep_all)
 
@@ -295,10 +324,11 @@ def _make_codec() -> ModelCodec:
     return ModelCodec(
         architecture="hypermimo", label="a HyperMIMO",
         schema={"nu": Param("int", 1, 64), "layers": Param("int", 1, 64), "hidden": Param("int", 1, 4096),
-                "modulation": Param("str", choices=MODULATIONS), "csi": Param("str", choices=("perfect", "ls"))},
+                "modulation": Param("str", choices=MODULATIONS), "csi": Param("str", choices=("perfect", "ls")),
+                "inputs": Param("str", choices=HYPERMIMO_INPUTS, optional=True)},  # absent: "r" (schema before it)
         hyperparameters=lambda m: {"nu": m.nu, "layers": m.layers, "hidden": m.hidden, "modulation": m.modulation,
-                                   "csi": getattr(m, "csi", "perfect")},
-        build=lambda hp: HyperMIMO(hp["nu"], hp["layers"], hp["hidden"], hp["modulation"]),
+                                   "csi": getattr(m, "csi", "perfect"), "inputs": m.inputs},
+        build=lambda hp: HyperMIMO(hp["nu"], hp["layers"], hp["hidden"], hp["modulation"], hp.get("inputs") or "r"),
         check_system=_hyper_check_system)
 
 

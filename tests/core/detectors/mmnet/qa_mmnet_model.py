@@ -8,8 +8,8 @@ import torch
 
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors.mmnet.model import (HyperMIMO, MMNetPerChannel, OAMPNet, denoise, mmnet,
-                                              mmnet_original_parameters, qr_positive, ser_crossing, tau,
-                                              upper_entries)
+                                              HYPERMIMO_CODEC, mmnet_original_parameters, qr_positive,
+                                              ser_crossing, spatial_features, tau, upper_entries)
 
 QPSK = Constellation("qpsk")
 
@@ -87,6 +87,33 @@ def test_hypernetwork_outputs_follow_eq_11_and_psi_is_positive():
         want = base @ torch.diag_embed(1 + scale).to(torch.complex64)  # Theta (I + diag(theta_t))
         assert torch.allclose(thetas[:, t], want, atol=1e-5)
     assert psi.shape == (4, 5, 6) and bool((psi >= 1e-3).all())
+
+
+def test_spatial_inputs_read_each_users_angle_and_are_optional_in_bundles(tmp_path):
+    """``r+spatial`` (beyond the paper): per user ``exp(j 2 pi d sin phi)`` of a ULA steering
+    column, invariant to the column's gain and phase, which R_A alone cannot see; bundles from
+    before the field load as ``r``."""
+    from neuralmimo.bundle import load_model, save_model
+
+    phi = torch.tensor([-40.0, 0.0, 25.0]) * math.pi / 180
+    n = torch.arange(12.0)[:, None]
+    h = torch.exp(1j * 2 * math.pi * 0.5 * n * torch.sin(phi)).to(torch.complex64) * torch.tensor([2.0, 1j, -0.5])
+    f = spatial_features(h[None])[0]
+    want = torch.exp(1j * 2 * math.pi * 0.5 * torch.sin(phi))
+    torch.testing.assert_close(torch.complex(f[:3], f[3:]), want.to(torch.complex64), atol=1e-5, rtol=0)
+    rot = torch.linalg.qr(torch.randn(12, 12, dtype=torch.complex64))[0]  # a unitary rotation of the receive space
+    torch.testing.assert_close(qr_positive(rot @ h)[1].abs(), qr_positive(h)[1].abs(), atol=1e-4, rtol=0)
+    m = HyperMIMO(6, 5, 75, inputs="r+spatial")
+    assert HyperMIMO.n_inputs(6, "r+spatial") == 55 and m.net[0].in_features == 55
+    hh, _ = _channels(b=2)
+    with pytest.raises(ValueError, match="needs the channels"):
+        m.generate(qr_positive(hh)[1], torch.ones(2))
+    save_model(m, HYPERMIMO_CODEC, tmp_path / "s", system={"nr": 12, "nt": 6, "modulation": "qpsk"})
+    assert load_model(tmp_path / "s", HYPERMIMO_CODEC)[0].inputs == "r+spatial"
+    old = HyperMIMO(6, 5, 75)
+    save_model(old, HYPERMIMO_CODEC, tmp_path / "old", system={"nr": 12, "nt": 6, "modulation": "qpsk"},
+               hyperparameters={k: v for k, v in HYPERMIMO_CODEC.hyperparameters(old).items() if k != "inputs"})
+    assert load_model(tmp_path / "old", HYPERMIMO_CODEC)[0].inputs == "r"
 
 
 def test_one_mmnet_layer_by_hand():
