@@ -91,6 +91,21 @@ def local_scattering_covariance(nr: int, angle_rad: float, angle_std_rad: float,
     return torch.polar(amp, phase)
 
 
+REDROP_GRID_DEG = 0.01  # angle grid of redrop=True (far below sigma_phi = 10 deg)
+
+
+def _local_scattering_covariances(nr: int, angles_rad: torch.Tensor, angle_std_rad: float,
+                                  spacing: float = 0.5) -> torch.Tensor:
+    """:func:`local_scattering_covariance` for a tensor of angles ``(...)`` at once ->
+    ``(..., nr, nr)`` complex128 (drawing a new drop per training channel needs thousands)."""
+    dm = torch.arange(nr, dtype=torch.float64)
+    dm = dm[:, None] - dm[None, :]
+    a = angles_rad.to(torch.float64)[..., None, None]
+    phase = 2 * math.pi * spacing * dm * torch.sin(a)
+    amp = torch.exp(-0.5 * angle_std_rad**2 * (2 * math.pi * spacing * dm * torch.cos(a)) ** 2)
+    return torch.polar(amp, phase)
+
+
 def rotated_drop(angles_rad: torch.Tensor, delta_rad: float) -> torch.Tensor:
     """Every user moved by ``delta_rad`` around the array ([HM] Fig. 6a)."""
     return angles_rad + delta_rad
@@ -125,7 +140,9 @@ class LocalScattering(ChannelModel):
     angles_deg : a fixed drop (nominal user angles in degrees); otherwise drawn from ``seed``
     seed : the drop when ``angles_deg`` is not given: drop ``k`` is ``seed = k`` (the [HM] paper's
         ten drops are seeds 0..9); :attr:`drop_angles_deg` records the angles
-    redrop : draw new user angles for every sample instead of a fixed drop
+    redrop : draw new user angles for every sample instead of a fixed drop (uniform on a grid of
+        ``REDROP_GRID_DEG`` over the sector: the matrix square roots of the grid are computed once,
+        so a training batch of thousands of new drops costs one gather)
     rotation_deg : mobility, [HM] Fig. 6a: every user moved by this angle around the array
     displacement_m : mobility, [HM] Fig. 6b: every user moved this far in a random direction
         (from ``displacement_seed``), starting ``distance_m`` from the array; its new nominal
@@ -168,14 +185,22 @@ class LocalScattering(ChannelModel):
     def sample(self, batch, generator=None):
         e = crandn((batch, self.nt, self.nr, 1), generator)
         if self.redrop:
-            ang = (torch.rand(batch, self.nt, generator=generator, dtype=torch.float64) - 0.5) * self.sector
-            covs = torch.stack([torch.stack([local_scattering_covariance(self.nr, float(a), self.angle_std, self.spacing)
-                                             for a in row]) for row in ang])
-            sq = hermitian_sqrt(covs).to(torch.complex64)
+            grid = self._redrop_sqrt()
+            u = torch.rand(batch, self.nt, generator=generator, dtype=torch.float64)
+            sq = grid[(u * (grid.shape[0] - 1)).round().long()]  # (batch, Nt, Nr, Nr)
         else:
             sq = self._sqrt
         h = (sq @ e).squeeze(-1)  # (batch, Nt, Nr)
         return h.transpose(-1, -2).contiguous()
+
+    def _redrop_sqrt(self) -> torch.Tensor:
+        """Square roots of the covariances at every grid angle of the sector, ``(G, Nr, Nr)``."""
+        if getattr(self, "_grid_sqrt", None) is None:
+            n = int(round(math.degrees(self.sector) / REDROP_GRID_DEG)) + 1
+            angles = torch.linspace(-0.5, 0.5, n, dtype=torch.float64) * self.sector
+            covs = _local_scattering_covariances(self.nr, angles, self.angle_std, self.spacing)
+            self._grid_sqrt = hermitian_sqrt(covs).to(torch.complex64)
+        return self._grid_sqrt
 
     @property
     def mean_energy(self) -> float:

@@ -76,6 +76,19 @@ def test_local_scattering_redrop_changes_angles():
     assert top_eig_share(h) < top_eig_share(fixed)
 
 
+def test_local_scattering_redrop_grid_holds_the_exact_square_roots():
+    from neuralmimo.channels.fading import REDROP_GRID_DEG, local_scattering_covariance
+
+    m = LocalScattering(12, 6, redrop=True)
+    grid = m._redrop_sqrt()
+    assert grid.shape[0] == round(120 / REDROP_GRID_DEG) + 1
+    for i in (0, 1234, grid.shape[0] - 1):
+        angle = math.radians(-60 + i * REDROP_GRID_DEG)
+        want = local_scattering_covariance(12, angle, math.radians(10), 0.5)
+        got = (grid[i] @ grid[i].mH).to(torch.complex128)
+        assert float((got - want).abs().max()) < 1e-5
+
+
 def test_time_varying_lag_one_correlation():
     m = TimeVaryingCorrelated(3, 2, rho_rx=0.5, rho_tx=0.2, rho_time=0.9, shadowing_std_db=0.0)
     g = torch.Generator().manual_seed(5)
