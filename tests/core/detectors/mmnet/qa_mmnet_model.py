@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neuralmimo.constellation import Constellation
-from neuralmimo.detectors.mmnet.model import (HyperMIMO, MMNetPerChannel, OAMPNet, denoise, mmnet,
+from neuralmimo.detectors.mmnet.model import (HyperMIMO, MMNetPerChannel, OAMPNet, denoise, denoise_qpsk, mmnet,
                                               HYPERMIMO_CODEC, mmnet_original_parameters, qr_positive,
                                               ser_crossing, spatial_features, tau, upper_entries)
 
@@ -54,6 +54,13 @@ def test_denoiser_is_the_posterior_mean_of_eq_10():
     assert torch.allclose(log_p.exp().sum(-1), torch.ones(4, 6, 5), atol=1e-5)
     near, _ = denoise(z, torch.full_like(t, 1e-6), QPSK.points)  # tau -> 0: the nearest point
     assert torch.allclose(near, QPSK.points[(z[..., None] - QPSK.points).abs().argmin(-1)], atol=1e-5)
+
+
+def test_qpsk_closed_form_is_the_posterior_mean():
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(2000, dtype=torch.complex64, generator=g) * 2
+    t = torch.rand(2000, generator=g) * 2 + 1e-3
+    torch.testing.assert_close(denoise_qpsk(z, t), denoise(z, t, QPSK.points)[0], atol=2e-6, rtol=0)
 
 
 def test_tau_follows_eq_9_with_nu_noise_dimensions():
