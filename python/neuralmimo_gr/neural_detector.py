@@ -127,6 +127,7 @@ class neural_detector(gr.sync_block):
         self._pending = None      # validated FrameDetector waiting for a frame boundary
         self._pending_revert = False  # the pending one is a revert (it does not become "previous")
         self._timing: dict[int, list] = {}  # id(detector) -> [frames, vectors, seconds]
+        self._slowdown_checked: set[int] = set()  # models whose slowdown window is past
         self.max_slowdown = float(max_slowdown)
         self.reverts: list[dict] = []
         self.failed_frames: list[int | None] = []  # numbers of the frames a model failed on (output 0)
@@ -329,8 +330,12 @@ class neural_detector(gr.sync_block):
             return
         frames, vectors, seconds = self._timing.get(id(det), (0, 0, 0.0))
         prev = self._timing.get(id(previous))
-        if not (prev and prev[1] and vectors and 4 <= frames < PROBATION_FRAMES * 4):
+        if id(det) in self._slowdown_checked or not (prev and prev[1] and vectors and frames >= 4):
             return
+        # checked after every call until its first 4 x PROBATION_FRAMES frames are past (one
+        # call may jump past them all when a slow model lets the input pile up)
+        if frames >= PROBATION_FRAMES * 4:
+            self._slowdown_checked.add(id(det))
         slowdown = (seconds / vectors) / max(prev[2] / prev[1], 1e-12)
         if slowdown <= self.max_slowdown:
             return
@@ -409,6 +414,7 @@ class neural_detector(gr.sync_block):
             if self._previous is not None:
                 self._predecessor[id(pending)] = self._previous
             self._timing[id(pending)] = [0, 0, 0.0]  # its own probation (an id may be reused after a model is freed)
+            self._slowdown_checked.discard(id(pending))
             self._tag_model(offset, pending)
             d = pending.describe()
             info = {"event": "swapped", **d, "offset": int(offset), "frame": self._frame_number, "time": _now()}
@@ -468,6 +474,7 @@ class neural_detector(gr.sync_block):
         live = {k for _, k in groups} | {id(self._active), id(self._previous)}
         self._predecessor = {k: v for k, v in self._predecessor.items() if k in live}
         self._timing = {k: v for k, v in self._timing.items() if k in live}
+        self._slowdown_checked &= live
         self.failed_frames.extend(numbers.get(a) for _, _, a in failed)
         write_streams(output_items[: self.nt], x_all)
         if llr_all is not None:

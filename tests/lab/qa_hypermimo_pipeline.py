@@ -52,7 +52,7 @@ def test_every_method_sees_the_same_symbols_and_the_report_has_the_paper_beside_
     assert "mmnet" in sub and sub["mmnet"][1] == sub["mmse"][1]
     assert ev["timing"]["speedup"] > 100  # weight generation vs per-channel training
     report = (run / "report.md").read_text()
-    assert "HyperMIMO over LMMSE | 2.85 dB" in report and "Mobility" in report and "Beyond the paper" in report
+    assert "HyperMIMO gain over LMMSE | 2.85 dB" in report and "Mobility" in report and "Beyond the paper" in report
     across = json.loads((run / "across" / "results.json").read_text())
     assert across["variants"] == ["r, hidden 75", "r+spatial, hidden 75"]
     assert all(set(m["drops"]) == {"0"} for m in across["models"].values())
