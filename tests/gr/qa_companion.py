@@ -149,8 +149,15 @@ class Companion:
             time.sleep(0.3)
         raise AssertionError(f"the flowgraph GRC executed did not finish within {timeout_s} s:\n{self.log()}")
 
-    def screenshot(self, path: Path) -> None:
-        subprocess.run(["/usr/bin/python3", "-c", SCREENSHOT, str(path)], env=self.env, check=True, timeout=60)
+    def screenshot(self, path: Path, min_bytes: int = 20_000, timeout_s: float = 30) -> None:
+        """A PNG of the screen once GRC has painted its window (the window exists before GTK
+        draws it: a shot taken then is a near-empty PNG of a few kB)."""
+        deadline = time.time() + timeout_s
+        while True:
+            subprocess.run(["/usr/bin/python3", "-c", SCREENSHOT, str(path)], env=self.env, check=True, timeout=60)
+            if path.stat().st_size > min_bytes or time.time() > deadline:
+                return
+            time.sleep(0.5)
 
     def close(self) -> None:
         self.proc.terminate()
