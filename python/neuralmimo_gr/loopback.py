@@ -187,13 +187,13 @@ def _sdnet_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_
 def _hypermimo_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float,
                         lab_frames: int = 4000) -> list[dict]:
     """The HyperMIMO loopback and the same bundle in the lab: ``lab_frames`` frames of the
-    flowgraph's drop, SNR, convention and pilots (:func:`~neuralmimo.detectors.mmnet.train.draw_batch`
+    flowgraph's drop, SNR, convention and pilots (:func:`~neuralmimo.datasets.draw_channel_batch`
     with LS CSI: orthogonal DFT pilots, as the frame source sends), detected by the bundle's
     detector, MMSE and ZF."""
     import torch
 
     from neuralmimo.detectors import SystemSpec, linear_detect, load_detector
-    from neuralmimo.detectors.mmnet.train import draw_batch
+    from neuralmimo.datasets import draw_channel_batch as draw_batch
 
     tb, wall = _run_loopback(grc, out_dir, timeout_s, n_frames=frames, model=str(model))
     lay, chan, nr = tb.src.layout, tb.chan, tb.est.nr

@@ -101,11 +101,19 @@ class neural_detector(gr.sync_block):
     first ``PROBATION_FRAMES`` frames is reverted at once, and the frames it failed on are
     detected again by the model it replaced; one more than ``max_slowdown`` times slower per
     vector is reverted at the next frame boundary (``reverted`` on ``status``, :attr:`reverts`).
+
+    Complexity dial (models with one: DetNet/WeSNet [WS]): ``keep`` (kept fraction of each
+    layer's hidden units, ``(0, 1]``; above the fraction a model was trained with it runs at
+    that one) and ``layers`` (layers run; 0: all) -- constructor/GRC parameters and
+    :meth:`set_complexity` (GRC callback). A change is prepared off the streaming thread (the
+    weights are sliced to the kept units, so fewer units cost fewer FLOPs) and put in force at
+    the next frame boundary exactly like a model swap: ``swapped`` on ``status`` and a ``model``
+    tag, both with the ``options`` in force. It also applies to every model loaded later.
     """
 
     def __init__(self, nr: int = 12, nt: int = 8, modulation: str = "bpsk", model: str = "", watch_dir: str = "",
                  watch_interval_s: float = 1.0, torch_threads: int = 1, llr_output: bool = False,
-                 max_slowdown: float = 50.0):
+                 max_slowdown: float = 50.0, keep: float = 1.0, layers: int = 0):
         if nr < 1 or nt < 1 or nt > nr:
             raise ValueError(f"neural detection needs 1 <= nt <= nr, got nr={nr}, nt={nt}")
         if torch_threads < 1:
@@ -155,6 +163,7 @@ class neural_detector(gr.sync_block):
                              "it does")
         self._start_threads()  # loading the initial model overlaps the rest of the flowgraph's set-up
         self._initial_model = str(model or "")
+        self._complexity = self._check_complexity(keep, layers)
         if model:
             self.set_model(model)
 
@@ -163,6 +172,35 @@ class neural_detector(gr.sync_block):
         """Request a bundle (loaded off the streaming thread, applied at the next frame boundary)."""
         if path:
             self._requests.put((str(path), sha256))
+
+    @staticmethod
+    def _check_complexity(keep, layers) -> tuple[float, int]:
+        keep, layers = float(keep), int(layers)
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep must lie in (0, 1], got {keep}")
+        if layers < 0:
+            raise ValueError(f"layers must be >= 0 (0: all), got {layers}")
+        return keep, layers
+
+    def set_complexity(self, keep: float, layers: int = 0) -> None:
+        """Request a kept fraction and a depth (class docstring); in force from the next frame
+        boundary. A bad value is logged and refused (``refused`` on ``status``); the running
+        setting stays."""
+        try:
+            request = self._check_complexity(keep, layers)
+        except (TypeError, ValueError) as exc:
+            self._refuse("", f"bad complexity setting: {exc}")
+            return
+        self._requests.put(("complexity", request))
+
+    def _configured(self, det, setting: tuple[float, int]):
+        """``det`` at ``setting`` (a new detector), or ``det`` itself if it has no dial;
+        ``ValueError`` if the model cannot run at it (more layers than it has)."""
+        keep, layers = setting
+        if not hasattr(det, "configured"):
+            return det
+        trained = float(det.hyperparameters.get("keep", 1.0))
+        return det.configured(keep=min(keep, trained), layers=layers)
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Block until every requested bundle has been loaded or refused (for scripts and tests)."""
@@ -230,6 +268,9 @@ class neural_detector(gr.sync_block):
             if isinstance(req, threading.Event):
                 req.set()
                 continue
+            if req[0] == "complexity":
+                self._apply_complexity(req[1])
+                continue
             path, sha = req
             resolved = resolve_model_path(path)
             if resolved is None:
@@ -245,6 +286,11 @@ class neural_detector(gr.sync_block):
             except Exception as exc:  # noqa: BLE001 - any failure to build is a refusal
                 self._refuse(path, f"{path}: could not build the detector ({type(exc).__name__}: {exc})")
                 continue
+            try:
+                det = self._configured(det, self._complexity)
+            except ValueError as exc:
+                self.logger.warn(f"{resolved}: the complexity setting {self._complexity} does not fit this model "
+                                 f"({exc}); it runs at its trained setting")
             with self._lock:
                 superseded, self._pending = self._pending, det
                 was_revert, self._pending_revert = self._pending_revert, False
@@ -252,6 +298,32 @@ class neural_detector(gr.sync_block):
                 self._status({"event": "superseded", **superseded.describe(), "by": str(resolved), "time": _now()})
             self.logger.info(f"loaded {det.architecture} model {resolved} (requested as {path})")
             self._status({"event": "loaded", **det.describe(), "time": _now()})
+
+    def _apply_complexity(self, setting: tuple[float, int]) -> None:
+        """Loader thread: the model that will be in force, re-sliced to ``setting``, becomes the
+        pending one (a model waiting for its frame boundary is replaced by itself at the new
+        setting, so the latest request wins). The setting also applies to models loaded later."""
+        with self._lock:
+            base = self._pending if self._pending is not None and not self._pending_revert else self._active
+        if base is None:  # no model yet: applied when one loads
+            self._complexity = setting
+            return
+        if not hasattr(base, "configured"):
+            self._complexity = setting
+            if setting != (1.0, 0):
+                self.logger.warn(f"model {base.describe()['path']} ({base.architecture}) has no complexity dial: "
+                                 f"keep={setting[0]:g}, layers={setting[1]} apply to dial models loaded later")
+            return
+        try:
+            det = self._configured(base, setting)
+        except ValueError as exc:
+            self._refuse(str(base.describe()["path"]), f"complexity refused: {exc}")
+            return
+        self._complexity = setting
+        with self._lock:
+            self._pending, self._pending_revert = det, False
+        self.logger.info(f"complexity {det.describe()['options']} prepared for {det.describe()['path']}")
+        self._status({"event": "loaded", **det.describe(), "time": _now()})
 
     @staticmethod
     def _folder_state(folder: Path) -> tuple:
@@ -386,7 +458,8 @@ class neural_detector(gr.sync_block):
 
     def _tag_model(self, offset: int, det) -> None:
         d = det.describe()
-        value = pmt.to_pmt({"architecture": d["architecture"], "sha256": d["sha256"], "path": d["path"]})
+        value = pmt.to_pmt({"architecture": d["architecture"], "sha256": d["sha256"], "path": d["path"],
+                            "options": d["options"]})
         for k in range(self.nt + self.llr_output):
             self.add_item_tag(k, offset, pmt.intern(MODEL), value)
 

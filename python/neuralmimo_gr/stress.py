@@ -188,6 +188,57 @@ def bench_neural_flowgraph(frames: int = 64, frame_data: int = 1024, repeats: in
     return rows
 
 
+def bench_dial_flowgraph(bundle: str, keeps: list[float], frames: int = 16, frame_data: int = 1024,
+                         repeats: int = 2, timeout_s: float = 600) -> list[dict]:
+    """A DetNet/WeSNet bundle in the neural detector block at each kept fraction, on the same
+    frames (vector sources with the estimator's tags -> block at ``keep`` -> null sinks), in this
+    process: flowgraph vectors/s, the block's own seconds in detection (its per-model timing)
+    and the FLOPs per vector; best of ``repeats``. The speed-up is against the largest fraction."""
+    quiet_info_logs()
+    torch.set_num_threads(TORCH_THREADS_PER_BLOCK)
+    kernel = load_detector(bundle)
+    nr, nt, mod = kernel.nr, kernel.nt, kernel.constellation.name
+    y, h, nv, tags = _frame_stream(nr, nt, frames, frame_data, real_channel=True)
+    rows = []
+    for keep in keeps:
+        best_fg, best_block = float("inf"), float("inf")
+        for _ in range(repeats):
+            det = neural_detector(nr, nt, mod, str(bundle), keep=keep)
+            det.wait_idle()
+            tb = _neural_fg(det, y, tags)
+            for k in range(nt):
+                snk = blocks.null_sink(gr.sizeof_gr_complex)
+                tb._keep.append(snk)
+                tb.connect((det, k), snk)
+            best_fg = min(best_fg, run_flowgraph(tb, timeout_s))
+            best_block = min(best_block, sum(t[2] for t in det._timing.values()))
+            options = det.model_info()["options"]
+            det.close()
+        kernel.configure(keep=keep)
+        n = frames * frame_data
+        rows.append({"keep": keep, "options": options, "vectors": n, "flowgraph_vps": n / best_fg,
+                     "block_detect_seconds_per_vector": best_block / n, "flops_per_vector": kernel.flops_per_vector(frame_data)})
+    ref = max(rows, key=lambda r: r["keep"])
+    for r in rows:
+        r["speedup_block"] = ref["block_detect_seconds_per_vector"] / r["block_detect_seconds_per_vector"]
+        r["speedup_flowgraph"] = r["flowgraph_vps"] / ref["flowgraph_vps"]
+        r["flops_ratio"] = ref["flops_per_vector"] / r["flops_per_vector"]
+    return rows
+
+
+def format_bench_dial_flowgraph(rows: list[dict], bundle: str) -> str:
+    lines = [f"complexity dial of {bundle} in the neural detector block (same frames, 1 torch thread)",
+             f"{'kept':>6} | {'FLOPs/vector':>13} | {'FLOP ratio':>10} | {'block us/vector':>15} | {'speed-up':>8} | "
+             f"{'flowgraph vectors/s':>19} | {'speed-up':>8}"]
+    for r in rows:
+        lines.append(f"{100 * r['keep']:>5g}% | {r['flops_per_vector']:>13,.0f} | {r['flops_ratio']:>9.2f}x | "
+                     f"{1e6 * r['block_detect_seconds_per_vector']:>15.2f} | {r['speedup_block']:>7.2f}x | "
+                     f"{r['flowgraph_vps']:>19,.0f} | {r['speedup_flowgraph']:>7.2f}x")
+    lines.append("block: seconds the block spends in its detector (its own timing); flowgraph: sources with the "
+                 "estimator's tags -> block -> null sinks; speed-ups against the largest kept fraction")
+    return "\n".join(lines)
+
+
 def format_bench_neural_flowgraph(rows: list[dict]) -> str:
     lines = [f"{'neural detector block':<28} | {'flowgraph vectors/s':>19} | {'kernel vectors/s':>16} | flowgraph / kernel"]
     for r in rows:

@@ -26,7 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "python" / "neuralmimo"
 LAB_ONLY = ("yaml", "matplotlib", "tqdm", "sionna")
-FAMILIES = ("neuralmimo.detectors.sdnet", "neuralmimo.detectors.deepsic", "neuralmimo.detectors.mmnet")
+FAMILIES = ("neuralmimo.detectors.sdnet", "neuralmimo.detectors.deepsic", "neuralmimo.detectors.mmnet",
+            "neuralmimo.detectors.detnet")
 PACKAGES = ["neuralmimo.constellation", "neuralmimo.realvalued", "neuralmimo.snr", "neuralmimo.frames",
             "neuralmimo.estimation", "neuralmimo.sync", "neuralmimo.metrics", "neuralmimo.bundle", "neuralmimo.training",
             "neuralmimo.channels", "neuralmimo.datasets", "neuralmimo.detectors", "neuralmimo.detectors.registry",

@@ -10,12 +10,12 @@
 
 from .base import BlockFadingProcess, ChannelModel, crandn, hermitian_sqrt, transmit, vec_columns
 from .deepsic_sed import DeepSICSynthetic, SEDBlock, beamformed_gains, sed_matrix, user_counts
-from .fading import (IIDRayleigh, Kronecker, LocalScattering, TimeVaryingCorrelated, exponential_correlation, jakes_rho,
-                     local_scattering_covariance)
+from .fading import (IIDRayleigh, IIDRealGaussian, Kronecker, LocalScattering, TimeVaryingCorrelated,
+                     exponential_correlation, jakes_rho, local_scattering_covariance)
 from .impairments import apply_cfo
 from .registry import CHANNELS, ChannelSpec, describe_channels, make_channel
 
 __all__ = ["BlockFadingProcess", "ChannelModel", "crandn", "hermitian_sqrt", "transmit", "vec_columns",
-           "DeepSICSynthetic", "SEDBlock", "beamformed_gains", "sed_matrix", "user_counts", "IIDRayleigh", "Kronecker",
-           "LocalScattering", "TimeVaryingCorrelated", "exponential_correlation", "jakes_rho",
+           "DeepSICSynthetic", "SEDBlock", "beamformed_gains", "sed_matrix", "user_counts", "IIDRayleigh", "IIDRealGaussian",
+           "Kronecker", "LocalScattering", "TimeVaryingCorrelated", "exponential_correlation", "jakes_rho",
            "local_scattering_covariance", "apply_cfo", "CHANNELS", "ChannelSpec", "describe_channels", "make_channel"]

@@ -40,6 +40,33 @@ class IIDRayleigh(ChannelModel):
         return torch.eye(self.nr * self.nt, dtype=torch.complex128)
 
 
+class IIDRealGaussian(ChannelModel):
+    """Real i.i.d. Gaussian channel of DetNet [DN] and WeSNet [WS] (their 30 x 60 BPSK case):
+    ``H[n, k] ~ N(0, 1)`` real, stored as complex64 with zero imaginary part, so
+    ``E||H||_F^2 = Nr Nt`` (DetNet's data generator: ``H = randn(N, K)``).
+
+    Parameters
+    ----------
+    nr, nt : receive antennas, transmit streams
+    """
+
+    real_valued = True
+
+    def __init__(self, nr: int, nt: int):
+        self.nr, self.nt = nr, nt
+
+    def sample(self, batch, generator=None):
+        return torch.randn((batch, self.nr, self.nt), generator=generator).to(torch.complex64)
+
+    @property
+    def mean_energy(self) -> float:
+        return float(self.nr * self.nt)
+
+    def covariance(self):
+        # E[vec(H) vec(H)^H] of a real N(0, 1) matrix: the identity, as for CN(0, 1)
+        return torch.eye(self.nr * self.nt, dtype=torch.complex128)
+
+
 class Kronecker(ChannelModel):
     """Kronecker model ``H = R_r^{1/2} G R_t^{1/2}`` with ``G`` i.i.d. ``CN(0, 1)``.
 

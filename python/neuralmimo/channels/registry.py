@@ -16,7 +16,7 @@ from typing import Callable
 
 from .base import ChannelModel
 from .deepsic_sed import DeepSICSynthetic
-from .fading import IIDRayleigh, Kronecker, LocalScattering, TimeVaryingCorrelated
+from .fading import IIDRayleigh, IIDRealGaussian, Kronecker, LocalScattering, TimeVaryingCorrelated
 from .umi import UMiConfig, make_umi_channel
 
 
@@ -36,6 +36,7 @@ class ChannelEntry:
 
 CHANNELS: dict[str, ChannelEntry] = {
     "iid": ChannelEntry(IIDRayleigh, "i.i.d. Rayleigh"),
+    "iid-real": ChannelEntry(IIDRealGaussian, "real i.i.d. N(0, 1), DetNet's 30x60 BPSK channel [DN] [WS]"),
     "kronecker": ChannelEntry(Kronecker, "Kronecker, exponential correlation at both ends"),
     "local-scattering": ChannelEntry(LocalScattering, "local scattering around each user, ULA [HM] eq. (13)-(14)"),
     "deepsic-sed": ChannelEntry(DeepSICSynthetic, "DeepSIC synthetic exp(-|n-k|) with per-user SNR profiles [MH]"),

@@ -18,6 +18,7 @@ from ..channels.base import transmit
 from ..constellation import Constellation
 from ..estimation import LSChannelEstimator, ls_padded
 from ..frames import pilot_matrix
+from ..snr import noise_variance
 
 PILOTS = ("dft", "random")
 
@@ -125,3 +126,49 @@ def draw_frames(h: torch.Tensor, constellation: Constellation, n_pilots: int, n_
     y = transmit(h, x, nv[:, None, None], generator)
     frames = Frames(y, n_pilots, x_p, idx, pilot_idx, active, h, nv)
     return frames.estimate() if estimate else frames
+
+
+CSI_KINDS = ("perfect", "ls")
+
+
+@dataclass
+class ChannelBatch:
+    """``B`` channels with ``n`` data vectors each.
+
+    y : ``(B, Nr, n)`` received data vectors; x : ``(B, Nu, n)`` sent symbols, idx their indices
+    h, noise_var : what the receiver uses (true, or LS estimate and pilot-residual estimate)
+    h_true, noise_var_true : the truth; snr_db : ``(B,)``
+    """
+
+    y: torch.Tensor
+    x: torch.Tensor
+    idx: torch.Tensor
+    h: torch.Tensor
+    noise_var: torch.Tensor
+    h_true: torch.Tensor
+    noise_var_true: torch.Tensor
+    snr_db: torch.Tensor
+
+
+def draw_channel_batch(channel, constellation: Constellation, batch: int, n_vectors: int, snr_db,
+                       generator: torch.Generator, *, convention: str = "hypermimo", csi: str = "perfect", n_pilots: int = 16) -> ChannelBatch:
+    """``batch`` channels from ``channel`` (a :class:`~neuralmimo.channels.ChannelModel`), each
+    with ``n_vectors`` vectors at an SNR (dB, ``convention``) uniform in ``snr_db = (lo, hi)``
+    or fixed (a number). Draw order: channels, SNRs, then the symbols and noise."""
+    if csi not in CSI_KINDS:
+        raise ValueError(f"csi must be one of {CSI_KINDS}, got {csi!r}")
+    h = channel.sample(batch, generator)
+    if isinstance(snr_db, (int, float)):
+        snr = torch.full((batch,), float(snr_db), dtype=torch.float64)
+    else:
+        lo, hi = snr_db
+        snr = lo + (hi - lo) * torch.rand(batch, generator=generator, dtype=torch.float64)
+    p_ref = noise_variance(0.0, convention, channel_energy=channel.mean_energy, nr=channel.nr, nt=channel.nt)
+    nv = (p_ref / 10.0 ** (snr / 10.0)).float()
+    if csi == "perfect":
+        idx = constellation.random_indices((batch, channel.nt, n_vectors), generator)
+        x = constellation.symbols(idx)
+        y = transmit(h, x, nv[:, None, None], generator)
+        return ChannelBatch(y, x, idx, h, nv, h, nv, snr)
+    f = draw_frames(h, constellation, n_pilots, n_vectors, nv, generator)
+    return ChannelBatch(f.y_d, constellation.symbols(f.idx), f.idx, f.h_ls, f.noise_var_hat.float(), f.h, nv, snr)

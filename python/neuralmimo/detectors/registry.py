@@ -20,6 +20,7 @@ from pathlib import Path
 from ..bundle import BundleError, ModelCodec, is_sha256, load_bundle, load_model, read_manifest
 from .base import FrameDetector, SystemSpec
 from .deepsic import JOINT_CODEC, HyperDeepSICDetector
+from .detnet import DetNetDetector, WeSNetDetector
 from .mmnet import HyperMIMODetector
 from .sdnet import SDNetDetector
 from .sdnet.learngene import LEARNGENE_CODEC
@@ -28,6 +29,8 @@ REGISTRY: dict[str, type[FrameDetector]] = {
     "sdnet": SDNetDetector,
     "hypernet-deepsic": HyperDeepSICDetector,
     "hypermimo": HyperMIMODetector,
+    "detnet": DetNetDetector,
+    "wesnet": WeSNetDetector,
 }
 
 DATA_BUNDLES: dict[str, ModelCodec] = {

@@ -264,7 +264,12 @@ def _add_bench(sub):
     f.add_argument("--frames", type=positive_int, default=512, help="frames per run (default 512)")
     _add_bench_common(f)
     f.set_defaults(func=cmd_bench_flowgraph)
-    t = s.add_parser("training", help="SDNet training throughput: our loop vs a plain nn.Sequential + Adam loop")
+    t = s.add_parser("training", help="training throughput: our loop vs a plain nn.Sequential + Adam loop (SDNet or "
+                     "DetNet/WeSNet)")
+    t.add_argument("--family", choices=["sdnet", "wesnet"], default="sdnet",
+                   help="sdnet (default): Nconv depths below; wesnet: DetNet/WeSNet 30x60 BPSK, --layers, --batch")
+    t.add_argument("--layers", type=positive_int, default=90, help="wesnet: layers L (default 90, the paper's)")
+    t.add_argument("--batch", type=positive_int, default=1000, help="wesnet: batch per step (default 1000)")
     t.add_argument("--n-conv", type=lambda v: tuple(int(x) for x in v.split(",")), default=(12, 8),
                    help="SDNet depths Nconv, comma list (default 12,8: collective and individual models)")
     t.add_argument("--samples", type=positive_int, default=4000, help="training samples per timed epoch (default 4000)")
@@ -273,6 +278,15 @@ def _add_bench(sub):
                    help="also time this many single-thread training processes at once (default 2; 0: skip)")
     _add_bench_common(t, repeats=2)
     t.set_defaults(func=cmd_bench_training)
+    dl = s.add_parser("dial", help="a DetNet/WeSNet bundle in the neural detector block at each kept fraction on the "
+                     "same frames: time per vector vs FLOPs (rx environment)")
+    dl.add_argument("--model", required=True, help="DetNet/WeSNet bundle folder")
+    dl.add_argument("--keeps", type=lambda v: [float(x) for x in v.split(",")], default=[0.1, 0.2, 0.5, 1.0],
+                   help="kept fractions, comma list (default 0.1,0.2,0.5,1.0)")
+    dl.add_argument("--frames", type=positive_int, default=16, help="frames (default 16)")
+    dl.add_argument("--frame-data", type=positive_int, default=1024, help="data vectors per frame (default 1024)")
+    _add_bench_common(dl, repeats=2)
+    dl.set_defaults(func=cmd_bench_dial)
     n = s.add_parser("neural", help="neural detectors: SDNet fast path vs the plain module, hypernetwork-DeepSIC, any "
                      "bundle vs MMSE, and the neural detector block in a flowgraph vs its kernel (rx environment)")
     n.add_argument("--models", default="",
@@ -306,11 +320,24 @@ def cmd_bench_flowgraph(a) -> int:
 
 
 def cmd_bench_training(a) -> int:
-    from .bench import bench_training, format_bench_training
+    from .bench import bench_training, bench_training_wesnet, format_bench_training, format_bench_training_wesnet
 
+    if a.family == "wesnet":
+        r = bench_training_wesnet(layers=a.layers, batch=a.batch, repeats=a.repeats, threads=a.threads)
+        print(format_bench_training_wesnet(r))
+        _write_json(a.json, r)
+        return 0
     r = bench_training(n_conv=a.n_conv, samples=a.samples, repeats=a.repeats, threads=a.threads, workers=a.workers)
     print(format_bench_training(r))
     _write_json(a.json, r)
+    return 0
+
+
+def cmd_bench_dial(a) -> int:
+    stress = _gr("stress")
+    rows = stress.bench_dial_flowgraph(a.model, a.keeps, frames=a.frames, frame_data=a.frame_data, repeats=a.repeats)
+    print(stress.format_bench_dial_flowgraph(rows, a.model))
+    _write_json(a.json, rows)
     return 0
 
 
@@ -470,6 +497,8 @@ PIPELINES = {
                "per-user SNR profiles and users joining/leaving",
     "hypermimo": "HyperMIMO [HM]: a hypernetwork writing MMNet's weights per channel, against MMNet per channel, "
                  "OAMPNet, LMMSE and exact ML on local-scattering drops; mobility",
+    "wesnet": "DetNet and WeSNet [WS]: weight-scaling profiles, R-/L-WeSNet, the kept-fraction and depth dial, "
+              "FLOPs; 30x60 BPSK against ZF, MMSE and K-best",
 }
 
 
@@ -495,7 +524,8 @@ def cmd_pipeline(a) -> int:
     import torch
 
     mod = _pipeline(a.pipeline)
-    config_class = {"learngene": "LearngeneConfig", "deepsic": "DeepSICConfig", "hypermimo": "HyperMIMOConfig"}[a.pipeline]
+    config_class = {"learngene": "LearngeneConfig", "deepsic": "DeepSICConfig", "hypermimo": "HyperMIMOConfig",
+                    "wesnet": "WeSNetConfig"}[a.pipeline]
     cfg = getattr(mod, config_class).load(a.pipeline_config)
     torch.set_num_threads(a.threads or getattr(cfg, "threads", 2))
     run = a.out or Path("out") / a.pipeline / cfg.name

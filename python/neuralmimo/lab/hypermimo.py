@@ -40,7 +40,8 @@ from ..constellation import Constellation
 from ..detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect
 from ..detectors.mmnet.model import (HYPERMIMO_CODEC, HyperMIMO, OAMPNet, mmnet_original_parameters,
                                      ser_crossing)
-from ..detectors.mmnet.train import (CSI_KINDS, draw_batch, detect_mmnet_per_channel, train_hypermimo,
+from ..datasets import CSI_KINDS, draw_channel_batch as draw_batch
+from ..detectors.mmnet.train import (detect_mmnet_per_channel, train_hypermimo,
                                      train_mmnet_per_channel, train_oampnet)
 from .figures import plt, save_figure
 from .runs import load_yaml, read_json, run_steps, section, write_json

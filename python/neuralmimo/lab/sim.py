@@ -80,7 +80,7 @@ def _detector_functions(cfg: SimConfig, const: Constellation) -> dict:
             label = path.name + "".join(f"@{k}={v}" for k, v in options.items())
             out[d] = (lambda y, h, nv, det=det: const.hard_decision(det.detect(y, h, nv)),
                       {"label": label, "architecture": det.architecture, "sha256": det.sha256, "bundle": str(path),
-                       "options": dict(det.option_values)})
+                       "options": dict(det.option_values), "flops_per_vector": det.flops_per_vector(cfg.frame_data)})
         else:
             raise ValueError(f"unknown detector {d!r}; choose from {CLASSICAL} or give a bundle folder (a path with /)")
     return out
@@ -164,6 +164,7 @@ def format_table(records: list[dict]) -> str:
     for d in dets:
         r = by[(snrs[0], d)]
         if "architecture" in r:
+            flops = r.get("flops_per_vector")
             lines.append(f"{labels[d]}: {r['architecture']} bundle {r['bundle']}, sha256 {r['sha256'][:16]}..., "
-                         f"options {r['options']}")
+                         f"options {r['options']}" + ("" if flops is None else f", {flops:,.0f} FLOPs per vector"))
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """Training of HyperMIMO, of MMNet per channel realisation and of OAMPNet, [HM] Sec. IV-B.
 
 Data are drawn afresh for every batch ("randomly sampling channel matrices, SNRs and symbols"):
-:func:`draw_batch` samples channels from a model (a fixed user drop of the local scattering
-model in the paper), an SNR per channel uniform in a range, QPSK symbols and noise. With
+:func:`~neuralmimo.datasets.draw_channel_batch` samples channels from a model (a fixed user
+drop of the local scattering model in the paper), an SNR per channel uniform in a range, QPSK symbols and noise. With
 ``csi="ls"`` each channel also carries ``n_pilots`` orthogonal pilots
 (:func:`~neuralmimo.datasets.draw_frames`) and the receiver is given the LS estimate and the
 pilot-residual noise variance instead of the true ``H`` and ``sigma^2``.
@@ -11,62 +11,14 @@ pilot-residual noise variance instead of the true ``H`` and ``sigma^2``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from ...channels.base import transmit
 from ...constellation import Constellation
-from ...datasets import draw_frames
-from ...snr import noise_variance
+from ...datasets import ChannelBatch
 from ...training import train_loop
 from .model import HyperMIMO, MMNetPerChannel, OAMPNet, mmnet, mse, qr_positive
-
-CSI_KINDS = ("perfect", "ls")
-
-
-@dataclass
-class Batch:
-    """``B`` channels with ``n`` data vectors each.
-
-    y : ``(B, Nr, n)`` received data vectors; x : ``(B, Nu, n)`` sent symbols, idx their indices
-    h, noise_var : what the receiver uses (true, or LS estimate and pilot-residual estimate)
-    h_true, noise_var_true : the truth; snr_db : ``(B,)``
-    """
-
-    y: torch.Tensor
-    x: torch.Tensor
-    idx: torch.Tensor
-    h: torch.Tensor
-    noise_var: torch.Tensor
-    h_true: torch.Tensor
-    noise_var_true: torch.Tensor
-    snr_db: torch.Tensor
-
-
-def draw_batch(channel, constellation: Constellation, batch: int, n_vectors: int, snr_db, generator: torch.Generator,
-               *, convention: str = "hypermimo", csi: str = "perfect", n_pilots: int = 16) -> Batch:
-    """``batch`` channels from ``channel`` (a :class:`~neuralmimo.channels.ChannelModel`), each
-    with ``n_vectors`` vectors at an SNR (dB, ``convention``) uniform in ``snr_db = (lo, hi)``
-    or fixed (a number). Draw order: channels, SNRs, then the symbols and noise."""
-    if csi not in CSI_KINDS:
-        raise ValueError(f"csi must be one of {CSI_KINDS}, got {csi!r}")
-    h = channel.sample(batch, generator)
-    if isinstance(snr_db, (int, float)):
-        snr = torch.full((batch,), float(snr_db), dtype=torch.float64)
-    else:
-        lo, hi = snr_db
-        snr = lo + (hi - lo) * torch.rand(batch, generator=generator, dtype=torch.float64)
-    p_ref = noise_variance(0.0, convention, channel_energy=channel.mean_energy, nr=channel.nr, nt=channel.nt)
-    nv = (p_ref / 10.0 ** (snr / 10.0)).float()
-    if csi == "perfect":
-        idx = constellation.random_indices((batch, channel.nt, n_vectors), generator)
-        x = constellation.symbols(idx)
-        y = transmit(h, x, nv[:, None, None], generator)
-        return Batch(y, x, idx, h, nv, h, nv, snr)
-    f = draw_frames(h, constellation, n_pilots, n_vectors, nv, generator)
-    return Batch(f.y_d, constellation.symbols(f.idx), f.idx, f.h_ls, f.noise_var_hat.float(), f.h, nv, snr)
-
 
 def decaying_lr(step: int, steps: int, lr_start: float, lr_end: float) -> float:
     """Exponential decay from ``lr_start`` (first step) to ``lr_end`` (last step)."""
@@ -88,7 +40,7 @@ def _train(model: torch.nn.Module, sample, loss_of, *, steps: int, steps_per_epo
                 group["lr"] = decaying_lr(s, steps, *lr)
             yield sample(s)
 
-    def step(b: Batch):
+    def step(b: ChannelBatch):
         loss = loss_of(b)
         return loss, float(loss.detach()), float(b.y.shape[0])
 
@@ -99,7 +51,7 @@ def _train(model: torch.nn.Module, sample, loss_of, *, steps: int, steps_per_epo
 def train_hypermimo(model: HyperMIMO, sample, *, steps: int, steps_per_epoch: int = 100,
                     lr: tuple[float, float] = (1e-3, 1e-4), progress=None) -> list[dict]:
     """[HM] Sec. IV-B: Adam on the MSE of the last layer (eq. (12)), learning rate decaying
-    from ``lr[0]`` to ``lr[1]``; ``sample(step)`` gives each step's :class:`Batch`."""
+    from ``lr[0]`` to ``lr[1]``; ``sample(step)`` gives each step's :class:`~neuralmimo.datasets.ChannelBatch`."""
     return _train(model, sample, lambda b: mse(model(b.y, b.h, b.noise_var)[0], b.x), steps=steps,
                   steps_per_epoch=steps_per_epoch, lr=lr, progress=progress, desc="HyperMIMO")
 

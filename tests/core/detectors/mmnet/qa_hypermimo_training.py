@@ -9,7 +9,8 @@ from neuralmimo.channels import make_channel
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
 from neuralmimo.detectors.mmnet.model import HyperMIMO
-from neuralmimo.detectors.mmnet.train import draw_batch, train_hypermimo
+from neuralmimo.datasets import draw_channel_batch as draw_batch
+from neuralmimo.detectors.mmnet.train import train_hypermimo
 
 pytestmark = pytest.mark.timeout(600)
 
