@@ -97,6 +97,18 @@ def linear_detect(y: torch.Tensor, h: torch.Tensor, noise_var, kind: str,
     return x, eff
 
 
+def linear_flops(rows: int, cols: int, vectors_per_frame: int, mmse: bool = False) -> float:
+    """Real FLOPs per detected vector of :func:`linear_detect` on a real-valued ``rows x cols``
+    channel (BPSK: ``2 Nr x Nt``, the widely-linear stacking): per frame, shared by its vectors,
+    the Gram matrix ``H^T H`` (``2 rows cols^2``), ``+ sigma^2 I`` for MMSE (``cols``) and the
+    Cholesky factorisation (``cols^3 / 3``); per vector ``H^T y`` (``2 rows cols``) and two
+    triangular solves (``2 cols^2``). (MMSE's per-stream bias correction, ``cols`` per vector, is
+    included.)"""
+    per_frame = 2 * rows * cols * cols + (cols if mmse else 0) + cols ** 3 / 3
+    per_vector = 2 * rows * cols + 2 * cols * cols + (cols if mmse else 0)
+    return per_vector + per_frame / vectors_per_frame
+
+
 def _pam_candidates(levels: torch.Tensor, dims: int) -> torch.Tensor:
     """All ``L^dims`` real vectors over the PAM alphabet, ``(dims, L^dims)`` (lexicographic)."""
     n_l = levels.numel()

@@ -52,6 +52,7 @@ ALPHA = 0.9           # DetNet's residual averaging of s and a
 PSI_T_INIT = 0.5      # soft-sign width at initialisation
 BETA_FLOOR = 1e-8     # the linear profile's last coefficient is 0; its learnable form starts here
 MODULATIONS = ("bpsk", "qpsk")
+INITS = ("detnet", "xavier")
 
 
 def profile_coefficients(kind: str, n: int) -> torch.Tensor:
@@ -147,15 +148,26 @@ class DetNet(nn.Module):
             self.register_buffer("beta_fixed", beta.repeat(L, 1), persistent=False)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Xavier-uniform weights ([WS] Table III), zero biases."""
+    def reset_parameters(self, scheme: str = "detnet") -> None:
+        """Initial weights: ``detnet`` (default) -- ``N(0, 0.01^2)`` weights and biases as DetNet's
+        published code; ``xavier`` -- Xavier-uniform weights, zero biases, as [WS] Table III
+        states. On these unnormalised inputs (``H^T H`` has diagonal ~``Nr``) Xavier starts with
+        pre-activations of tens, the soft sign saturates and its gradient vanishes: on 30x60 BPSK
+        after 400 steps of 500 samples Xavier reached loss 259 and BER 8.2e-2 at 11 dB, DetNet's
+        init loss 74 and BER 5.2e-3 (MMSE 5.3e-3) -- so the default is DetNet's."""
         if self.w1.is_meta:
             return
+        if scheme not in INITS:
+            raise ValueError(f"unknown initialisation {scheme!r}; choose one of {INITS}")
         with torch.no_grad():
-            for w in (self.w1, self.w2, self.w3):
-                fan_out, fan_in = w.shape[1], w.shape[2]
-                bound = math.sqrt(6.0 / (fan_in + fan_out))
-                w.uniform_(-bound, bound)
+            for w, b in ((self.w1, self.b1), (self.w2, self.b2), (self.w3, self.b3)):
+                if scheme == "detnet":
+                    w.normal_(0.0, 0.01)
+                    b.normal_(0.0, 0.01)
+                else:
+                    bound = math.sqrt(6.0 / (w.shape[1] + w.shape[2]))
+                    w.uniform_(-bound, bound)
+                    b.zero_()
 
     @property
     def amplitude(self) -> float:
@@ -191,14 +203,18 @@ class DetNet(nn.Module):
         b, n, k = hty.shape
         s = hty.new_zeros(b, n, k)
         a = hty.new_zeros(b, n, self.aux)
-        beta = self.beta()
+        # unbind once: indexing a stacked parameter per layer would make every layer's backward
+        # write a full-size zero gradient (L times the work); unbind's backward stacks them once
+        w1, b1, w2, b2, w3, b3, t = (p.unbind(0) for p in (self.w1, self.b1, self.w2, self.b2, self.w3, self.b3,
+                                                           self.t))
+        beta = self.beta().unbind(0)
         c = 1.0 - self.alpha
         outs = []
         for r in range(depth):
             x = torch.cat([hty, s @ hth, s, a], -1)
-            u = F.relu(F.linear(x, self.w1[r], self.b1[r])) * beta[r]
-            s = c * soft_sign(F.linear(u, self.w2[r], self.b2[r]), self.t[r]) + self.alpha * s
-            a = c * F.linear(u, self.w3[r], self.b3[r]) + self.alpha * a
+            u = F.relu(F.linear(x, w1[r], b1[r])) * beta[r]
+            s = c * soft_sign(F.linear(u, w2[r], b2[r]), t[r]) + self.alpha * s
+            a = c * F.linear(u, w3[r], b3[r]) + self.alpha * a
             if keep_all:
                 outs.append(s)
         return outs if keep_all else s
