@@ -4,7 +4,7 @@
 #   scripts/build_models.sh hypernet-deepsic-sed-n12   # DeepSIC training on the synthetic channel (~8 min)
 #   scripts/build_models.sh hypernet-deepsic-tv-n12    # DeepSIC training on the time-varying channel (~8 min)
 #   scripts/build_models.sh hypermimo-ls12x6-drop0     # HyperMIMO, local scattering drop 0, LS CSI (~4 min)
-#   scripts/build_models.sh wesnet-hf-30x60            # WeSNet-HF 30x60 BPSK, the cpu config's variants (~1 h)
+#   scripts/build_models.sh wesnet-hf-30x60            # R-WeSNet-HF 30x60 BPSK (the cpu config trains six variants, ~40 min)
 # Training is seeded; a rebuilt bundle has the same architecture and system config, and weights
 # equal up to floating-point non-determinism of multi-threaded CPU kernels.
 set -euo pipefail
@@ -28,6 +28,6 @@ case "${1:-}" in
     copy out/hypermimo/ship_drop0/train/drop0-ls hypermimo-ls12x6-drop0 ;;
   wesnet-hf-30x60)
     .venv/rx/bin/neuralmimo wesnet train --config configs/wesnet/cpu.yaml --out out/wesnet/cpu
-    copy out/wesnet/cpu/train/wesnet-hf wesnet-hf-30x60 ;;
+    copy out/wesnet/cpu/train/r-wesnet-hf wesnet-hf-30x60 ;;
   *) sed -n '2,9p' "$0"; exit 2 ;;
 esac

@@ -48,12 +48,15 @@ def to_points(s_hat: torch.Tensor, model: DetNet) -> torch.Tensor:
 
 
 def train_detnet(model: DetNet, sample, *, steps: int, steps_per_epoch: int = 100, lr: float = 1e-3,
-                 reg_lambda: float = 0.0, reg_start: int = 1, validation: ChannelBatch | None = None,
-                 progress=None, desc: str = "DetNet") -> list[dict]:
-    """Adam at ``lr`` on ``steps`` fresh batches ``sample(step) -> ChannelBatch``; loss eq. (20)
-    (+ ``reg_lambda`` x eq. (22) from layer ``reg_start``). One history record per
-    ``steps_per_epoch`` steps: ``loss`` (eq. (20) alone, weighted by batch size), the
-    regulariser's last value and, with a ``validation`` batch, the network's ``val_ber`` on it.
+                 lr_end: float | None = None, reg_lambda: float = 0.0, reg_start: int = 1,
+                 validation: ChannelBatch | None = None, keep_best: bool = False, progress=None,
+                 desc: str = "DetNet") -> list[dict]:
+    """Adam on ``steps`` fresh batches ``sample(step) -> ChannelBatch``, the learning rate decaying
+    exponentially from ``lr`` to ``lr_end`` (default: constant); loss eq. (20) (+ ``reg_lambda``
+    x eq. (22) from layer ``reg_start``). One history record per ``steps_per_epoch`` steps:
+    ``loss`` (eq. (20) alone, weighted by batch size), the regulariser's last value and, with a
+    ``validation`` batch, the network's ``val_ber`` on it; ``keep_best`` then restores the
+    weights of the epoch with the lowest ``val_ber`` at the end (its record gets ``best: True``).
 
     The loss is a mean of per-vector ratios to ZF's error (DetNet's code): heavy-tailed, since a
     vector that ZF detects almost exactly has a tiny denominator, so it can rise while the BER
@@ -62,8 +65,13 @@ def train_detnet(model: DetNet, sample, *, steps: int, steps_per_epoch: int = 10
     epochs = max(1, math.ceil(steps / steps_per_epoch))
     last = {"reg": 0.0}
 
+    lr_end = lr if lr_end is None else lr_end
+    best = {"ber": float("inf"), "state": None, "epoch": None}
+
     def batches(epoch):
         for s in range(epoch * steps_per_epoch, min(steps, (epoch + 1) * steps_per_epoch)):
+            for group in opt.param_groups:
+                group["lr"] = lr * (lr_end / lr) ** (s / max(steps - 1, 1))
             yield sample(s)
 
     def step(b: ChannelBatch):
@@ -88,12 +96,19 @@ def train_detnet(model: DetNet, sample, *, steps: int, steps_per_epoch: int = 10
             idx = detect_indices(model, validation.y, validation.h, const)
             model.train(was)
             out["val_ber"] = float((const.bits[idx] != const.bits[validation.idx]).float().mean())
+            if keep_best and out["val_ber"] < best["ber"]:
+                best.update(ber=out["val_ber"], epoch=e, state={k: v.detach().clone()
+                                                                 for k, v in model.state_dict().items()})
         return out
 
-    return train_loop(opt, step, batches, epochs=epochs, loss_key="loss", progress=progress, desc=desc,
-                      end_of_epoch=end_of_epoch,
-                      postfix=lambda r: {"loss": f"{r['loss']:.3f}", **({"ber": f"{r['val_ber']:.2e}"}
-                                                                          if "val_ber" in r else {})})
+    history = train_loop(opt, step, batches, epochs=epochs, loss_key="loss", progress=progress, desc=desc,
+                         end_of_epoch=end_of_epoch,
+                         postfix=lambda r: {"loss": f"{r['loss']:.3f}", **({"ber": f"{r['val_ber']:.2e}"}
+                                                                             if "val_ber" in r else {})})
+    if keep_best and best["state"] is not None:
+        model.load_state_dict(best["state"])
+        history[best["epoch"]]["best"] = True
+    return history
 
 
 @torch.no_grad()
