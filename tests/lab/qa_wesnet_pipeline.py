@@ -28,9 +28,11 @@ def run(tmp_path_factory):
 @pytest.mark.timeout(900)
 def test_every_variant_trains_and_loads_as_a_receiver(run):
     hist = json.loads((run / "train" / "history.json").read_text())
+    val = hist.pop("_validation")
     assert set(hist) == {"detnet", "wesnet-hf", "l-wesnet-hf-50", "r-wesnet-hf"}
     for name, h in hist.items():
         assert h["history"][-1]["loss"] < 0.7 * h["history"][0]["loss"], name  # the loss fell
+        assert h["history"][-1]["val_ber"] < min(h["history"][0]["val_ber"], val["mmse_ber"]), name
         det = load_detector(run / "train" / name, SystemSpec(16, 8, "bpsk"))
         assert det.architecture == ("detnet" if name == "detnet" else "wesnet")
         assert det.bundle.system["snr_convention"] == "detnet"

@@ -594,6 +594,19 @@ def step_report(cfg: WeSNetConfig, run: Path, progress: bool = True) -> dict:
               f"Parameters: 50 % keeps {100 * half['parameters'] / full['parameters']:.1f} % (paper: "
               f"{100 - PAPER['params_reduction_50pct']:.2f} %).", "",
               "![FLOPs vs kept](flops_keep.png)", ""]
+    ref = DetNet(s.nt, tr.layers, tr.hidden, s.modulation)
+    depths = sorted(set(ev.depths) | {tr.layers})
+    lines += ["FLOPs per slot (ours, products + element-wise) and parameters vs layers kept (Fig. 11):", "",
+              "| layers | " + " | ".join(f"{100 * k:g} %: FLOPs | parameters" for k in (1.0, 0.5, 0.2)) + " |",
+              "|---" * 7 + "|"]
+    for d in depths:
+        cells = []
+        for k in (1.0, 0.5, 0.2):
+            u = kept_units(k, tr.hidden)
+            f = detnet_matmul_flops(ref.k, s.nr, d, u, ref.aux, 1) + detnet_elementwise_flops(ref.k, d, u, ref.aux)
+            cells.append(f"{f:,.0f} | {sum(p.numel() for p in ref.sliced(k, d).parameters()):,}")
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    lines.append("")
     _plot_ber_snr(cfg, ber, run / "ber_snr.png", paper_system)
     if dial.get("keep"):
         _plot_keep(dial, run / "ber_keep.png")
