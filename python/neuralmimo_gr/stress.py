@@ -123,8 +123,9 @@ def _frame_stream(nr: int, nt: int, frames: int, frame_data: int, seed: int = 0,
     return y, h, nv, tags
 
 
-def _neural_fg(det, y, tags, repeat: bool = False, n_items: int | None = None):
-    """vector sources (one per antenna, tags on 0) [-> head] -> neural detector -> null sinks."""
+def _neural_fg(det, y, tags, repeat: bool = False, n_items: int | None = None, null_outputs: int = 0):
+    """vector sources (one per antenna, tags on 0) [-> head] -> neural detector [-> null sinks
+    on its first ``null_outputs`` outputs]."""
     tb = gr.top_block()
     streams = y.transpose(0, 1).reshape(y.shape[1], -1).numpy()
     keep = [det]
@@ -137,6 +138,10 @@ def _neural_fg(det, y, tags, repeat: bool = False, n_items: int | None = None):
             tb.connect(src, head, (det, r))
         else:
             tb.connect(src, (det, r))
+    for k in range(null_outputs):
+        snk = blocks.null_sink(gr.sizeof_gr_complex)
+        keep.append(snk)
+        tb.connect((det, k), snk)
     tb._keep = keep
     return tb
 
@@ -167,12 +172,7 @@ def bench_neural_flowgraph(frames: int = 64, frame_data: int = 1024, repeats: in
             def run_fg():
                 det = neural_detector(nr, nt, mod, str(path))
                 det.wait_idle()
-                tb = _neural_fg(det, y, tags)
-                for k in range(nt):
-                    snk = blocks.null_sink(gr.sizeof_gr_complex)
-                    tb._keep.append(snk)
-                    tb.connect((det, k), snk)
-                return run_flowgraph(tb, timeout_s)
+                return run_flowgraph(_neural_fg(det, y, tags, null_outputs=nt), timeout_s)
 
             def run_kernel():
                 t0 = time.perf_counter()
@@ -205,12 +205,7 @@ def bench_dial_flowgraph(bundle: str, keeps: list[float], frames: int = 16, fram
         for _ in range(repeats):
             det = neural_detector(nr, nt, mod, str(bundle), keep=keep)
             det.wait_idle()
-            tb = _neural_fg(det, y, tags)
-            for k in range(nt):
-                snk = blocks.null_sink(gr.sizeof_gr_complex)
-                tb._keep.append(snk)
-                tb.connect((det, k), snk)
-            best_fg = min(best_fg, run_flowgraph(tb, timeout_s))
+            best_fg = min(best_fg, run_flowgraph(_neural_fg(det, y, tags, null_outputs=nt), timeout_s))
             best_block = min(best_block, sum(t[2] for t in det._timing.values()))
             options = det.model_info()["options"]
             det.close()

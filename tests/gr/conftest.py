@@ -78,3 +78,16 @@ def detector_flowgraph(streams: np.ndarray, tag_list, det, n_out: int, throttle=
     for k in range(n_out):
         tb.connect((det, k), snk[k])
     return tb, snk
+
+
+def detector_flowgraph_with_status(y, h, nv, det, n_out: int, throttle=None):
+    """:func:`detector_flowgraph` for frames ``y (F, Nr, Nd)`` with their estimates ``h``, ``nv``
+    (the estimator's tags), delivered a frame at a time when throttled, and a message debug on
+    the detector's ``status`` port. Returns ``(tb, sinks, status)``."""
+    frame_data = y.shape[2]
+    tb, snk = detector_flowgraph(y.transpose(0, 1).reshape(y.shape[1], -1).numpy(), estimate_tags(h, nv, frame_data),
+                                 det, n_out, throttle, chunk=frame_data)
+    status = blocks.message_debug()
+    tb.msg_connect((det, "status"), (status, "store"))
+    tb._keep += [det, status]
+    return tb, snk, status

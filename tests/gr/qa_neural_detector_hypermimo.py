@@ -17,7 +17,7 @@ from neuralmimo.channels import make_channel
 from neuralmimo.detectors import SystemSpec, load_detector
 from neuralmimo.detectors.mmnet import HYPERMIMO_CODEC, HyperMIMO
 
-from conftest import data, detector_flowgraph, estimate_tags, run, sinks
+from conftest import data, detector_flowgraph_with_status, run, sinks
 
 pytestmark = pytest.mark.timeout(180)
 NR, NT, ND = 12, 6, 24
@@ -49,12 +49,7 @@ def _frames(n_frames, seed=0):
 
 
 def _flow(y, h, nv, det, throttle=None):
-    tb, snk = detector_flowgraph(y.transpose(0, 1).reshape(NR, -1).numpy(), estimate_tags(h, nv, ND), det, NT,
-                                 throttle, chunk=ND)
-    status = blocks.message_debug()
-    tb.msg_connect((det, "status"), (status, "store"))
-    tb._keep += [det, status]
-    return tb, snk, status
+    return detector_flowgraph_with_status(y, h, nv, det, NT, throttle)
 
 
 def test_block_output_and_llrs_equal_the_core_detector(bundles):

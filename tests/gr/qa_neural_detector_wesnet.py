@@ -10,14 +10,13 @@ import numpy as np
 import pmt
 import pytest
 import torch
-from gnuradio import blocks
 from gnuradio.neuralmimo import neural_detector
 from neuralmimo.bundle import save_model
 from neuralmimo.channels import make_channel
 from neuralmimo.detectors import SystemSpec, load_detector
 from neuralmimo.detectors.detnet import DetNet, codec_for
 
-from conftest import data, detector_flowgraph, estimate_tags, run, tags
+from conftest import data, detector_flowgraph_with_status, run, tags
 
 pytestmark = pytest.mark.timeout(180)
 NR, NT, ND = 16, 8, 32
@@ -43,12 +42,7 @@ def _frames(n_frames, seed=0):
 
 
 def _flow(y, h, nv, det, throttle=None):
-    tb, snk = detector_flowgraph(y.transpose(0, 1).reshape(NR, -1).numpy(), estimate_tags(h, nv, ND), det, NT,
-                                 throttle, chunk=ND)
-    status = blocks.message_debug()
-    tb.msg_connect((det, "status"), (status, "store"))
-    tb._keep += [det, status]
-    return tb, snk, status
+    return detector_flowgraph_with_status(y, h, nv, det, NT, throttle)
 
 
 def _out(snk, n_frames):

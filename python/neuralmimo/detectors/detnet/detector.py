@@ -36,10 +36,8 @@ class DetNetDetector(FrameDetector):
     @classmethod
     def from_model(cls, model: DetNet, nr: int) -> "DetNetDetector":
         """A detector around an in-memory network (lab code, benchmarks); no bundle."""
-        codec = WESNET_CODEC if model.profile != "none" else DETNET_CODEC
-        det = cls.__new__(WeSNetDetector if model.profile != "none" else DetNetDetector)
-        DetNetDetector.__init__(det, model, codec.hyperparameters(model), SystemSpec(nr, model.nt, model.modulation))
-        return det
+        kind = WeSNetDetector if model.profile != "none" else DetNetDetector
+        return kind(model, kind.codec.hyperparameters(model), SystemSpec(nr, model.nt, model.modulation))
 
     def configure(self, **options) -> None:
         """Set ``keep`` and/or ``layers``; ``ValueError`` for a kept fraction above the trained one
