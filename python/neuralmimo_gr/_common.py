@@ -14,6 +14,12 @@ key is defined here and nowhere else:
 ``rx_time`` (tuple)      UHD's receive timestamp (uint64 whole s, double fraction), at the first
                          sample and after each overflow; the estimator follows it with count
                          framing when given ``samp_rate``.
+``cfo`` (double)         at a frame's first sample after ``frame_sync``: the common carrier frequency
+                         offset it estimated and removed, Hz.
+``timing`` (double)      ... the frame's fractional start (first preamble symbol) in the sample
+                         stream ``frame_sync`` received, samples.
+``sync_metric`` (double) ... the preamble's autocorrelation metric (0..1).
+``user_cfo`` (f32vector) ... each user's CFO from its own preamble, Hz (not removed: see frame_sync).
 ``n_users`` (long)       optional, at a frame's first data vector: active users (streams 0..K-1).
 ``detector`` (symbol)    the detection algorithm in force from this vector on (linear detector).
 ``model`` (dict)         the model in force from this vector on (neural detector): architecture,
@@ -36,6 +42,10 @@ CSI = "csi"
 NOISE_VAR = "noise_var"
 CSI_STALE = "csi_stale"
 RX_TIME = "rx_time"  # UHD's key
+CFO = "cfo"
+TIMING = "timing"
+SYNC_METRIC = "sync_metric"
+USER_CFO = "user_cfo"
 N_USERS = "n_users"
 DETECTOR = "detector"
 MODEL = "model"

@@ -9,6 +9,7 @@ from gnuradio import gr
 
 from neuralmimo.constellation import Constellation
 from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.preamble import Preamble
 
 from ._common import FRAME_START, FailureLog, big_buffers, guarded_work
 
@@ -28,11 +29,27 @@ class mimo_frame_source(gr.basic_block):
     logged).
 
     ``n_frames = 0`` streams forever; otherwise the source stops after that many frames.
+
+    ``preamble_period > 0`` puts a synchronisation preamble (``neuralmimo.preamble``: two periods
+    of a Zadoff-Chu sequence of that length, one cyclic shift per stream) in front of every frame,
+    for a receiver that finds frames itself (``frame_sync``, over the air); the ``frame_start``
+    tag then sits on the preamble's first symbol, and a finite run ends with one more preamble,
+    which confirms the last frame's end to the receiver, and as many zero symbols (the filters'
+    tails).
     """
 
     def __init__(self, nt: int = 2, n_pilots: int = 16, n_data: int = 256, modulation: str = "qpsk",
-                 data_from_input: bool = False, seed: int = 0, n_frames: int = 0, first_frame: int = 0):
+                 data_from_input: bool = False, seed: int = 0, n_frames: int = 0, first_frame: int = 0,
+                 preamble_period: int = 0):
         self.layout = FrameLayout(int(nt), int(n_pilots), int(n_data))  # ValueError on a bad layout
+        if preamble_period < 0:
+            raise ValueError(f"preamble_period must be >= 0 (0: no preamble), got {preamble_period}")
+        self.preamble = Preamble(int(nt), int(preamble_period)) if preamble_period else None
+        self._preamble = (self.preamble.symbols().astype(np.complex64) if self.preamble is not None
+                          else np.zeros((int(nt), 0), np.complex64))
+        self.frame_length = self._preamble.shape[1] + self.layout.length
+        self._closing = np.concatenate([self._preamble, np.zeros_like(self._preamble)], axis=1)
+        self._closed = self.preamble is None
         self.constellation = Constellation(modulation)
         if n_frames < 0:
             raise ValueError(f"n_frames must be >= 0 (0 = endless), got {n_frames}")
@@ -42,25 +59,31 @@ class mimo_frame_source(gr.basic_block):
                                 out_sig=[np.complex64] * self.layout.nt)
         self.seed, self.n_frames, self.next_frame = int(seed), int(n_frames), int(first_frame)
         self.frames_sent = 0
-        self.set_output_multiple(self.layout.length)
+        self.set_output_multiple(self.frame_length)
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.failures = FailureLog(self.logger)
-        big_buffers(self, 4 * self.layout.length)
+        big_buffers(self, 4 * self.frame_length)
 
     def forecast(self, noutput_items, ninputs):
         per_frame = self.layout.nt * self.layout.n_data
-        return [(noutput_items // self.layout.length) * per_frame] * ninputs
+        return [(noutput_items // self.frame_length) * per_frame] * ninputs
 
     @guarded_work("consume")
     def general_work(self, input_items, output_items):
         lay = self.layout
-        n = len(output_items[0]) // lay.length
+        L = self.frame_length
+        n = len(output_items[0]) // L
         if self.data_from_input:
             n = min(n, len(input_items[0]) // (lay.nt * lay.n_data))
         if self.n_frames:
             remaining = self.n_frames - self.frames_sent
             if remaining <= 0:
-                return -1  # WORK_DONE: a finite flowgraph ends here
+                if not self._closed and len(output_items[0]) >= self._closing.shape[1]:
+                    for k, out in enumerate(output_items):  # the closing preamble and the tails
+                        out[: self._closing.shape[1]] = self._closing[k]
+                    self._closed = True
+                    return self._closing.shape[1]
+                return -1 if self._closed else 0  # WORK_DONE: a finite flowgraph ends here
             n = min(n, remaining)
         if n <= 0:
             return 0
@@ -76,14 +99,16 @@ class mimo_frame_source(gr.basic_block):
             self.consume(0, n * lay.nt * lay.n_data)
         else:
             idx = frame_data_indices(self.constellation, lay, self.seed, numbers)
-        frames = lay.assemble(self.constellation.symbols(idx))  # (n, Nt, L)
-        block = frames.transpose(0, 1).reshape(lay.nt, n * lay.length).numpy()
+        frames = lay.assemble(self.constellation.symbols(idx)).numpy()  # (n, Nt, Np + Nd)
+        if self.preamble is not None:
+            frames = np.concatenate([np.broadcast_to(self._preamble, (n, *self._preamble.shape)), frames], axis=2)
+        block = frames.transpose(1, 0, 2).reshape(lay.nt, n * L)
         key = pmt.intern(FRAME_START)
         for k, out in enumerate(output_items):
-            out[: n * lay.length] = block[k]
+            out[: n * L] = block[k]
             base = self.nitems_written(k)
             for i, number in enumerate(numbers):
-                self.add_item_tag(k, base + i * lay.length, key, pmt.from_long(number))
+                self.add_item_tag(k, base + i * L, key, pmt.from_long(number))
         self.next_frame += n
         self.frames_sent += n
-        return n * lay.length
+        return n * L

@@ -1,0 +1,111 @@
+"""The frame synchroniser as a pure state machine: frames found, numbered and cut the same however
+the stream is pieced; a gap; the phase tracker; the pilot check."""
+
+import numpy as np
+import pytest
+import torch
+
+from neuralmimo.constellation import Constellation
+from neuralmimo.estimation import LSChannelEstimator
+from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.framesync import LOCKED, FrameSynchronizer, pilots_misaligned, track_phase
+from neuralmimo.preamble import Preamble
+from neuralmimo.pulse import matched_filter, rrc_taps, shape
+
+LAYOUT, PRE, SPS = FrameLayout(2, 8, 40), Preamble(2, 16), 4
+CONST = Constellation("qpsk")
+
+
+def _received(frames=12, seed=0, offset=37.0, noise=0.01):
+    """Matched-filter output of ``frames`` frames (+ closing preamble) through a fixed 3x2
+    channel, starting ``offset`` samples into the stream, and the frames' data indices."""
+    idx = frame_data_indices(CONST, LAYOUT, seed, list(range(frames)))
+    body = LAYOUT.assemble(CONST.symbols(idx)).numpy()
+    pre = PRE.symbols().astype(np.complex64)
+    sym = np.concatenate([np.concatenate([pre, b], 1) for b in body] + [pre, 0 * pre], 1)
+    rng = np.random.default_rng(seed)
+    h = ((rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))) / np.sqrt(2)).astype(np.complex64)
+    taps = rrc_taps(SPS, 0.35, 8)
+    y = np.concatenate([np.zeros((3, int(offset)), np.complex64), shape(h @ sym, taps, SPS)], 1)
+    y += (noise * (rng.standard_normal(y.shape) + 1j * rng.standard_normal(y.shape))).astype(np.complex64)
+    return matched_filter(y, taps), idx, taps
+
+
+def _sync(taps, offset):
+    return FrameSynchronizer(3, LAYOUT, PRE, SPS, taps, origin=offset + len(taps) - 1, constellation=CONST)
+
+
+def test_frames_are_found_numbered_and_cut_the_same_however_the_stream_is_pieced():
+    z, idx, taps = _received()
+    whole = _sync(taps, 37).push(z)
+    pieced, s = [], _sync(taps, 37)
+    rng = np.random.default_rng(1)
+    pos = 0
+    while pos < z.shape[1]:
+        n = int(rng.integers(1, 700))
+        pieced += s.push(z[:, pos:pos + n])
+        pos += n
+    assert [f.number for f in whole] == list(range(12)) == [f.number for f in pieced]
+    assert s.state == LOCKED
+    for a, b in zip(whole, pieced):
+        assert a.start == pytest.approx(b.start, abs=1e-9) and np.allclose(a.symbols, b.symbols, atol=1e-5)
+    starts = np.array([f.start for f in whole])
+    assert np.allclose(starts, 37 + 32 + np.arange(12) * (PRE.length + LAYOUT.length) * SPS, atol=0.1)  # parabolic peak: small bias
+
+
+def test_a_gap_drops_the_frame_it_cuts_and_keeps_the_numbering():
+    z, idx, taps = _received()
+    L = (PRE.length + LAYOUT.length) * SPS
+    cut_at, lost = 69 + 5 * L + 100, 300  # inside frame 5
+    s = _sync(taps, 37)
+    out = s.push(z[:, :cut_at]) + s.gap(lost) + s.push(z[:, cut_at + lost:])
+    numbers = [f.number for f in out]
+    assert 5 not in numbers and numbers == sorted(numbers) and numbers[-1] == 11
+    assert set(range(7, 12)) <= set(numbers)  # back within two frames
+    for f in out:  # every frame handed out is the frame its number says
+        x, _ = track_phase(torch.from_numpy(f.symbols[None]), LAYOUT, LSChannelEstimator(LAYOUT.pilots()), CONST)
+        h, _ = LSChannelEstimator(LAYOUT.pilots())(x[..., :LAYOUT.n_pilots])
+        est = torch.linalg.pinv(h) @ x[..., LAYOUT.n_pilots:]
+        assert torch.equal(CONST.hard_decision(est)[0], idx[f.number])
+
+
+def test_noise_only_finds_nothing():
+    rng = np.random.default_rng(3)
+    taps = rrc_taps(SPS, 0.35, 8)
+    w = (rng.standard_normal((3, 40000)) + 1j * rng.standard_normal((3, 40000))).astype(np.complex64)
+    s = _sync(taps, 0)
+    assert s.push(matched_filter(w, taps)) == [] and s.counts.get("acquired", 0) == 0
+
+
+def test_phase_tracker_follows_a_residual_frequency_offset():
+    lay = FrameLayout(2, 8, 256)
+    g = torch.Generator().manual_seed(0)
+    idx = CONST.random_indices((4, 2, 256), g)
+    x = lay.assemble(CONST.symbols(idx))
+    h = torch.randn(4, 4, 2, dtype=torch.complex64, generator=g)
+    drift = torch.polar(torch.ones(lay.length), 2 * torch.pi * 2e-3 * torch.arange(lay.length).float())
+    y = (h @ x) * drift.to(torch.complex64)  # 2e-3 cycles/symbol: 184 degrees over the frame
+    y = y + 0.05 * torch.randn(y.shape, dtype=torch.complex64, generator=g)
+    est = LSChannelEstimator(lay.pilots())
+
+    def errors(frames):
+        hh, _ = est(frames[..., :8])
+        return int((CONST.hard_decision(torch.linalg.pinv(hh) @ frames[..., 8:]) != idx).sum())
+
+    tracked, phase = track_phase(y, lay, est, CONST, chunk=16)
+    assert errors(y) > 500 and errors(tracked) == 0
+    # the tracked phase of the last chunk ~ the drift from the pilots' middle to that chunk's middle
+    want = 2 * np.pi * 2e-3 * (8 + 256 - 8 - 4)
+    assert np.allclose(phase[:, -1].numpy(), want, atol=0.15)
+
+
+def test_pilot_check_refuses_a_window_of_data():
+    lay = FrameLayout(2, 16, 64)
+    g = torch.Generator().manual_seed(1)
+    x = lay.assemble(CONST.symbols(CONST.random_indices((6, 2, 64), g)))
+    y = torch.randn(6, 4, 2, dtype=torch.complex64, generator=g) @ x
+    y = y + 0.1 * torch.randn(y.shape, dtype=torch.complex64, generator=g)
+    est = LSChannelEstimator(lay.pilots())
+    rho = np.full(6, 0.95)
+    assert not pilots_misaligned(y[..., :16], est, rho).any()
+    assert pilots_misaligned(y[..., 20:36], est, rho).all()
