@@ -16,6 +16,7 @@ from ._common import (CFO, FRAME_START, RX_TIME, SYNC_METRIC, TIMING, USER_CFO, 
                       tag_float, tag_int, tags_by_key)
 from .pulse_shaping import rrc_taps
 
+SYNC_PORT = "sync"
 PENDING_FRAMES = 64  # frames held for output before input is no longer taken (backpressure)
 
 _EVENTS = {  # synchroniser counts that are logged (once per kind) and what they mean
@@ -56,7 +57,8 @@ class frame_sync(gr.basic_block):
     Tags at each frame's first output vector (on every output): ``frame_start`` (number), ``cfo``
     (Hz at ``samp_rate``), ``timing`` (fractional input sample of the preamble start),
     ``sync_metric`` and ``user_cfo`` (Hz, one per user). Problems are logged once per kind and
-    counted (:meth:`problems`); :meth:`state` is ``searching``, ``found`` or ``locked``.
+    counted (:meth:`problems`); :meth:`state` is ``searching``, ``found`` or ``locked``. Message
+    port ``sync``: one dict per frame (frame, timing, cfo_hz, metric, correlation, user_cfo_hz).
     """
 
     def __init__(self, nr: int = 4, nt: int = 2, n_pilots: int = 16, n_data: int = 256, modulation: str = "qpsk",
@@ -80,6 +82,7 @@ class frame_sync(gr.basic_block):
                                 out_sig=[np.complex64] * self.nr)
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.set_output_multiple(self.layout.length)
+        self.message_port_register_out(pmt.intern(SYNC_PORT))
         self.failures = FailureLog(self.logger)
         self._queue: list = []  # frames waiting for output space
         self._time_ref = None  # (stream offset + lost, rx_time) of the first rx_time tag
@@ -152,6 +155,10 @@ class frame_sync(gr.basic_block):
             for k in range(self.nr):
                 for key, value in tags:
                     self.add_item_tag(k, w0 + i * L, pmt.intern(key), value)
+            self.message_port_pub(pmt.intern(SYNC_PORT), pmt.to_pmt(
+                {"frame": int(f.number), "timing": float(f.start), "cfo_hz": float(f.cfo * self.samp_rate),
+                 "metric": float(f.metric), "correlation": float(f.correlation),
+                 "user_cfo_hz": [float(v) for v in f.user_cfo * self.samp_rate]}))
         self._queue = self._queue[n:]
         return n * L
 

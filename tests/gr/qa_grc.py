@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BLOCK_YAML = sorted((ROOT / "grc").glob("*.block.yml"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.grc"))
 EXPECTED_BLOCKS = {"neuralmimo_mimo_frame_source", "neuralmimo_mimo_channel", "neuralmimo_ls_channel_estimator",
-                   "neuralmimo_linear_detector", "neuralmimo_error_rate_probe", "neuralmimo_neural_detector"}
+                   "neuralmimo_linear_detector", "neuralmimo_error_rate_probe", "neuralmimo_neural_detector",
+                   "neuralmimo_rrc_pulse_shaper", "neuralmimo_rrc_matched_filter", "neuralmimo_radio_impairments",
+                   "neuralmimo_frame_sync"}
 
 
 @pytest.fixture(scope="module")

@@ -67,3 +67,22 @@ def test_data_from_input_stream_in_time_order_and_bad_indices():
 def test_configuration_errors_raise_at_construction(kwargs):
     with pytest.raises(ValueError):
         mimo_frame_source(**kwargs)
+
+
+def test_preamble_in_front_of_every_frame_and_a_closing_one():
+    from neuralmimo.preamble import Preamble
+
+    tb = gr.top_block()
+    src = mimo_frame_source(2, 4, 10, "qpsk", False, 1, 3, 0, 8)
+    out = sinks(tb, 2)
+    for k in range(2):
+        tb.connect((src, k), out[k])
+    run(tb)
+    L = 16 + 14
+    y = np.array(out[1].data())
+    pre = Preamble(2, 8).symbols()[1]
+    assert len(y) == 3 * L + 32 and np.allclose(y[16:20], np.array(src.layout.pilots()[1]))
+    for f in range(4):
+        assert np.allclose(y[f * L:f * L + 16], pre, atol=1e-6)
+    assert np.all(y[3 * L + 16:] == 0)
+    assert tags(out[0], "frame_start") == [(0, 0), (L, 1), (2 * L, 2)]

@@ -65,6 +65,23 @@ def non_negative_int(text) -> int:
     return v
 
 
+def finite_float(text) -> float:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def non_negative_float(text) -> float:
+    v = finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
 def positive_number(text) -> float:
     try:
         v = float(text)
@@ -407,12 +424,32 @@ def _add_loopback(sub):
     p.add_argument("--seed", type=non_negative_int, default=1, help="seed of the flowgraph and the simulation (default 1)")
     p.add_argument("--out", type=Path, default=Path("out/loopback"), help="folder for generated code, JSON and PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("over-the-air loopbacks (examples/loopback_ota.grc): impairments; default: the flowgraph's own")
+    g.add_argument("--cfo-hz", type=finite_float, help="common carrier frequency offset [Hz]")
+    g.add_argument("--timing-offset", type=non_negative_float, help="start offset of the receiver [samples, fractional]")
+    g.add_argument("--sro-ppm", type=finite_float, help="sample-rate offset [ppm]")
+    g.add_argument("--phase-noise", type=non_negative_float, help="Wiener phase noise [rad^2 per sample]")
+    g.add_argument("--samp-rate", type=positive_number, help="sample rate [Hz] (CFO in Hz is relative to it)")
+    g.add_argument("--drop-rate", type=non_negative_float, help="overflows per sample (runs of 1..4096 lost samples)")
+    g.add_argument("--gain-imbalance-db", type=non_negative_float, help="gain per receive channel within +- this [dB]")
     p.set_defaults(func=cmd_loopback)
 
 
 def cmd_loopback(a) -> int:
     loopback = _gr("loopback")
     a.out.mkdir(parents=True, exist_ok=True)
+    impairments = {k: getattr(a, k) for k in loopback.OTA_OPTIONS}
+    if loopback.is_ota_loopback(a.grc, a.out):
+        records = loopback.ota_loopback_demo(a.grc, a.snr, a.frames, a.seed, a.out, impairments,
+                                             progress=not a.no_progress)
+        print(loopback.format_ota_loopback(records))
+        _write_json(a.out / "loopback.json", records)
+        loopback.plot_ota_loopback(records, a.out / "loopback_ser.png")
+        print(f"results: {a.out / 'loopback.json'}, plot: {a.out / 'loopback_ser.png'}")
+        return 0
+    if any(v is not None for v in impairments.values()):
+        raise ValueError(f"{a.grc} is not an over-the-air loopback (no genie probe): the impairment options apply "
+                         "to examples/loopback_ota.grc")
     records = loopback.loopback_demo(a.grc, a.snr, a.frames, a.seed, a.out, progress=not a.no_progress)
     print(loopback.format_loopback(records))
     _write_json(a.out / "loopback.json", records)
