@@ -1,5 +1,5 @@
 """Frame synchronisation of a pulse-shaped multi-antenna receiver: preamble detection, timing,
-CFO, re-acquisition and residual phase tracking (numpy/torch, no GNU Radio).
+CFO, re-acquisition and residual phase tracking (numpy, no GNU Radio).
 
 Input: the ``Nr`` matched-filter outputs at ``sps`` samples per symbol (:mod:`neuralmimo.pulse`),
 in order, in pieces of any length (:meth:`FrameSynchronizer.push`), with the samples lost between
@@ -57,13 +57,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from .estimation import LSChannelEstimator
 from .frames import FrameLayout
 from .preamble import Preamble, autocorrelation_threshold, correlation_threshold
 from .pulse import INTERP_HALF, interpolate, noise_correlation_energy
-from .sync import unexplained_fraction
 
 HOLD = 4  # frame lengths an unconfirmed frame waits for a following preamble
 PPM_TOLERANCE = 50e-6  # sample-rate offset allowed between confirmed preambles
@@ -135,7 +132,6 @@ class FrameSynchronizer:
         self.threshold_corr = correlation_threshold(pfa, 2 * self.search_span + 1, nr, layout.nt, preamble.length)
         self._ref = preamble.symbols()  # (Nt, 2N)
         self.constellation, self.chunk = constellation, int(chunk)
-        self._pilot_estimator = LSChannelEstimator(layout.pilots())
         # zeros stand for the samples before the stream's start (and before a gap): a preamble at
         # the very start can be verified, and one cut by the start is refused (its autocorrelation
         # is higher earlier, see _detect_many)
@@ -238,8 +234,12 @@ class FrameSynchronizer:
         if k_max < 1:
             return False
         centers = np.round(self._open.start + Ls * np.arange(1, k_max + 1)).astype(np.int64)
-        for det in self._detect_many(centers, self.window, self.threshold_track):
+        for center, det in zip(centers, self._detect_many(centers, self.window, self.threshold_track)):
             expected = self._open.start + Ls
+            if center != round(expected):
+                # a detection depends on where its search is centred (the CFO is measured there):
+                # centre it where the previous frame puts it, whatever was processed together
+                det = self._detect(int(round(expected)), self.window, self.threshold_track)
             if det is None or abs(det.start - expected) > 0.5 + PPM_TOLERANCE * Ls:
                 # the next preamble is not where expected: search from just after this frame's preamble
                 self._count("lock-miss")
@@ -344,7 +344,7 @@ class FrameSynchronizer:
         seg = self._windows(lo, n_seg) * np.exp(-2j * np.pi * cfo[:, None] * np.arange(n_seg)[None, :]).astype(np.complex64)
         idx = np.arange(2 * span + 1)[:, None] + np.arange(L)[None, :] * sps  # (D, L)
         c = np.einsum("rkdl,ml->rkdm", seg[:, :, idx], np.conj(self._ref).astype(np.complex64))
-        t = (np.abs(c) ** 2).sum((0, 3))  # (K, D)
+        t = (np.abs(c) ** 2).sum(3).sum(0)  # (K, D); one axis at a time: the same whatever K
         d = np.argmax(t, axis=1)
         rows = np.arange(len(cen))
         inner = (d > 0) & (d < t.shape[1] - 1)
@@ -356,9 +356,10 @@ class FrameSynchronizer:
         pos = start[:, None] + np.arange(L)[None, :] * sps  # (K, L)
         ys = interpolate(self._buf, (pos - self._base).reshape(-1)).reshape(self.nr, len(cen), L)
         ys *= np.exp(-2j * np.pi * cfo[:, None] * (pos - start[:, None])).astype(np.complex64)
-        cc = ys @ np.conj(self._ref).T.astype(np.complex64)  # (Nr, K, Nt)
-        energy = (np.abs(ys) ** 2).sum((0, 2))
-        rho = (np.abs(cc) ** 2).sum((0, 2)) / np.maximum(energy * L, 1e-300)
+        ref = np.conj(self._ref).astype(np.complex64)
+        cc = np.einsum("rkl,ml->rkm", ys, ref)  # (Nr, K, Nt); einsum: per frame the same whatever K
+        energy = (np.abs(ys) ** 2).sum(2).sum(0)
+        rho = (np.abs(cc) ** 2).sum(2).sum(0) / np.maximum(energy * L, 1e-300)
         t0 = np.round(start).astype(np.int64)
         # the autocorrelation at the start, and a quarter to half a period earlier: it must peak
         # here, not earlier. A preamble seen from a later symbol (cut by a gap or the start of the
@@ -369,8 +370,8 @@ class FrameSynchronizer:
         m, _ = self._metrics_around(t0 - W // 2, W // 2 + 1)  # (K, W/2 + 1): starts t0 - W/2 .. t0
         metric, earlier = m[:, -1], m[:, :W // 4 + 1].max(1)
         n = self.preamble.period
-        first = ys[..., :n] @ np.conj(self._ref[:, :n]).T.astype(np.complex64)
-        second = ys[..., n:] @ np.conj(self._ref[:, n:]).T.astype(np.complex64)
+        first = np.einsum("rkl,ml->rkm", ys[..., :n], ref[:, :n])
+        second = np.einsum("rkl,ml->rkm", ys[..., n:], ref[:, n:])
         user = cfo[:, None] + np.angle((np.conj(first) * second).sum(0)) / (2 * np.pi * n * sps)  # (K, Nt)
         good = (rho >= self.threshold_corr) & (metric >= threshold) & (earlier <= PEAK_RATIO * metric)
         for j in np.flatnonzero(good):
@@ -409,8 +410,7 @@ class FrameSynchronizer:
         cfo = np.array([f.cfo for f in frames])
         ys *= np.exp(-2j * np.pi * cfo[:, None] * rel).astype(np.complex64)
         ys = np.ascontiguousarray(ys.transpose(1, 0, 2))  # (F, Nr, L)
-        bad = pilots_misaligned(torch.from_numpy(ys[..., :self.layout.n_pilots]), self._pilot_estimator,
-                                np.array([f.correlation for f in frames]))
+        bad = pilots_misaligned(ys[..., :self.layout.n_pilots], self.layout, np.array([f.correlation for f in frames]))
         kept = []
         for i, f in enumerate(frames):
             if bad[i]:
@@ -422,35 +422,49 @@ class FrameSynchronizer:
         return kept
 
     def _track(self, frames: list[SyncedFrame]) -> None:
-        y = torch.from_numpy(np.stack([f.symbols for f in frames]))
-        tracked, phase = track_phase(y, self.layout, self._pilot_estimator, self.constellation, self.chunk)
+        tracked, phase = track_phase(np.stack([f.symbols for f in frames]), self.layout, self.constellation, self.chunk)
         for i, f in enumerate(frames):
-            f.symbols = tracked[i].numpy()
-            f.phase = phase[i].numpy()
+            f.symbols = tracked[i]
+            f.phase = phase[i]
 
 
-def pilots_misaligned(y_p: torch.Tensor, estimator: LSChannelEstimator, correlation: np.ndarray) -> np.ndarray:
+def pilot_fit(y_p: np.ndarray, layout: FrameLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LS fit of received pilots ``y_p (F, Nr, Np)``: ``(H (F, Nr, Nt), residual noise variance (F,),
+    unexplained fraction of the pilot energy (F,))`` -- :mod:`neuralmimo.estimation` and
+    :func:`neuralmimo.sync.unexplained_fraction` written with ``einsum`` (a frame's numbers do not
+    depend on how many frames are fitted together, see :func:`track_phase`)."""
+    x_p = layout.pilots().numpy().astype(np.complex128)
+    proj = (x_p.conj().T @ np.linalg.inv(x_p @ x_p.conj().T)).astype(np.complex64)  # (Np, Nt), fixed
+    h = np.einsum("frp,pt->frt", y_p, proj)
+    resid = y_p - np.einsum("frt,tp->frp", h, x_p.astype(np.complex64))
+    r2 = (np.abs(resid) ** 2).sum(2).sum(1).astype(np.float64)
+    e2 = (np.abs(y_p) ** 2).sum(2).sum(1).astype(np.float64)
+    dof = y_p.shape[1] * (layout.n_pilots - layout.nt)
+    nv = r2 / dof if dof > 0 else np.full(len(r2), np.nan)
+    return h, nv, np.where(e2 > 0, r2 / np.maximum(e2, 1e-300), np.inf)
+
+
+def pilots_misaligned(y_p: np.ndarray, layout: FrameLayout, correlation: np.ndarray) -> np.ndarray:
     """Whether frames' received pilots ``y_p (F, Nr, Np)`` are clearly not the pilots, given each
     frame's preamble correlation ``rho ~ s / (1 + s)`` (``s`` its SNR per antenna).
 
-    The LS fit leaves the unexplained fraction ``u`` of the pilot energy
-    (:func:`neuralmimo.sync.unexplained_fraction`): about ``u0 = (1 - Nt/Np) / (1 + s) = (1 - Nt/Np)
-    (1 - rho)`` for aligned pilots, about ``1 - Nt/Np`` for a window of data. A frame is refused
-    when ``u`` exceeds the geometric mean of the two (``False`` for all frames when ``Np = Nt``:
-    no residual). Detects a frame cut in the wrong place that passed both preambles' checks."""
-    nt, n_p = estimator.nt, estimator.n_pilots
-    if n_p <= nt:
+    The LS fit leaves the unexplained fraction ``u`` of the pilot energy (:func:`pilot_fit`):
+    about ``u0 = (1 - Nt/Np) / (1 + s) = (1 - Nt/Np) (1 - rho)`` for aligned pilots, about
+    ``1 - Nt/Np`` for a window of data. A frame is refused when ``u`` exceeds the geometric mean of
+    the two (``False`` for all frames when ``Np = Nt``: no residual). Detects a frame cut in the
+    wrong place that passed both preambles' checks."""
+    if layout.n_pilots <= layout.nt:
         return np.zeros(y_p.shape[0], dtype=bool)
-    _, nv = estimator(y_p)
-    u = unexplained_fraction(y_p, nv, nt).numpy()
-    full = 1.0 - nt / n_p
+    u = pilot_fit(y_p, layout)[2]
+    full = 1.0 - layout.nt / layout.n_pilots
     expected = full * np.clip(1.0 - np.asarray(correlation), 1e-6, 1.0)
     return u > np.sqrt(expected * full)
 
 
-def track_phase(frames: torch.Tensor, layout: FrameLayout, estimator: LSChannelEstimator, constellation,
-                chunk: int = 16, freq_gain: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decision-directed common phase tracking through the data of frames ``(F, Nr, Np + Nd)``.
+def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: int = 16,
+                freq_gain: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Decision-directed common phase tracking through the data of frames ``(F, Nr, Np + Nd)``
+    complex64.
 
     The LS estimate ``H`` from the pilots carries the phase of the pilot block. Chunk ``c`` of
     ``chunk`` data vectors is derotated by the predicted phase ``phi_pred = phi + f chunk``, the MMSE
@@ -461,30 +475,36 @@ def track_phase(frames: torch.Tensor, layout: FrameLayout, estimator: LSChannelE
     phase per chunk ``(F, C)`` in radians. Decision errors at SER ~1e-2 barely bias ``e`` (sums over
     ``Nr chunk`` products).
 
+    Every product is an ``einsum`` (elementwise loops), every inverse a per-frame LAPACK solve: a
+    frame's result does not depend on how many frames are processed together (BLAS batched
+    products do), so a replayed capture gives the live run's decisions bit for bit.
+
     Frame-length limit without tracking: a residual CFO ``df`` (cycles per symbol) turns the
     phase by ``2 pi df Nd`` over the data; LS-based detection of QPSK loses ~0.5 dB at an rms
     phase error of ~6 degrees, so ``Nd < 1 / (60 df)`` (e.g. ``df = 1e-4``: ``Nd < 170``).
     """
-    f, nr, length = frames.shape
-    y_p, y_d = frames[..., :layout.n_pilots], frames[..., layout.n_pilots:].clone()
-    h, nv = estimator(y_p)
-    gram = h.mH @ h + nv.to(h.real.dtype)[:, None, None] * torch.eye(layout.nt, dtype=h.dtype)
-    w = torch.linalg.solve(gram, h.mH)  # MMSE (F, Nt, Nr)
+    f = frames.shape[0]
+    y_p, y_d = frames[..., :layout.n_pilots], frames[..., layout.n_pilots:].copy()
+    h, nv, _ = pilot_fit(y_p, layout)
+    nv = np.nan_to_num(nv, nan=0.0)
+    gram = np.einsum("frt,fru->ftu", h.conj(), h) + nv[:, None, None] * np.eye(layout.nt)
+    w = np.linalg.solve(gram, h.conj().transpose(0, 2, 1)).astype(np.complex64)  # MMSE (F, Nt, Nr)
+    points = constellation.points.numpy().astype(np.complex64)
     n_chunks = -(-layout.n_data // chunk)
-    phase = torch.zeros(f, n_chunks, dtype=torch.float64)
-    phi = torch.zeros(f, dtype=torch.float64)
-    freq = torch.zeros(f, dtype=torch.float64)
+    phase = np.zeros((f, n_chunks))
+    phi, freq = np.zeros(f), np.zeros(f)
     # the pilots' phase reference is their middle; the first chunk's middle is this far away
     gap = layout.n_pilots / 2 + chunk / 2
     for c in range(n_chunks):
         sl = slice(c * chunk, min((c + 1) * chunk, layout.n_data))
         step = gap if c == 0 else chunk
         pred = phi + freq * step
-        yc = y_d[..., sl] * torch.polar(torch.ones_like(pred), -pred).to(y_d.dtype)[:, None, None]
-        x_hat = constellation.symbols(constellation.hard_decision(w @ yc))
-        e = torch.angle((torch.conj(h @ x_hat) * yc).sum((-2, -1))).to(torch.float64)
+        yc = y_d[..., sl] * np.exp(-1j * pred).astype(np.complex64)[:, None, None]
+        z = np.einsum("ftr,frn->ftn", w, yc)
+        x_hat = points[np.argmin(np.abs(z[..., None] - points) ** 2, axis=-1)]
+        e = np.angle(np.einsum("frt,ftn,frn->f", h.conj(), x_hat.conj(), yc))
         phi = pred + e
         freq = freq + freq_gain * e / step
-        y_d[..., sl] = yc * torch.polar(torch.ones_like(e), -e).to(y_d.dtype)[:, None, None]
+        y_d[..., sl] = yc * np.exp(-1j * e).astype(np.complex64)[:, None, None]
         phase[:, c] = phi
-    return torch.cat([y_p, y_d], -1), phase
+    return np.concatenate([y_p, y_d], -1), phase

@@ -8,6 +8,7 @@ them is described in :mod:`gnuradio.neuralmimo._common`.
 from neuralmimo import __version__  # noqa: F401
 
 from .error_rate_probe import error_rate_probe  # noqa: F401
+from .frame_recorder import frame_recorder  # noqa: F401
 from .frame_sync import frame_sync  # noqa: F401
 from .linear_detector import linear_detector  # noqa: F401
 from .ls_channel_estimator import ls_channel_estimator  # noqa: F401
@@ -16,3 +17,4 @@ from .mimo_frame_source import mimo_frame_source  # noqa: F401
 from .neural_detector import neural_detector  # noqa: F401
 from .pulse_shaping import rrc_matched_filter, rrc_pulse_shaper  # noqa: F401
 from .radio_impairments import radio_impairments  # noqa: F401
+from .sigmf_source import sigmf_source  # noqa: F401

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pmt
 from gnuradio import gr
@@ -17,7 +19,8 @@ from ._common import (CFO, FRAME_START, RX_TIME, SYNC_METRIC, TIMING, USER_CFO, 
 from .pulse_shaping import rrc_taps
 
 SYNC_PORT = "sync"
-PENDING_FRAMES = 64  # frames held for output before input is no longer taken (backpressure)
+PENDING_FRAMES = 64
+HISTORY = 100_000  # sync dicts kept for history()  # frames held for output before input is no longer taken (backpressure)
 
 _EVENTS = {  # synchroniser counts that are logged (once per kind) and what they mean
     "slip": "samples were lost or inserted inside a frame (its successor's preamble moved): the frame was dropped "
@@ -88,7 +91,12 @@ class frame_sync(gr.basic_block):
         self._time_ref = None  # (stream offset + lost, rx_time) of the first rx_time tag
         self._time_done = -1
         self._reported: dict[str, int] = {}
+        self._history: deque = deque(maxlen=HISTORY)
         big_buffers(self, 4 * self.layout.length)
+
+    def history(self) -> list[dict]:
+        """The sync dicts of the last frames handed out (at most ``HISTORY``), as on the ``sync`` port."""
+        return list(self._history)
 
     def state(self) -> str:
         return self.sync.state
@@ -155,10 +163,11 @@ class frame_sync(gr.basic_block):
             for k in range(self.nr):
                 for key, value in tags:
                     self.add_item_tag(k, w0 + i * L, pmt.intern(key), value)
-            self.message_port_pub(pmt.intern(SYNC_PORT), pmt.to_pmt(
-                {"frame": int(f.number), "timing": float(f.start), "cfo_hz": float(f.cfo * self.samp_rate),
+            d = {"frame": int(f.number), "timing": float(f.start), "cfo_hz": float(f.cfo * self.samp_rate),
                  "metric": float(f.metric), "correlation": float(f.correlation),
-                 "user_cfo_hz": [float(v) for v in f.user_cfo * self.samp_rate]}))
+                 "user_cfo_hz": [float(v) for v in f.user_cfo * self.samp_rate]}
+            self._history.append(d)
+            self.message_port_pub(pmt.intern(SYNC_PORT), pmt.to_pmt(d))
         self._queue = self._queue[n:]
         return n * L
 

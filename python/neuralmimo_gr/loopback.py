@@ -13,6 +13,7 @@ Used by ``neuralmimo loopback`` / ``loopback-neural`` (``make demo``); imports t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tqdm import tqdm
@@ -67,12 +68,18 @@ def is_ota_loopback(grc: Path, out_dir: Path) -> bool:
 
 
 def ota_loopback_demo(grc: Path, snrs: list[float], frames: int, seed: int, out_dir: Path, impairments: dict,
-                      timeout_s: float = 600, progress: bool = True) -> list[dict]:
+                      timeout_s: float = 600, progress: bool = True, record_to: Path | None = None) -> list[dict]:
     """Run an over-the-air loopback (``examples/loopback_ota.grc``) at each SNR with the given
     impairments (its parameters, :data:`OTA_OPTIONS`) and put ZF and MMSE after Frame Sync next to
-    the flowgraph's own genie-synchronised MMSE receiver of the same frames and channels."""
+    the flowgraph's own genie-synchronised MMSE receiver of the same frames and channels.
+    ``record_to``: record the receive streams there (one SNR only; its Frame Recorder), with the
+    live results in ``live.json`` next to the capture (what a replay must reproduce)."""
     quiet_info_logs()
     given = {k: v for k, v in impairments.items() if v is not None}
+    if record_to is not None:
+        if len(snrs) != 1:
+            raise ValueError("recording needs exactly one SNR point")
+        given["record_to"] = str(record_to)
     cls = _load_loopback(grc, out_dir, params=("snr_db", "n_frames", "seed", *given),
                          blocks=("src", "chan", "sync", "est", "probe_zf", "probe_mmse", "probe_genie"))
     if frames < 1:
@@ -85,12 +92,64 @@ def ota_loopback_demo(grc: Path, snrs: list[float], frames: int, seed: int, out_
             p.report_on_stop = False
         wall = run_flowgraph(tb, timeout_s)
         settings = {k: getattr(tb, k) for k in OTA_OPTIONS if hasattr(tb, k)}
+        if record_to is not None:
+            tb.recorder.stop()
+            tb.recorder.annotate_frames(tb.sync.history())  # the frames whose messages came after the stream ended
+            (Path(record_to) / "live.json").write_text(json.dumps(
+                {name: _probe_summary(p) for name, p in (("probe_zf", tb.probe_zf), ("probe_mmse", tb.probe_mmse))},
+                indent=1) + "\n")
         for det, p in probes.items():
             records.append({"snr_db": snr, "detector": det, "source": "flowgraph", "ser": p.ser(),
                             "ci": list(p.ser_interval()), "n_symbols": p.symbols(), "frames": p.frames(),
                             "frames_sent": frames, "sync_problems": tb.sync.problems(), "impairments": settings,
                             "flowgraph": Path(grc).stem, "snr_convention": "project", "wall_s": wall})
     return records
+
+
+def _probe_summary(p) -> dict:
+    return {"ser": p.ser(), "symbols": p.symbols(), "frames": p.frames(), "frame_errors": [list(e) for e in p.frame_errors()]}
+
+
+def replay_capture(capture: Path, grc: Path, out_dir: Path, timeout_s: float = 600) -> dict:
+    """Run a capture (``neuralmimo.capture``) through a replay flowgraph (``examples/replay_ota.grc``:
+    parameter ``capture``, the receiver's layout parameters, probes ``probe_*``), with the
+    parameters taken from the capture's ``neuralmimo`` metadata. Returns ``{probe: summary}`` and,
+    when the capture has a ``live.json`` (recorded by a loopback), whether each probe reproduced it."""
+    from neuralmimo.capture import read_capture
+
+    quiet_info_logs()
+    cap = read_capture(capture)
+    info = cap.info
+    values = {"capture": str(cap.path), "n_pilots": info["n_pilots"], "n_data": info["n_data"],
+              "modulation": info["modulation"], "period": info["preamble_period"], "sps": info["sps"],
+              "rolloff": info["rolloff"], "span": info["span"], "seed": info["seed"], "samp_rate": cap.samp_rate}
+    cls = _load_loopback(grc, out_dir, params=tuple(values), blocks=("src", "sync", "est"))
+    tb = cls(**values)
+    if tb.sync.nr != cap.n_rx or tb.sync.layout.nt != info["nt"]:
+        raise ValueError(f"{grc} receives {tb.sync.nr} channels from {tb.sync.layout.nt} streams; the capture has "
+                         f"{cap.n_rx} channels from {info['nt']} streams")
+    probes = {name: getattr(tb, name) for name in dir(tb) if name.startswith("probe_")}
+    for p in probes.values():
+        p.report_on_stop = False
+    run_flowgraph(tb, timeout_s)
+    out = {"capture": str(cap.path), "probes": {n: _probe_summary(p) for n, p in probes.items()},
+           "sync_problems": tb.sync.problems()}
+    live = Path(cap.path).parent / "live.json"
+    if live.is_file():
+        recorded = json.loads(live.read_text())
+        out["live"] = recorded
+        out["reproduces_live"] = {n: recorded[n] == out["probes"][n] for n in recorded if n in out["probes"]}
+    return out
+
+
+def format_replay(result: dict) -> str:
+    lines = [f"replay of {result['capture']}", f"{'probe':>12} | {'frames':>6} | {'SER':>10} | {'live SER':>10} | same decisions"]
+    for name, s in sorted(result["probes"].items()):
+        live = result.get("live", {}).get(name)
+        same = result.get("reproduces_live", {}).get(name)
+        lines.append(f"{name:>12} | {s['frames']:>6} | {s['ser']:>10.4e} | "
+                     f"{'-' if live is None else format(live['ser'], '.4e'):>10} | {'-' if same is None else same}")
+    return "\n".join(lines)
 
 
 def format_ota_loopback(records: list[dict]) -> str:

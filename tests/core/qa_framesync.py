@@ -47,8 +47,8 @@ def test_frames_are_found_numbered_and_cut_the_same_however_the_stream_is_pieced
         pos += n
     assert [f.number for f in whole] == list(range(12)) == [f.number for f in pieced]
     assert s.state == LOCKED
-    for a, b in zip(whole, pieced):
-        assert a.start == pytest.approx(b.start, abs=1e-9) and np.allclose(a.symbols, b.symbols, atol=1e-5)
+    for a, b in zip(whole, pieced):  # bit for bit: a replay gives the live run's decisions
+        assert a.start == b.start and np.array_equal(a.symbols, b.symbols)
     starts = np.array([f.start for f in whole])
     assert np.allclose(starts, 37 + 32 + np.arange(12) * (PRE.length + LAYOUT.length) * SPS, atol=0.1)  # parabolic peak: small bias
 
@@ -63,7 +63,7 @@ def test_a_gap_drops_the_frame_it_cuts_and_keeps_the_numbering():
     assert 5 not in numbers and numbers == sorted(numbers) and numbers[-1] == 11
     assert set(range(7, 12)) <= set(numbers)  # back within two frames
     for f in out:  # every frame handed out is the frame its number says
-        x, _ = track_phase(torch.from_numpy(f.symbols[None]), LAYOUT, LSChannelEstimator(LAYOUT.pilots()), CONST)
+        x = torch.from_numpy(f.symbols[None])
         h, _ = LSChannelEstimator(LAYOUT.pilots())(x[..., :LAYOUT.n_pilots])
         est = torch.linalg.pinv(h) @ x[..., LAYOUT.n_pilots:]
         assert torch.equal(CONST.hard_decision(est)[0], idx[f.number])
@@ -92,11 +92,12 @@ def test_phase_tracker_follows_a_residual_frequency_offset():
         hh, _ = est(frames[..., :8])
         return int((CONST.hard_decision(torch.linalg.pinv(hh) @ frames[..., 8:]) != idx).sum())
 
-    tracked, phase = track_phase(y, lay, est, CONST, chunk=16)
+    tracked, phase = track_phase(y.numpy(), lay, CONST, chunk=16)
+    tracked = torch.from_numpy(tracked)
     assert errors(y) > 500 and errors(tracked) == 0
     # the tracked phase of the last chunk ~ the drift from the pilots' middle to that chunk's middle
     want = 2 * np.pi * 2e-3 * (8 + 256 - 8 - 4)
-    assert np.allclose(phase[:, -1].numpy(), want, atol=0.15)
+    assert np.allclose(phase[:, -1], want, atol=0.15)
 
 
 def test_pilot_check_refuses_a_window_of_data():
@@ -105,7 +106,6 @@ def test_pilot_check_refuses_a_window_of_data():
     x = lay.assemble(CONST.symbols(CONST.random_indices((6, 2, 64), g)))
     y = torch.randn(6, 4, 2, dtype=torch.complex64, generator=g) @ x
     y = y + 0.1 * torch.randn(y.shape, dtype=torch.complex64, generator=g)
-    est = LSChannelEstimator(lay.pilots())
     rho = np.full(6, 0.95)
-    assert not pilots_misaligned(y[..., :16], est, rho).any()
-    assert pilots_misaligned(y[..., 20:36], est, rho).all()
+    assert not pilots_misaligned(y[..., :16].numpy(), lay, rho).any()
+    assert pilots_misaligned(y[..., 20:36].numpy(), lay, rho).all()

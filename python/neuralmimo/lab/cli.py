@@ -432,6 +432,8 @@ def _add_loopback(sub):
     g.add_argument("--samp-rate", type=positive_number, help="sample rate [Hz] (CFO in Hz is relative to it)")
     g.add_argument("--drop-rate", type=non_negative_float, help="overflows per sample (runs of 1..4096 lost samples)")
     g.add_argument("--gain-imbalance-db", type=non_negative_float, help="gain per receive channel within +- this [dB]")
+    g.add_argument("--record", type=Path, help="record the receive streams as a SigMF capture in this folder (one SNR), "
+                   "with the live SERs in live.json: replay it with 'neuralmimo replay'")
     p.set_defaults(func=cmd_loopback)
 
 
@@ -441,13 +443,13 @@ def cmd_loopback(a) -> int:
     impairments = {k: getattr(a, k) for k in loopback.OTA_OPTIONS}
     if loopback.is_ota_loopback(a.grc, a.out):
         records = loopback.ota_loopback_demo(a.grc, a.snr, a.frames, a.seed, a.out, impairments,
-                                             progress=not a.no_progress)
+                                             progress=not a.no_progress, record_to=a.record)
         print(loopback.format_ota_loopback(records))
         _write_json(a.out / "loopback.json", records)
         loopback.plot_ota_loopback(records, a.out / "loopback_ser.png")
         print(f"results: {a.out / 'loopback.json'}, plot: {a.out / 'loopback_ser.png'}")
         return 0
-    if any(v is not None for v in impairments.values()):
+    if any(v is not None for v in impairments.values()) or a.record is not None:
         raise ValueError(f"{a.grc} is not an over-the-air loopback (no genie probe): the impairment options apply "
                          "to examples/loopback_ota.grc")
     records = loopback.loopback_demo(a.grc, a.snr, a.frames, a.seed, a.out, progress=not a.no_progress)
@@ -456,6 +458,25 @@ def cmd_loopback(a) -> int:
     loopback.plot_loopback(records, a.out / "loopback_ser.png")
     print(f"results: {a.out / 'loopback.json'}, plot: {a.out / 'loopback_ser.png'}")
     return 0
+
+
+def _add_replay(sub):
+    p = sub.add_parser("replay", help="run a recorded SigMF capture through a receiver flowgraph and print the SER per "
+                       "detector, next to the live run's when the capture has one (rx environment)")
+    p.add_argument("capture", type=Path, help="the capture's .sigmf-collection or its folder")
+    p.add_argument("--grc", type=Path, default=Path("examples/replay_ota.grc"),
+                   help="receiver flowgraph with a 'capture' parameter (default examples/replay_ota.grc)")
+    p.add_argument("--out", type=Path, default=Path("out/replay"), help="folder for generated code and JSON")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(a) -> int:
+    loopback = _gr("loopback")
+    a.out.mkdir(parents=True, exist_ok=True)
+    result = loopback.replay_capture(a.capture, a.grc, a.out)
+    print(loopback.format_replay(result))
+    _write_json(a.out / "replay.json", result)
+    return 0 if all(result.get("reproduces_live", {}).values()) else 1
 
 
 def _add_loopback_neural(sub):
@@ -658,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_loopback(sub)
     _add_loopback_neural(sub)
+    _add_replay(sub)
     _add_companion(sub)
     _add_pipelines(sub)
     _add_bundle(sub)
@@ -710,7 +732,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 _NEGATIVE_NUMBER = re.compile(r"^-\d|^-\.\d")
-_TAKES_NUMBERS = ("--snr",)
+_TAKES_NUMBERS = ("--snr", "--cfo-hz", "--sro-ppm")
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
