@@ -229,17 +229,13 @@ class FrameSynchronizer:
             self._search_from = int(math.floor(det.start)) + self.preamble.length * self.sps
             return True
         # tracking: the next preambles of every frame the buffer holds, detected together
-        reach = self.window + self.preamble.length * self.sps + INTERP_HALF + 2
+        reach = self.window + self.preamble.length * self.sps + INTERP_HALF + 4  # what _detect_many needs, + rounding
         k_max = int((self.end - reach - self._open.start) // Ls)
         if k_max < 1:
             return False
         centers = np.round(self._open.start + Ls * np.arange(1, k_max + 1)).astype(np.int64)
-        for center, det in zip(centers, self._detect_many(centers, self.window, self.threshold_track)):
+        for det in self._detect_many(centers, self.window, self.threshold_track):
             expected = self._open.start + Ls
-            if center != round(expected):
-                # a detection depends on where its search is centred (the CFO is measured there):
-                # centre it where the previous frame puts it, whatever was processed together
-                det = self._detect(int(round(expected)), self.window, self.threshold_track)
             if det is None or abs(det.start - expected) > 0.5 + PPM_TOLERANCE * Ls:
                 # the next preamble is not where expected: search from just after this frame's preamble
                 self._count("lock-miss")
@@ -329,8 +325,8 @@ class FrameSynchronizer:
         the thresholds or the samples are not (all) held."""
         sps, L, W = self.sps, self.preamble.length, self.half
         centers = np.asarray(centers, dtype=np.int64)
-        held = (centers - span - INTERP_HALF - W // 2 - 1 >= self._base) & \
-               (centers + span + L * sps + INTERP_HALF + 2 <= self.end)
+        held = (centers - span - INTERP_HALF - W // 2 - 2 >= self._base) & \
+               (centers + span + L * sps + INTERP_HALF + 3 <= self.end)
         out: list[Detection | None] = [None] * len(centers)
         if not held.any():
             return out
@@ -346,12 +342,22 @@ class FrameSynchronizer:
         c = np.einsum("rkdl,ml->rkdm", seg[:, :, idx], np.conj(self._ref).astype(np.complex64))
         t = (np.abs(c) ** 2).sum(3).sum(0)  # (K, D); one axis at a time: the same whatever K
         d = np.argmax(t, axis=1)
-        rows = np.arange(len(cen))
-        inner = (d > 0) & (d < t.shape[1] - 1)
-        tm, t0_, tp = t[rows, np.clip(d - 1, 0, None)], t[rows, d], t[rows, np.clip(d + 1, None, t.shape[1] - 1)]
+        inner = (d > 0) & (d < t.shape[1] - 1)  # a peak at the window's edge may lie outside it
+        # second pass at the integer peak alone: the CFO measured there and the correlation at the
+        # peak and its neighbours with that CFO, so that the result depends on the data at the
+        # peak, not on where the search was centred (a replay gives the live frames bit for bit)
+        peak = lo + d
+        _, p = self._metrics_around(peak, 1)
+        cfo = np.angle(p[:, 0]) / (2 * np.pi * W)
+        n3 = 2 + (L - 1) * sps + 1
+        seg = self._windows(peak - 1, n3) * np.exp(-2j * np.pi * cfo[:, None] * np.arange(n3)[None, :]).astype(np.complex64)
+        idx3 = np.arange(3)[:, None] + np.arange(L)[None, :] * sps
+        c3 = np.einsum("rkdl,ml->rkdm", seg[:, :, idx3], np.conj(self._ref).astype(np.complex64))
+        t3 = (np.abs(c3) ** 2).sum(3).sum(0)  # (K, 3): lags peak - 1, peak, peak + 1
+        tm, t0_, tp = t3[:, 0], t3[:, 1], t3[:, 2]
         den = tm - 2 * t0_ + tp
-        mu = np.where(inner & (den < 0), np.clip(0.5 * (tm - tp) / np.where(den < 0, den, -1.0), -0.5, 0.5), 0.0)
-        start = lo + d + mu  # (K,)
+        mu = np.where(den < 0, np.clip(0.5 * (tm - tp) / np.where(den < 0, den, -1.0), -0.5, 0.5), 0.0)
+        start = peak + mu  # (K,)
         # symbol-spaced samples at the fractional starts: verification and per-user CFO
         pos = start[:, None] + np.arange(L)[None, :] * sps  # (K, L)
         ys = interpolate(self._buf, (pos - self._base).reshape(-1)).reshape(self.nr, len(cen), L)
@@ -373,7 +379,7 @@ class FrameSynchronizer:
         first = np.einsum("rkl,ml->rkm", ys[..., :n], ref[:, :n])
         second = np.einsum("rkl,ml->rkm", ys[..., n:], ref[:, n:])
         user = cfo[:, None] + np.angle((np.conj(first) * second).sum(0)) / (2 * np.pi * n * sps)  # (K, Nt)
-        good = (rho >= self.threshold_corr) & (metric >= threshold) & (earlier <= PEAK_RATIO * metric)
+        good = inner & (rho >= self.threshold_corr) & (metric >= threshold) & (earlier <= PEAK_RATIO * metric)
         for j in np.flatnonzero(good):
             out[ok_idx[j]] = Detection(float(start[j]), float(cfo[j]), float(metric[j]), float(rho[j]),
                                        user[j].astype(np.float64), self._lost)
@@ -461,6 +467,21 @@ def pilots_misaligned(y_p: np.ndarray, layout: FrameLayout, correlation: np.ndar
     return u > np.sqrt(expected * full)
 
 
+def nearest_point(constellation):
+    """A function mapping complex values to the nearest constellation point (same shape). Square
+    constellations (BPSK, QPSK, 16-QAM: points = a product of per-dimension levels) are sliced per
+    dimension (a search among midpoints), others by distance to every point."""
+    points = constellation.points.numpy().astype(np.complex64)
+    re, im = np.unique(points.real), np.unique(points.imag)
+    if len(re) * len(im) != len(points):
+        return lambda z: points[np.argmin(np.abs(z[..., None] - points) ** 2, axis=-1)]
+    mid_re, mid_im = (re[1:] + re[:-1]) / 2, (im[1:] + im[:-1]) / 2
+
+    def slice_(z):
+        return (re[np.searchsorted(mid_re, z.real)] + 1j * im[np.searchsorted(mid_im, z.imag)]).astype(np.complex64)
+    return slice_
+
+
 def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: int = 16,
                 freq_gain: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Decision-directed common phase tracking through the data of frames ``(F, Nr, Np + Nd)``
@@ -489,7 +510,7 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
     nv = np.nan_to_num(nv, nan=0.0)
     gram = np.einsum("frt,fru->ftu", h.conj(), h) + nv[:, None, None] * np.eye(layout.nt)
     w = np.linalg.solve(gram, h.conj().transpose(0, 2, 1)).astype(np.complex64)  # MMSE (F, Nt, Nr)
-    points = constellation.points.numpy().astype(np.complex64)
+    slicer = nearest_point(constellation)
     n_chunks = -(-layout.n_data // chunk)
     phase = np.zeros((f, n_chunks))
     phi, freq = np.zeros(f), np.zeros(f)
@@ -501,8 +522,9 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
         pred = phi + freq * step
         yc = y_d[..., sl] * np.exp(-1j * pred).astype(np.complex64)[:, None, None]
         z = np.einsum("ftr,frn->ftn", w, yc)
-        x_hat = points[np.argmin(np.abs(z[..., None] - points) ** 2, axis=-1)]
-        e = np.angle(np.einsum("frt,ftn,frn->f", h.conj(), x_hat.conj(), yc))
+        x_hat = slicer(z)
+        hx = np.einsum("frt,ftn->frn", h, x_hat)
+        e = np.angle((hx.conj() * yc).sum(2).sum(1))
         phi = pred + e
         freq = freq + freq_gain * e / step
         y_d[..., sl] = yc * np.exp(-1j * e).astype(np.complex64)[:, None, None]

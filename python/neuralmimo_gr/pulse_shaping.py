@@ -7,6 +7,8 @@ from gnuradio import filter as gr_filter
 from gnuradio import gr
 from gnuradio.filter import firdes
 
+from ._common import big_buffers
+
 
 def rrc_taps(sps: int, rolloff: float, span: int) -> list[float]:
     """GNU Radio's ``firdes.root_raised_cosine`` with ``span * sps + 1`` taps, scaled to unit energy
@@ -56,4 +58,5 @@ class rrc_matched_filter(gr.hier_block2):
         self.taps = rrc_taps(sps, rolloff, span)
         self.filters = [gr_filter.fir_filter_ccf(1, self.taps) for _ in range(streams)]
         for k, f in enumerate(self.filters):
+            big_buffers(f)  # Frame Sync downstream costs ~0.1 ms per call: give it long pieces
             self.connect((self, k), f, (self, k))

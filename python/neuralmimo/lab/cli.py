@@ -273,12 +273,16 @@ def _add_bench(sub):
     d.add_argument("--kbest-k", type=positive_int, default=16, help="K of both K-best detectors (default 16)")
     _add_bench_common(d)
     d.set_defaults(func=cmd_bench_detectors)
-    f = s.add_parser("flowgraph", help="frame source -> channel -> LS -> MMSE flowgraph vs the core kernels (rx environment)")
+    f = s.add_parser("flowgraph", help="frame source -> channel -> LS -> MMSE flowgraph vs the core kernels, and Frame Sync "
+                     "against real time (rx environment)")
     f.add_argument("--nt", type=positive_int, default=8, help="transmit streams (default 8)")
     f.add_argument("--nr", type=positive_int, default=32, help="receive antennas (default 32)")
     f.add_argument("--pilots", type=positive_int, default=16, help="pilot vectors per frame (default 16)")
     f.add_argument("--frame-data", type=positive_int, default=1024, help="data vectors per frame (default 1024)")
     f.add_argument("--frames", type=positive_int, default=512, help="frames per run (default 512)")
+    f.add_argument("--sync-seconds", type=non_negative_float, default=2.0,
+                   help="seconds of 8-channel signal at 1 MS/s for the Frame Sync real-time bench, on one core "
+                        "(default 2; 0: skip it)")
     _add_bench_common(f)
     f.set_defaults(func=cmd_bench_flowgraph)
     t = s.add_parser("training", help="training throughput: our loop vs a plain nn.Sequential + Adam loop (SDNet or "
@@ -332,7 +336,11 @@ def cmd_bench_flowgraph(a) -> int:
     r = stress.bench_flowgraph(nt=a.nt, nr=a.nr, n_pilots=a.pilots, n_data=a.frame_data, frames=a.frames,
                                repeats=a.repeats)
     print(stress.format_bench_flowgraph(r))
-    _write_json(a.json, r)
+    sync = None
+    if a.sync_seconds > 0:
+        sync = stress.bench_frame_sync(seconds=a.sync_seconds, repeats=a.repeats)
+        print(stress.format_bench_frame_sync(sync))
+    _write_json(a.json, {**r, "frame_sync": sync})
     return 0
 
 

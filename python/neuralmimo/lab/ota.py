@@ -112,14 +112,13 @@ def transmit_symbols(s: LinkSettings, frames: int, idx: torch.Tensor) -> np.ndar
     return np.concatenate(parts, axis=1)
 
 
-def run_link(s: LinkSettings, snr_db: float, frames: int, seed: int = 0) -> LinkResult:
-    """Send ``frames`` frames at ``snr_db`` (project convention, per symbol after the matched
-    filter) through the channel and impairments, synchronise, estimate and detect with MMSE;
-    the genie receiver sees the same frames, channels and symbols at one sample per symbol with
-    its own noise and no impairment."""
+def receive_waveform(s: LinkSettings, snr_db: float, frames: int, seed: int = 0) -> tuple[np.ndarray, list, torch.Tensor,
+                                                                                        torch.Tensor, float]:
+    """What the receiver's ADCs give for ``frames`` frames: ``(samples (Nr, n) before the matched
+    filter, overflows [(index, lost)], data indices (F, Nt, Nd), channels (F + 1, Nr, Nt), noise
+    variance)`` -- the transmitter, channel and radio of :func:`run_link`."""
     taps = rrc_taps(s.sps, s.rolloff, s.span)
-    const = Constellation(s.modulation)
-    idx = frame_data_indices(const, s.layout, seed, list(range(frames)))
+    idx = frame_data_indices(Constellation(s.modulation), s.layout, seed, list(range(frames)))
     model = make_channel(s.channel, s.nr, s.nt)
     g = torch.Generator().manual_seed(seed + 7)
     h = model.sample(frames + 1, g)  # one channel per frame (and the closing preamble)
@@ -144,6 +143,17 @@ def run_link(s: LinkSettings, snr_db: float, frames: int, seed: int = 0) -> Link
                           phase_noise=s.phase_noise, lo_phase=s.lo_phase, gain_imbalance_db=s.gain_imbalance_db,
                           drop_rate=s.drop_rate, drop_length=s.drop_length, noise_var=nv)
     z, gaps = rx.process(y)
+    return z, gaps, idx, h, nv
+
+
+def run_link(s: LinkSettings, snr_db: float, frames: int, seed: int = 0) -> LinkResult:
+    """Send ``frames`` frames at ``snr_db`` (project convention, per symbol after the matched
+    filter) through the channel and impairments, synchronise, estimate and detect with MMSE;
+    the genie receiver sees the same frames, channels and symbols at one sample per symbol with
+    its own noise and no impairment."""
+    taps = rrc_taps(s.sps, s.rolloff, s.span)
+    const = Constellation(s.modulation)
+    z, gaps, idx, h, nv = receive_waveform(s, snr_db, frames, seed)
     z = matched_filter(z, taps)
     origin = s.timing_offset + len(taps) - 1  # where frame 0's first preamble symbol peaks
     sync = FrameSynchronizer(s.nr, s.layout, s.preamble, s.sps, taps, pfa=s.pfa, origin=origin,
