@@ -20,7 +20,8 @@ from .pulse_shaping import rrc_taps
 
 SYNC_PORT = "sync"
 PENDING_FRAMES = 64
-HISTORY = 100_000  # sync dicts kept for history()  # frames held for output before input is no longer taken (backpressure)
+HISTORY = 100_000  # sync dicts kept for history()
+USER_CFO_FRAMES = 32  # frames averaged before judging the spread of the users' CFOs  # frames held for output before input is no longer taken (backpressure)
 
 _EVENTS = {  # synchroniser counts that are logged (once per kind) and what they mean
     "slip": "samples were lost or inserted inside a frame (its successor's preamble moved): the frame was dropped "
@@ -92,6 +93,10 @@ class frame_sync(gr.basic_block):
         self._time_done = -1
         self._reported: dict[str, int] = {}
         self._history: deque = deque(maxlen=HISTORY)
+        self._user_cfo: deque = deque(maxlen=USER_CFO_FRAMES)  # per-user CFO of the last frames, cycles/sample
+        # users' CFOs may differ by this much (cycles/sample) before a frame's channel estimate goes
+        # stale within it: 6 degrees over the frame (see the README), with a factor 2 for the estimates' noise
+        self._user_cfo_limit = 2.0 / (60.0 * self.layout.length * int(sps))
         big_buffers(self, 4 * self.layout.length)
 
     def history(self) -> list[dict]:
@@ -167,9 +172,25 @@ class frame_sync(gr.basic_block):
                  "metric": float(f.metric), "correlation": float(f.correlation),
                  "user_cfo_hz": [float(v) for v in f.user_cfo * self.samp_rate]}
             self._history.append(d)
+            self._check_user_cfo(f.user_cfo)
             self.message_port_pub(pmt.intern(SYNC_PORT), pmt.to_pmt(d))
         self._queue = self._queue[n:]
         return n * L
+
+    def _check_user_cfo(self, user_cfo: np.ndarray) -> None:
+        """Warn (once) when the users' CFOs, averaged over the last frames, differ by more than a
+        frame tolerates: only the common CFO is removed, so the others turn each user's symbols
+        within the frame while the detectors use one channel estimate for the whole frame."""
+        self._user_cfo.append(np.asarray(user_cfo))
+        if len(self._user_cfo) < USER_CFO_FRAMES:
+            return
+        mean = np.mean(self._user_cfo, axis=0)
+        spread = float(mean.max() - mean.min())
+        if spread > self._user_cfo_limit:
+            self.failures.report("user-cfo-spread", f"{self.name()}: the users' CFOs differ by {spread * self.samp_rate:.0f} "
+                                 f"Hz (tolerable for this frame length: {self._user_cfo_limit * self.samp_rate:.0f} Hz): "
+                                 "only the common CFO is removed; expect errors growing along each frame (lock the "
+                                 "users' oscillators to a common reference or shorten the frames)")
 
     def _report(self) -> None:
         for kind, text in _EVENTS.items():

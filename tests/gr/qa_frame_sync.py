@@ -116,3 +116,28 @@ def test_noise_only_gives_no_frame():
         tb.connect((tb.radio, r), (tb.mf, r), (tb.sync, r), out[r])
     run(tb)
     assert len(out[0].data()) == 0 and tb.sync.problems().get("acquired", 0) == 0
+
+
+@pytest.mark.parametrize("spread, warned", [(0.0, False), (1e-3, True)])
+def test_users_cfo_spread_is_measured_tagged_and_warned_about(spread, warned):
+    """Separate user oscillators (per-stream CFO before the channel, cycles per symbol): each user's
+    CFO is tagged; a spread beyond what the frame length tolerates is logged as user-cfo-spread."""
+    tb = gr.top_block()
+    tb.src = mimo_frame_source(NT, NP, ND, "qpsk", False, 1, 40, 0, N)
+    tb.users = radio_impairments(NT, 1e6 / SPS, stream_cfo=[spread, -spread], seed=5)
+    tb.chan = mimo_channel(NT, NR, "iid", 200.0, FRAME, 0, 0.0, 2)
+    tb.shape = rrc_pulse_shaper(NR, SPS, 0.35, 8)
+    tb.radio = radio_impairments(NR, 1e6, noise_var=0.01, seed=3)
+    tb.mf = rrc_matched_filter(NR, SPS, 0.35, 8)
+    tb.sync = frame_sync(NR, NT, NP, ND, "qpsk", N, SPS)
+    out = sinks(tb, NR)
+    for k in range(NT):
+        tb.connect((tb.src, k), (tb.users, k), (tb.chan, k))
+    for r in range(NR):
+        tb.connect((tb.chan, r), (tb.shape, r), (tb.radio, r), (tb.mf, r), (tb.sync, r), out[r])
+    run(tb)
+    user = np.array([v for _, v in tags(out[0], "user_cfo")])  # Hz at 1 MS/s
+    assert len(user) >= 35
+    want = np.array([spread, -spread]) / SPS * 1e6
+    assert np.allclose(user.mean(0), want, atol=60), (user.mean(0), want)
+    assert ("user-cfo-spread" in tb.sync.problems()) == warned

@@ -91,3 +91,12 @@ def test_results_do_not_depend_on_how_the_stream_is_pieced():
     a = run_link(replace(RADIO, chunk=777), 8.0, 40, seed=9)
     b = run_link(replace(RADIO, chunk=65536), 8.0, 40, seed=9)
     assert a.received == b.received and a.cfo_estimates == b.cfo_estimates and a.frame_ser == b.frame_ser
+
+
+def test_ota_report_writes_its_tables_and_plots(tmp_path):
+    from neuralmimo.lab.ota import ota_report
+
+    res = ota_report(tmp_path, frames=20, false_start_lengths=100)
+    assert {p.name for p in tmp_path.iterdir()} >= {"report.md", "results.json", "ser_sync_vs_genie.png", "cfo_vs_crb.png"}
+    assert len(res["ser"]) == 6 and all(r["received"] == 20 for r in res["ser"][2:])
+    assert res["overflows"]["misnumbered"] == 0 and "Cramer-Rao" in (tmp_path / "report.md").read_text()

@@ -468,6 +468,25 @@ def cmd_loopback(a) -> int:
     return 0
 
 
+def _add_ota_report(sub):
+    p = sub.add_parser("ota-report", help="measure the frame synchroniser on the core over-the-air link: SER vs the "
+                       "genie receiver, CFO vs its Cramer-Rao bound, false starts, re-acquisition, per-user CFO")
+    p.add_argument("--out", type=Path, default=Path("out/ota"), help="folder for report.md, PNGs and results.json")
+    p.add_argument("--frames", type=positive_int, default=200, help="frames per SNR point (default 200)")
+    p.add_argument("--false-start-lengths", type=positive_int, default=20000,
+                   help="frame lengths of noise for the false-start count (default 20000)")
+    p.set_defaults(func=cmd_ota_report)
+
+
+def cmd_ota_report(a) -> int:
+    from .ota import ota_report
+
+    res = ota_report(a.out, frames=a.frames, false_start_lengths=a.false_start_lengths,
+                     progress=lambda text: print(f"[ota-report] {text}", flush=True))
+    print(f"loss at SER 1e-2: {res['loss_db_at_1e-2']:.2f} dB; report: {a.out / 'report.md'}")
+    return 0
+
+
 def _add_replay(sub):
     p = sub.add_parser("replay", help="run a recorded SigMF capture through a receiver flowgraph and print the SER per "
                        "detector, next to the live run's when the capture has one (rx environment)")
@@ -688,6 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loopback(sub)
     _add_loopback_neural(sub)
     _add_replay(sub)
+    _add_ota_report(sub)
     _add_companion(sub)
     _add_pipelines(sub)
     _add_bundle(sub)

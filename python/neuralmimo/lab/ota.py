@@ -9,6 +9,7 @@ sync``); the GNU Radio loopback (``examples/loopback_ota.grc``) runs the same pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -235,3 +236,150 @@ def false_starts(s: LinkSettings, frame_lengths: int, pfa: float, seed: int = 0)
         sync.push(z)
         done += n // s.frame_samples
     return sync.counts.get("acquired", 0), frame_lengths
+
+
+# ------------------------------------------------------------------------------------ the report
+def _ser_record(label: str, snr: float, errors: int, symbols: int, frames: int) -> dict:
+    from neuralmimo.metrics import wilson_interval
+
+    lo, hi = wilson_interval(errors, symbols)
+    return {"detector": label, "label": label, "snr_db": snr, "ser": errors / max(symbols, 1), "ci": [lo, hi], "frames": frames,
+            "snr_convention": "project"}
+
+
+def ota_report(out: Path, frames: int = 200, false_start_lengths: int = 20000, progress=None) -> dict:
+    """Measure the frame synchroniser on the core link and write ``out/report.md``, PNGs and
+    ``results.json``: MMSE after sync (with and without phase tracking) vs the genie receiver,
+    detection, CFO error vs its Cramer-Rao bound, false starts on noise, re-acquisition after
+    overflows, per-user CFO, and the frame-length limit vs the residual CFO."""
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from .figures import plot_ser, save_figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    step = progress or (lambda text: None)
+    res: dict = {"settings": {k: v for k, v in RADIO_REPORT.__dict__.items()}}
+    # 1. SER vs SNR
+    curves, rows = [], []
+    for snr in (2.0, 4.0, 6.0, 8.0, 10.0, 12.0):
+        step(f"SER at {snr} dB")
+        r = run_link(RADIO_REPORT, snr, frames, seed=5)
+        nt = run_link(replace(RADIO_REPORT, track_phase=False), snr, frames, seed=5)
+        curves += [_ser_record("MMSE after frame sync", snr, r.errors, r.symbols, len(r.received)),
+                   _ser_record("MMSE after frame sync, no phase tracking", snr, nt.errors, nt.symbols, len(nt.received)),
+                   _ser_record("MMSE genie sync", snr, r.genie_errors, r.genie_symbols, frames)]
+        rows.append({"snr_db": snr, "received": len(r.received), "sent": frames, "ser": r.ser, "ser_no_tracking": nt.ser,
+                     "genie_ser": r.genie_ser, "events": {k: v for k, v in r.counts.items() if k != "frames"}})
+    plot_ser(curves, out / "ser_sync_vs_genie.png", title="4x8 QPSK over a simulated radio (2 % CFO, 20 ppm, ...)")
+    sync = [c["ser"] for c in curves if c["detector"] == "MMSE after frame sync"]
+    genie = [c["ser"] for c in curves if c["detector"] == "MMSE genie sync"]
+    snrs = [row["snr_db"] for row in rows]
+    res["ser"] = rows
+    res["loss_db_at_1e-2"] = snr_at(1e-2, snrs, sync) - snr_at(1e-2, snrs, genie)
+    # 2. CFO error vs CRB
+    step("CFO vs CRB")
+    crb_rows = []
+    for snr in (0.0, 5.0, 10.0, 15.0, 20.0):
+        r = run_link(impaired(BASE_REPORT, cfo=0.01, sro_ppm=0.0, phase_noise=0.0), snr, 3 * frames // 2, seed=6)
+        err = np.asarray(r.cfo_estimates) - 0.01 / BASE_REPORT.sps
+        crb_rows.append({"snr_db": snr, "rms": float(np.sqrt(np.mean(err ** 2))), "crb_rms": float(np.sqrt(np.mean(r.cfo_crb))),
+                         "frames": len(err)})
+    res["cfo"] = crb_rows
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.semilogy([c["snr_db"] for c in crb_rows], [c["rms"] * BASE_REPORT.sps for c in crb_rows], "o-", label="RMS error (measured)")
+    ax.semilogy([c["snr_db"] for c in crb_rows], [c["crb_rms"] * BASE_REPORT.sps for c in crb_rows], "k--",
+                label="Cramer-Rao bound")
+    ax.set_xlabel("SNR [dB] (project convention)")
+    ax.set_ylabel("CFO error [cycles per symbol]")
+    ax.set_title("CFO estimate from the preamble (2 x 16 symbols, 8 antennas)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    save_figure(fig, out / "cfo_vs_crb.png")
+    # 3. false starts on noise at the design probability
+    step("false starts on noise")
+    count, lengths = false_starts(BASE_REPORT, false_start_lengths, BASE_REPORT.pfa, seed=1)
+    res["false_starts"] = {"pfa": BASE_REPORT.pfa, "frame_lengths": lengths, "starts": count}
+    # 4. re-acquisition after ~100 overflows
+    step("overflows")
+    n_ov = 2 * frames  # ~100 overflows over the run whatever its length
+    s = impaired(BASE_REPORT, timing_offset=17.6, drop_rate=140 / (n_ov * BASE_REPORT.frame_samples), drop_length=(1, 3000))
+    r = run_link(s, 12.0, n_ov, seed=4)
+    res["overflows"] = {"overflows": len(r.gaps), "received": len(r.received), "sent": n_ov, "misnumbered": r.misnumbered,
+                        "worst_frame_ser": max(r.frame_ser, default=0.0), "ser": r.ser, "genie_ser": r.genie_ser,
+                        "events": {k: v for k, v in r.counts.items() if k != "frames"}}
+    # 5. per-user CFO (separate user oscillators): measured, not removed
+    step("per-user CFO")
+    users = []
+    for spread in (0.0, 5e-4, 1e-3, 2e-3, 4e-3):
+        user = tuple(spread * np.array([1.0, -1.0, 0.5, -0.5]))
+        r = run_link(impaired(BASE_REPORT, cfo=0.01, user_cfo=user, phase_noise=0.0), 10.0, max(10, frames // 2), seed=8)
+        est = np.mean(r.user_cfo_estimates, axis=0) * BASE_REPORT.sps - 0.01
+        users.append({"spread": spread, "user_cfo": list(user), "estimated": est.tolist(), "ser": r.ser,
+                      "genie_ser": r.genie_ser})
+    res["user_cfo"] = users
+    (out / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    (out / "report.md").write_text(format_ota_report(res))
+    return res
+
+
+BASE_REPORT = LinkSettings()
+RADIO_REPORT = impaired(BASE_REPORT, timing_offset=517.37, phase_noise=1e-4)
+
+
+def format_ota_report(res: dict) -> str:
+    lines = ["# Frame synchronisation: measured on the core link", "",
+             "Written by `neuralmimo ota-report` (`neuralmimo.lab.ota`). Link: 4 users x 8 antennas, QPSK, frames of "
+             "2 x 16 preamble + 16 pilot + 256 data symbols, RRC roll-off 0.35 at 4 samples per symbol, i.i.d. Rayleigh "
+             "block fading per frame, white receiver noise; the radio adds a random start (517.37 samples), a CFO of 2 % of "
+             "the symbol rate, +20 ppm sample-rate offset, Wiener phase noise of 1e-4 rad^2 per sample (16 Hz at 1 MS/s), "
+             "a random LO phase and +-1 dB gain per receive channel. The genie receiver sees the same frames, channels "
+             "and symbols at one sample per symbol with no impairment.", "",
+             "## MMSE after Frame Sync vs the genie receiver", "", "![SER](ser_sync_vs_genie.png)", "",
+             "| SNR [dB] | frames | MMSE after sync | without phase tracking | genie | sync events |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in res["ser"]:
+        lines.append(f"| {r['snr_db']:g} | {r['received']}/{r['sent']} | {r['ser']:.3e} | {r['ser_no_tracking']:.3e} | "
+                     f"{r['genie_ser']:.3e} | {r['events'] or '-'} |")
+    lines += ["", f"Loss at SER 1e-2 (log-linear interpolation): **{res['loss_db_at_1e-2']:.2f} dB** (target <= 0.5 dB).",
+              "Without the phase tracker the residual CFO (the estimate's error, ~CRB) and the phase noise turn the "
+              "constellation within the 256 data symbols.", "", "## CFO estimate vs its Cramer-Rao bound", "",
+              "![CFO](cfo_vs_crb.png)", "", "| SNR [dB] | RMS error [cycles/symbol] | CRB [cycles/symbol] | ratio |",
+              "| --- | --- | --- | --- |"]
+    sps = BASE_REPORT.sps
+    for c in res["cfo"]:
+        lines.append(f"| {c['snr_db']:g} | {c['rms'] * sps:.2e} | {c['crb_rms'] * sps:.2e} | {c['rms'] / c['crb_rms']:.2f} |")
+    fs = res["false_starts"]
+    ov = res["overflows"]
+    lines += ["", "The bound (`neuralmimo.preamble.cfo_crb`) is for the symbol-spaced matched-filter samples of the "
+              "received preamble with an unknown complex gain per antenna (target: RMS within 2x).", "",
+              "## Frame-length limit vs residual CFO", "",
+              "Without tracking, a residual CFO `df` (cycles per symbol) turns the phase by `2 pi df Nd` over the data; "
+              "LS-based detection of QPSK loses ~0.5 dB at ~6 degrees RMS phase error, so `Nd < 1 / (60 df)`:", "",
+              "| residual CFO [cycles/symbol] | Nd limit without tracking |", "| --- | --- |"]
+    for c in res["cfo"]:
+        df = c["rms"] * sps
+        lines.append(f"| {df:.1e} (RMS at {c['snr_db']:g} dB) | {1 / (60 * df):.0f} |")
+    lines += ["", "The decision-directed tracker (16-vector chunks) removes this limit for the common phase: the "
+              "frames above (Nd = 256) show no loss at 6-12 dB.", "",
+              "## False starts and re-acquisition", "",
+              f"* Noise only: **{fs['starts']} frame starts in {fs['frame_lengths']:,} frame lengths** at the design "
+              f"false-alarm probability {fs['pfa']:g} per frame length (the thresholds use a union bound, so the rate is "
+              "below the design).",
+              f"* {ov['overflows']} overflows of 1..3000 samples in {ov['sent']} frames at 12 dB (rx_time gaps): {ov['received']} "
+              f"frames handed out, {ov['misnumbered']} misnumbered, worst frame SER {ov['worst_frame_ser']:.3f} (a "
+              f"misaligned frame would show ~0.75), SER {ov['ser']:.2e} vs genie {ov['genie_ser']:.2e}; events "
+              f"{ov['events']}.", "", "## Per-user CFO (separate user oscillators)", "",
+              "Each user's CFO is measured from its own preamble (the phase between the two periods of its cyclic "
+              "shift) and tagged (`user_cfo`); only the common CFO is removed. Users' offsets `+-s, +-s/2` around a 1 % "
+              "common CFO, 10 dB:", "", "| spread s [cycles/symbol] | measured offsets | SER | genie SER |",
+              "| --- | --- | --- | --- |"]
+    for u in res["user_cfo"]:
+        est = ", ".join(f"{v:+.1e}" for v in u["estimated"])
+        lines.append(f"| {u['spread']:g} | {est} | {u['ser']:.3e} | {u['genie_ser']:.3e} |")
+    lines += ["", "A spread the common derotation cannot remove turns each user's symbols against the others' within "
+              "the frame; the LS estimate fixes them at the pilots only, and the common-phase tracker follows their "
+              "mean. Per-user tracking (derotating each user's stream after detection) is not implemented.", ""]
+    return "\n".join(lines)
