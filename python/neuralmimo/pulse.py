@@ -36,15 +36,20 @@ def rrc_pulse(t: np.ndarray, rolloff: float) -> np.ndarray:
     return g
 
 
-def rrc_taps(sps: int, rolloff: float, span: int) -> np.ndarray:
-    """Root-raised-cosine filter: :func:`rrc_pulse` at ``span * sps + 1`` instants ``1/sps`` apart,
-    centred, scaled to unit energy, float64."""
+def check_rrc(sps: int, rolloff: float, span: int) -> None:
+    """``ValueError`` unless ``sps >= 2``, ``0 < rolloff <= 1`` and ``span`` is even and >= 2."""
     if sps < 2:
         raise ValueError(f"pulse shaping needs sps >= 2 samples per symbol, got {sps}")
     if not 0 < rolloff <= 1:
         raise ValueError(f"rolloff must be in (0, 1], got {rolloff}")
     if span < 2 or span % 2:
         raise ValueError(f"span must be an even number of symbols >= 2, got {span}")
+
+
+def rrc_taps(sps: int, rolloff: float, span: int) -> np.ndarray:
+    """Root-raised-cosine filter: :func:`rrc_pulse` at ``span * sps + 1`` instants ``1/sps`` apart,
+    centred, scaled to unit energy, float64."""
+    check_rrc(sps, rolloff, span)
     g = rrc_pulse((np.arange(span * sps + 1) - span * sps / 2) / sps, rolloff)
     return g / np.sqrt(np.sum(g ** 2))
 
