@@ -30,11 +30,13 @@ def test_loopback_command_prints_table_and_writes_json_and_png(tmp_path):
 def test_bench_flowgraph_reports_a_ratio(tmp_path):
     out = tmp_path / "bench.json"
     p = _cli("bench", "flowgraph", "--nt", "2", "--nr", "4", "--frame-data", "64", "--frames", "16", "--repeats", "1",
-             "--json", str(out))
+             "--sync-seconds", "0.05", "--json", str(out))
     assert p.returncode == 0, p.stderr
     r = json.loads(out.read_text())
     assert r["vectors"] == 16 * 64 and r["flowgraph_vps"] > 0 and r["kernel_vps"] > 0
     assert "ratio flowgraph / kernels" in p.stdout
+    s = r["frame_sync"]  # 0.05 s of signal: 41 frames, all found by the block and by the core
+    assert s["flowgraph_frames"] == s["core_frames"] == s["frames_sent"] and s["flowgraph_realtime"] > 0
 
 
 @pytest.mark.parametrize("args,words", [
