@@ -38,9 +38,11 @@ State machine (like gr-dvbs2rx's frame synchroniser)::
   (within ``0.5`` sample plus 50 ppm): lost or inserted samples inside a frame move the next
   preamble, and the frame is then dropped (``slip``) instead of being cut wrongly. A frame that is
   followed by no preamble within ``HOLD`` frame lengths is dropped (``unconfirmed``); the last
-  frame of a burst therefore needs a closing preamble (the frame source sends one). The symbol
-  spacing inside a confirmed frame is its measured length over its symbol count (sample-rate
-  offset corrected per frame).
+  frame of a burst therefore needs a closing preamble (the frame source sends one). Inside a
+  frame the symbols are taken at the nominal spacing from its fractional start: a 20 ppm
+  sample-rate offset moves the last symbol by 0.02 samples (each frame's own start absorbs the
+  rest), less than a spacing measured from two starts would add (their errors, ~0.04 samples at
+  10 dB, spread over the frame).
 * **Numbering** from the timeline: ``number = round((t + lost - origin) / Ls)``, ``t`` the frame's
   start, ``lost`` the samples reported lost so far (:meth:`gap`), ``Ls`` the frame length in
   samples; ``origin`` (frame 0's start) follows each frame, so slow drifts (a sample-rate offset)
@@ -60,7 +62,7 @@ import numpy as np
 
 from .frames import FrameLayout
 from .preamble import Preamble, autocorrelation_threshold, correlation_threshold
-from .pulse import INTERP_HALF, interpolate, noise_correlation_energy
+from .pulse import INTERP_HALF, interpolate, interpolate_grid, noise_correlation_energy
 
 HOLD = 4  # frame lengths an unconfirmed frame waits for a following preamble
 PPM_TOLERANCE = 50e-6  # sample-rate offset allowed between confirmed preambles
@@ -86,7 +88,7 @@ class SyncedFrame:
     """A frame handed out: ``symbols (Nr, Np + Nd)`` complex64 at one sample per symbol, CFO
     derotated (and phase tracked if enabled); ``start`` the fractional sample of its first
     preamble symbol; ``cfo`` and ``user_cfo`` in cycles per sample; ``phase`` the tracked phase per
-    chunk (rad, empty without tracking); ``spacing`` samples per symbol used."""
+    chunk (rad, empty without tracking)."""
 
     number: int
     start: float
@@ -94,7 +96,6 @@ class SyncedFrame:
     metric: float
     correlation: float
     user_cfo: np.ndarray
-    spacing: float
     symbols: np.ndarray
     phase: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -393,29 +394,22 @@ class FrameSynchronizer:
             self._count("misnumbered")
             return
         self.origin = det.start + det.lost - number * self.frame_samples
-        spacing = float(self.sps)
-        if successor is not None and successor.lost == det.lost:
-            spacing = (successor.start - det.start) / self.symbols_per_frame
         self._last_number = number
         self._count("frames")
-        out.append(SyncedFrame(number, det.start, det.cfo, det.metric, det.correlation, det.user_cfo, spacing,
+        out.append(SyncedFrame(number, det.start, det.cfo, det.metric, det.correlation, det.user_cfo,
                                np.zeros(0, np.complex64)))
 
     def _render(self, frames: list[SyncedFrame]) -> list[SyncedFrame]:
-        """Cut the symbols of the frames handed out (all at once): interpolated at their starts
-        plus ``(preamble + j) * spacing``, CFO derotated. Last check, on the pilots: a frame whose
+        """Cut the symbols of the frames handed out: interpolated at their starts plus
+        ``(preamble + j) * sps``, CFO derotated. Last check, on the pilots: a frame whose
         LS fit leaves clearly more of the pilot energy unexplained than its preamble's SNR allows
         (:func:`pilots_misaligned`) is dropped (``pilot-residual``). Returns the frames kept."""
         if not frames:
             return frames
-        start = np.array([f.start for f in frames])
-        spacing = np.array([f.spacing for f in frames])
-        rel = (self.preamble.length + np.arange(self.layout.length))[None, :] * spacing[:, None]  # (F, L)
-        ys = interpolate(self._buf, (start[:, None] + rel - self._base).reshape(-1))
-        ys = ys.reshape(self.nr, len(frames), -1)
+        rel = (self.preamble.length + np.arange(self.layout.length)) * self.sps  # samples from the start
+        ys = np.stack([interpolate_grid(self._buf, f.start + rel[0] - self._base, self.sps, len(rel)) for f in frames])
         cfo = np.array([f.cfo for f in frames])
-        ys *= np.exp(-2j * np.pi * cfo[:, None] * rel).astype(np.complex64)
-        ys = np.ascontiguousarray(ys.transpose(1, 0, 2))  # (F, Nr, L)
+        ys *= np.exp(-2j * np.pi * cfo[:, None, None] * rel[None, None, :]).astype(np.complex64)  # (F, Nr, L)
         bad = pilots_misaligned(ys[..., :self.layout.n_pilots], self.layout, np.array([f.correlation for f in frames]))
         kept = []
         for i, f in enumerate(frames):

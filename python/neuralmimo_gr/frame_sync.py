@@ -86,7 +86,9 @@ class frame_sync(gr.basic_block):
                                 out_sig=[np.complex64] * self.nr)
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.set_output_multiple(self.layout.length)
-        self.message_port_register_out(pmt.intern(SYNC_PORT))
+        self._port = pmt.intern(SYNC_PORT)
+        self.message_port_register_out(self._port)
+        self._keys = tuple(pmt.intern(k) for k in (FRAME_START, CFO, TIMING, SYNC_METRIC, USER_CFO))
         self.failures = FailureLog(self.logger)
         self._queue: list = []  # frames waiting for output space
         self._time_ref = None  # (stream offset + lost, rx_time) of the first rx_time tag
@@ -94,6 +96,7 @@ class frame_sync(gr.basic_block):
         self._reported: dict[str, int] = {}
         self._history: deque = deque(maxlen=HISTORY)
         self._user_cfo: deque = deque(maxlen=USER_CFO_FRAMES)  # per-user CFO of the last frames, cycles/sample
+        self._user_cfo_sum = np.zeros(int(nt))
         # users' CFOs may differ by this much (cycles/sample) before a frame's channel estimate goes
         # stale within it: 6 degrees over the frame (see the README), with a factor 2 for the estimates' noise
         self._user_cfo_limit = 2.0 / (60.0 * self.layout.length * int(sps))
@@ -159,21 +162,25 @@ class frame_sync(gr.basic_block):
         if n == 0:
             return 0
         w0 = self.nitems_written(0)
-        for i, f in enumerate(self._queue[:n]):
-            for k, out in enumerate(output_items):
-                out[i * L:(i + 1) * L] = f.symbols[k]
-            tags = [(FRAME_START, pmt.from_long(f.number)), (CFO, pmt.from_double(f.cfo * self.samp_rate)),
-                    (TIMING, pmt.from_double(f.start)), (SYNC_METRIC, pmt.from_double(f.metric)),
-                    (USER_CFO, pmt.init_f32vector(len(f.user_cfo), (f.user_cfo * self.samp_rate).tolist()))]
+        frames = self._queue[:n]
+        block = np.stack([f.symbols for f in frames], axis=1).reshape(self.nr, n * L)  # one write per output
+        for k, out in enumerate(output_items):
+            out[:n * L] = block[k]
+        keys, port = self._keys, self._port
+        for i, f in enumerate(frames):
+            values = (pmt.from_long(f.number), pmt.from_double(f.cfo * self.samp_rate), pmt.from_double(f.start),
+                      pmt.from_double(f.metric),
+                      pmt.init_f32vector(len(f.user_cfo), (f.user_cfo * self.samp_rate).tolist()))
+            offset = w0 + i * L
             for k in range(self.nr):
-                for key, value in tags:
-                    self.add_item_tag(k, w0 + i * L, pmt.intern(key), value)
+                for key, value in zip(keys, values):
+                    self.add_item_tag(k, offset, key, value)
             d = {"frame": int(f.number), "timing": float(f.start), "cfo_hz": float(f.cfo * self.samp_rate),
                  "metric": float(f.metric), "correlation": float(f.correlation),
                  "user_cfo_hz": [float(v) for v in f.user_cfo * self.samp_rate]}
             self._history.append(d)
             self._check_user_cfo(f.user_cfo)
-            self.message_port_pub(pmt.intern(SYNC_PORT), pmt.to_pmt(d))
+            self.message_port_pub(port, pmt.to_pmt(d))
         self._queue = self._queue[n:]
         return n * L
 
@@ -181,10 +188,13 @@ class frame_sync(gr.basic_block):
         """Warn (once) when the users' CFOs, averaged over the last frames, differ by more than a
         frame tolerates: only the common CFO is removed, so the others turn each user's symbols
         within the frame while the detectors use one channel estimate for the whole frame."""
+        if len(self._user_cfo) == USER_CFO_FRAMES:
+            self._user_cfo_sum -= self._user_cfo[0]
         self._user_cfo.append(np.asarray(user_cfo))
+        self._user_cfo_sum = self._user_cfo_sum + self._user_cfo[-1]
         if len(self._user_cfo) < USER_CFO_FRAMES:
             return
-        mean = np.mean(self._user_cfo, axis=0)
+        mean = self._user_cfo_sum / USER_CFO_FRAMES
         spread = float(mean.max() - mean.min())
         if spread > self._user_cfo_limit:
             self.failures.report("user-cfo-spread", f"{self.name()}: the users' CFOs differ by {spread * self.samp_rate:.0f} "
