@@ -56,7 +56,8 @@ class frame_sync(gr.basic_block):
     * per-user CFO (separate user oscillators) is measured from each user's preamble and tagged
       (``user_cfo``), not removed: only the common CFO can be derotated on the receive streams; the
       tracker follows the common phase, so users' CFO differences ``df`` (cycles/symbol) are
-      tolerable while ``2 pi df (Np + Nd)`` stays small (see the README).
+      tolerable while ``2 pi df (Np + Nd)`` stays small; a spread beyond that and beyond the
+      estimates' noise is logged once (``user-cfo-spread``; see examples/README.md).
 
     Tags at each frame's first output vector (on every output): ``frame_start`` (number), ``cfo``
     (Hz at ``samp_rate``), ``timing`` (fractional input sample of the preamble start),
@@ -96,7 +97,7 @@ class frame_sync(gr.basic_block):
         self._reported: dict[str, int] = {}
         self._history: deque = deque(maxlen=HISTORY)
         self._user_cfo: deque = deque(maxlen=USER_CFO_FRAMES)  # per-user CFO of the last frames, cycles/sample
-        self._user_cfo_sum = np.zeros(int(nt))
+        self._user_cfo_sum, self._user_cfo_sq = np.zeros(int(nt)), np.zeros(int(nt))
         # users' CFOs may differ by this much (cycles/sample) before a frame's channel estimate goes
         # stale within it: 6 degrees over the frame (see the README), with a factor 2 for the estimates' noise
         self._user_cfo_limit = 2.0 / (60.0 * self.layout.length * int(sps))
@@ -186,17 +187,27 @@ class frame_sync(gr.basic_block):
 
     def _check_user_cfo(self, user_cfo: np.ndarray) -> None:
         """Warn (once) when the users' CFOs, averaged over the last frames, differ by more than a
-        frame tolerates: only the common CFO is removed, so the others turn each user's symbols
-        within the frame while the detectors use one channel estimate for the whole frame."""
+        frame tolerates *and* by more than the estimates' noise explains (5 standard errors: the
+        per-frame estimates are noisy, ~1e-4 cycles per symbol at 10 dB, more than a long frame
+        tolerates). Only the common CFO is removed, so the others turn each user's symbols within
+        the frame while the detectors use one channel estimate for the whole frame."""
+        u = np.asarray(user_cfo, dtype=np.float64)
         if len(self._user_cfo) == USER_CFO_FRAMES:
-            self._user_cfo_sum -= self._user_cfo[0]
-        self._user_cfo.append(np.asarray(user_cfo))
-        self._user_cfo_sum = self._user_cfo_sum + self._user_cfo[-1]
-        if len(self._user_cfo) < USER_CFO_FRAMES:
+            old = self._user_cfo[0]
+            self._user_cfo_sum -= old
+            self._user_cfo_sq -= old * old
+        self._user_cfo.append(u)
+        self._user_cfo_sum += u
+        self._user_cfo_sq += u * u
+        n = len(self._user_cfo)
+        if n < USER_CFO_FRAMES:
             return
-        mean = self._user_cfo_sum / USER_CFO_FRAMES
-        spread = float(mean.max() - mean.min())
-        if spread > self._user_cfo_limit:
+        mean = self._user_cfo_sum / n
+        var = np.maximum(self._user_cfo_sq / n - mean * mean, 0.0) * n / (n - 1)
+        hi, lo = int(np.argmax(mean)), int(np.argmin(mean))
+        spread = float(mean[hi] - mean[lo])
+        noise = 5.0 * float(np.sqrt((var[hi] + var[lo]) / n))
+        if spread > max(self._user_cfo_limit, noise):
             self.failures.report("user-cfo-spread", f"{self.name()}: the users' CFOs differ by {spread * self.samp_rate:.0f} "
                                  f"Hz (tolerable for this frame length: {self._user_cfo_limit * self.samp_rate:.0f} Hz): "
                                  "only the common CFO is removed; expect errors growing along each frame (lock the "

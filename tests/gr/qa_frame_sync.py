@@ -57,6 +57,7 @@ def test_ota_loopback_grc_reaches_the_genie_receiver():
     run(tb, 240)
     assert tb.probe_mmse.frames() == tb.probe_genie.frames() == 120
     assert not tb.probe_mmse.problems()
+    assert set(tb.sync.problems()) == {"acquired", "frames"}  # one acquisition, no false user-CFO warning
     sync, genie = tb.probe_mmse, tb.probe_genie
     half = lambda p: (p.ser_interval()[1] - p.ser_interval()[0]) / 2
     assert sync.ser() <= 1.4 * genie.ser() + 3.29 * math.hypot(half(sync), half(genie)) / 1.96, (sync.ser(), genie.ser())
