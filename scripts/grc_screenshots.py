@@ -45,6 +45,20 @@ def shot(env, path: Path, size=()) -> None:
     print(path)
 
 
+def qt_shot(env, tmp: str, neuralmimo: str, example: str, title: str, png: str, settle_s: float = 12) -> None:
+    """Compile and run a Qt example, then take its window (1100 x 760) after ``settle_s`` seconds."""
+    gen = subprocess.run([neuralmimo, "grcc", str(ROOT / "examples" / f"{example}.grc"), "--out", tmp], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()[0]
+    qt = subprocess.Popen([sys.executable, gen], env={**env, "QT_QPA_PLATFORM": "xcb"}, cwd=tmp)
+    w = wait_window(env, title)
+    xdo(env, "windowsize", w, "1100", "760")
+    xdo(env, "windowmove", w, "0", "0")
+    time.sleep(settle_s)
+    shot(env, OUT / png, (1100, 760))
+    qt.terminate()
+    qt.wait(10)
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     n = 95
@@ -74,17 +88,9 @@ def main() -> int:
             shot(env, OUT / "companion_loopback_neural.png")
             grc.terminate()
             grc.wait(10)
-            # the running Qt example (generated with the module's blocks on the path)
-            gen = subprocess.run([neuralmimo, "grcc", str(ROOT / "examples" / "loopback_linear_qt.grc"), "--out",
-                                  tmp], env=env, capture_output=True, text=True, check=True).stdout.split()[0]
-            qt = subprocess.Popen([sys.executable, gen], env={**env, "QT_QPA_PLATFORM": "xcb"}, cwd=tmp)
-            w = wait_window(env, "Loopback: LS")
-            xdo(env, "windowsize", w, "1100", "760")
-            xdo(env, "windowmove", w, "0", "0")
-            time.sleep(12)
-            shot(env, OUT / "qt_loopback_linear.png", (1100, 760))
-            qt.terminate()
-            qt.wait(10)
+            # the running Qt examples (generated with the module's blocks on the path)
+            qt_shot(env, tmp, neuralmimo, "loopback_linear_qt", "Loopback: LS", "qt_loopback_linear.png")
+            qt_shot(env, tmp, neuralmimo, "loopback_ota_qt", "Loopback over the air", "qt_loopback_ota.png", 20)
         finally:
             xvfb.terminate()
     return 0
