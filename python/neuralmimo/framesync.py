@@ -285,18 +285,8 @@ class FrameSynchronizer:
 
     def _autocorrelation(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Schmidl-Cox metric and ``P`` for starts ``lo .. hi - 1`` (absolute samples)."""
-        W = self.half
-        a, b = lo - self._base, hi - self._base
-        y = self._buf[:, a:b + 2 * W]
-        prod = (np.conj(y[:, :b - a + W]) * y[:, W:b - a + 2 * W]).sum(0)
-        energy = (y.real ** 2 + y.imag ** 2).sum(0)
-        cp = np.concatenate([[0], np.cumsum(prod, dtype=np.complex128)])
-        ce = np.concatenate([[0], np.cumsum(energy, dtype=np.float64)])
-        n = b - a
-        p = cp[W:W + n] - cp[:n]
-        r = 0.5 * (ce[2 * W:2 * W + n] - ce[:n])
-        metric = np.abs(p) ** 2 / np.maximum(r, 1e-300) ** 2
-        return metric, p
+        metric, p = self._metrics_around(np.array([lo]), hi - lo)
+        return metric[0], p[0]
 
     def _windows(self, starts: np.ndarray, length: int) -> np.ndarray:
         """``(Nr, K, length)`` samples from each absolute start (a gather)."""

@@ -146,6 +146,21 @@ def tag_float(value) -> float | None:
     return None
 
 
+def rx_time_pmt(seconds: float) -> pmt.pmt_t:
+    """UHD's ``rx_time`` value for a time in seconds: ``(uint64 whole s, double fraction)``."""
+    whole = int(seconds)
+    return pmt.make_tuple(pmt.from_uint64(whole), pmt.from_double(seconds - whole))
+
+
+def rx_time_value(value) -> tuple[int, float] | None:
+    """``(whole s, fractional s)`` of an ``rx_time`` tag value, or ``None`` when it is malformed."""
+    if pmt.is_tuple(value) and pmt.length(value) == 2:
+        whole, frac = tag_int(pmt.tuple_ref(value, 0)), tag_float(pmt.tuple_ref(value, 1))
+        if whole is not None and frac is not None:
+            return whole, frac
+    return None
+
+
 def tags_by_key(block, port: int, n: int, key: str) -> list:
     """Tags with ``key`` on input ``port`` among the next ``n`` items, sorted by offset."""
     k = pmt.intern(key)

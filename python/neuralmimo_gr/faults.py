@@ -13,7 +13,7 @@ import pmt
 import torch
 from gnuradio import gr
 
-from ._common import CSI, FRAME_START, NOISE_VAR, RX_TIME, FailureLog, csi_to_pmt, guarded_work, tag_int
+from ._common import CSI, FRAME_START, NOISE_VAR, RX_TIME, FailureLog, csi_to_pmt, guarded_work, rx_time_pmt, tag_int
 
 FAULT_KINDS = ("delete", "insert", "nan", "repeat")
 
@@ -83,9 +83,7 @@ class fault_injector(gr.basic_block):
                 for k in range(self.n):
                     self.add_item_tag(k, w0 + o + (t.offset - r0 - i), t.key, t.value)
         if self._stamp_next and count:
-            secs = (r0 + i) / self.samp_rate
-            whole = int(secs)
-            value = pmt.make_tuple(pmt.from_uint64(whole), pmt.from_double(secs - whole))
+            value = rx_time_pmt((r0 + i) / self.samp_rate)
             for k in range(self.n):
                 self.add_item_tag(k, w0 + o, pmt.intern(RX_TIME), value)
             self._stamp_next = False

@@ -13,7 +13,7 @@ from gnuradio import gr
 from neuralmimo.capture import CaptureWriter
 from neuralmimo.sync import timeline_position
 
-from ._common import RX_TIME, FailureLog, tag_float, tag_int, tags_by_key
+from ._common import RX_TIME, FailureLog, rx_time_value, tags_by_key
 
 
 class frame_recorder(gr.sync_block):
@@ -109,10 +109,9 @@ class frame_recorder(gr.sync_block):
         r0 = self.nitems_read(0)
         cuts = [(0, None)]
         for t in tags_by_key(self, 0, n, RX_TIME):
-            v = t.value
-            if pmt.is_tuple(v) and pmt.length(v) == 2 and tag_int(pmt.tuple_ref(v, 0)) is not None \
-                    and tag_float(pmt.tuple_ref(v, 1)) is not None:
-                cuts.append((t.offset - r0, (tag_int(pmt.tuple_ref(v, 0)), tag_float(pmt.tuple_ref(v, 1)))))
+            stamp = rx_time_value(t.value)
+            if stamp is not None:
+                cuts.append((t.offset - r0, stamp))
         cuts.append((n, None))
         x = np.stack([np.asarray(a[:n]) for a in input_items])
         with self._lock:

@@ -15,7 +15,7 @@ from neuralmimo.preamble import Preamble
 from neuralmimo.sync import timeline_position
 
 from ._common import (CFO, FRAME_START, RX_TIME, SYNC_METRIC, TIMING, USER_CFO, FailureLog, big_buffers, guarded_work,
-                      tag_float, tag_int, tags_by_key)
+                      rx_time_value, tags_by_key)
 from .pulse_shaping import rrc_taps
 
 SYNC_PORT = "sync"
@@ -125,13 +125,11 @@ class frame_sync(gr.basic_block):
             if t.offset <= self._time_done:
                 continue
             self._time_done = t.offset
-            v = t.value
-            if not (pmt.is_tuple(v) and pmt.length(v) == 2 and tag_int(pmt.tuple_ref(v, 0)) is not None
-                    and tag_float(pmt.tuple_ref(v, 1)) is not None):
-                self.failures.report("bad-rx-time", f"{self.name()}: rx_time tag {v} at sample {t.offset} is not "
-                                     "(uint64 seconds, double fraction): ignored")
+            stamp = rx_time_value(t.value)
+            if stamp is None:
+                self.failures.report("bad-rx-time", f"{self.name()}: rx_time tag {t.value} at sample {t.offset} is "
+                                     "not (uint64 seconds, double fraction): ignored")
                 continue
-            stamp = (tag_int(pmt.tuple_ref(v, 0)), tag_float(pmt.tuple_ref(v, 1)))
             if self._time_ref is None:
                 self._time_ref = (t.offset + lost_so_far, stamp)
                 continue

@@ -12,7 +12,7 @@ from neuralmimo.frames import FrameLayout
 from neuralmimo.sync import PilotAligner, timeline_position, unexplained_fraction
 
 from ._common import (CSI, CSI_STALE, FRAME_START, NOISE_VAR, RX_TIME, FailureLog, big_buffers, csi_to_pmt,
-                      guarded_work, tag_float, tag_int, tags_by_key)
+                      guarded_work, rx_time_value, tag_int, tags_by_key)
 
 FRAMING_MODES = ("tags", "count")
 
@@ -162,14 +162,13 @@ class ls_channel_estimator(gr.basic_block):
         for t in tags_by_key(self, 0, n_in, RX_TIME):
             if t.offset <= self._time_done:
                 continue
-            v = t.value
-            if pmt.is_tuple(v) and pmt.length(v) == 2 and tag_int(pmt.tuple_ref(v, 0)) is not None \
-                    and tag_float(pmt.tuple_ref(v, 1)) is not None:
-                out.append((t.offset, (tag_int(pmt.tuple_ref(v, 0)), tag_float(pmt.tuple_ref(v, 1)))))
+            stamp = rx_time_value(t.value)
+            if stamp is not None:
+                out.append((t.offset, stamp))
             else:
                 self._time_done = t.offset
-                self.failures.report("bad-rx-time", f"{self.name()}: rx_time tag {v} at sample {t.offset} is not "
-                                     "(uint64 seconds, double fraction): ignored")
+                self.failures.report("bad-rx-time", f"{self.name()}: rx_time tag {t.value} at sample {t.offset} is "
+                                     "not (uint64 seconds, double fraction): ignored")
         return out
 
     def _follow_time(self, times: list, r0: int, end: int) -> bool:

@@ -10,7 +10,7 @@ from gnuradio import gr
 
 from neuralmimo.channels.impairments import RadioImpairments
 
-from ._common import RX_TIME, FailureLog, big_buffers, guarded_work
+from ._common import RX_TIME, FailureLog, big_buffers, guarded_work, rx_time_pmt
 
 PENDING_LIMIT = 1 << 18  # output samples held before input is no longer taken (backpressure)
 
@@ -130,7 +130,7 @@ class radio_impairments(gr.basic_block):
         for offset, device in self._pending_tags:
             if offset < w0 + n:
                 secs = device / self.samp_rate
-                value = pmt.make_tuple(pmt.from_uint64(int(secs)), pmt.from_double(secs - int(secs)))
+                value = rx_time_pmt(secs)
                 for k in range(self.streams):
                     self.add_item_tag(k, offset, pmt.intern(RX_TIME), value)
             else:

@@ -8,7 +8,7 @@ from gnuradio import gr
 
 from neuralmimo.capture import read_capture
 
-from ._common import RX_TIME, big_buffers
+from ._common import RX_TIME, big_buffers, rx_time_pmt
 
 
 class sigmf_source(gr.sync_block):
@@ -42,7 +42,7 @@ class sigmf_source(gr.sync_block):
         for start, gidx in self._tags.items():
             if pos <= start < pos + n:
                 secs = gidx / self.samp_rate
-                value = pmt.make_tuple(pmt.from_uint64(int(secs)), pmt.from_double(secs - int(secs)))
+                value = rx_time_pmt(secs)
                 for k in range(len(output_items)):
                     self.add_item_tag(k, start, pmt.intern(RX_TIME), value)
         return n
