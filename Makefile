@@ -33,7 +33,8 @@ grc: bootstrap
 	$(RX)/neuralmimo companion $(FLOWGRAPH)
 
 ## bench: detector throughput against Sionna (lab), flowgraph against its kernels (rx),
-## SDNet training loop against a plain nn.Sequential loop (rx), neural detectors: SDNet fast path
+## training samples/s of every family in 1 process and 2 DDP processes with paper-scale projections,
+## and the SDNet / DetNet loops against plain nn.Sequential loops (rx), neural detectors: SDNet fast path
 ## against the plain module and the neural block against its kernel (rx)
 bench: bootstrap
 	$(LAB)/neuralmimo bench detectors

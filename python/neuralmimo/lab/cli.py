@@ -285,10 +285,15 @@ def _add_bench(sub):
                         "(default 2; 0: skip it)")
     _add_bench_common(f)
     f.set_defaults(func=cmd_bench_flowgraph)
-    t = s.add_parser("training", help="training throughput: our loop vs a plain nn.Sequential + Adam loop (SDNet or "
-                     "DetNet/WeSNet)")
-    t.add_argument("--family", choices=["sdnet", "wesnet"], default="sdnet",
-                   help="sdnet (default): Nconv depths below; wesnet: DetNet/WeSNet 30x60 BPSK, --layers, --batch")
+    t = s.add_parser("training", help="training throughput per family in 1 process and in 2 data-parallel processes "
+                     "(torchrun, gloo) with the scaling efficiency and paper-scale projections; our loop vs a plain "
+                     "nn.Sequential + Adam loop (SDNet, DetNet/WeSNet)")
+    t.add_argument("--family", choices=["all", "sdnet", "wesnet", "deepsic", "hypermimo"], default="all",
+                   help="all (default); sdnet: also the plain loop at Nconv depths below; wesnet: also the plain "
+                        "loop at 30x60 BPSK, --layers, --batch")
+    t.add_argument("--processes", type=positive_int, default=2,
+                   help="data-parallel processes (and threads of the 1-process run) for the scaling rows (default 2)")
+    t.add_argument("--no-scaling", action="store_true", help="skip the 1-process / DDP scaling rows")
     t.add_argument("--layers", type=positive_int, default=90, help="wesnet: layers L (default 90, the paper's)")
     t.add_argument("--batch", type=positive_int, default=1000, help="wesnet: batch per step (default 1000)")
     t.add_argument("--n-conv", type=lambda v: tuple(int(x) for x in v.split(",")), default=(12, 8),
@@ -347,14 +352,28 @@ def cmd_bench_flowgraph(a) -> int:
 def cmd_bench_training(a) -> int:
     from .bench import bench_training, bench_training_wesnet, format_bench_training, format_bench_training_wesnet
 
-    if a.family == "wesnet":
+    from .scale import FAMILIES, bench_scaling, format_bench_scaling
+
+    out = {}
+    if not a.no_scaling:
+        paper = {"sdnet": "learngene/paper.yaml", "deepsic": "deepsic/sed_n12.yaml", "hypermimo": "hypermimo/paper.yaml",
+                 "wesnet": "wesnet/paper.yaml"}
+        # each family's model and data at its paper configuration's size, a short timed run
+        length = {"sdnet": 1, "deepsic": 1, "hypermimo": 100, "wesnet": 2}
+        rows = [bench_scaling(f, config=Path("configs") / paper[f], length=length[f], processes=a.processes,
+                              paper=Path("configs") / paper[f])
+                for f in (FAMILIES if a.family == "all" else [a.family])]
+        print(format_bench_scaling(rows), flush=True)
+        out["scaling"] = rows
+    if a.family in ("all", "wesnet"):
         r = bench_training_wesnet(layers=a.layers, batch=a.batch, repeats=a.repeats, threads=a.threads)
-        print(format_bench_training_wesnet(r))
-        _write_json(a.json, r)
-        return 0
-    r = bench_training(n_conv=a.n_conv, samples=a.samples, repeats=a.repeats, threads=a.threads, workers=a.workers)
-    print(format_bench_training(r))
-    _write_json(a.json, r)
+        print(format_bench_training_wesnet(r), flush=True)
+        out["wesnet"] = r
+    if a.family in ("all", "sdnet"):
+        r = bench_training(n_conv=a.n_conv, samples=a.samples, repeats=a.repeats, threads=a.threads, workers=a.workers)
+        print(format_bench_training(r))
+        out["sdnet"] = r
+    _write_json(a.json, out)
     return 0
 
 
@@ -598,9 +617,17 @@ def _add_pipelines(sub):
         s = p.add_subparsers(dest=f"{name}_cmd", required=True)
         for step in ("run", *mod.STEPS):
             q = s.add_parser(step, help="all steps in order" if step == "run" else mod.STEP_HELP[step])
-            q.add_argument("--config", dest="pipeline_config", type=Path, required=True,
-                           help=f"pipeline YAML (configs/{name}/*.yaml)")
+            q.add_argument("--config", dest="pipeline_config", type=Path,
+                           help=f"pipeline YAML (configs/{name}/*.yaml); required unless --resume")
             q.add_argument("--out", type=Path, help=f"run folder (default out/{name}/<config name>)")
+            q.add_argument("--resume", type=Path, metavar="RUN",
+                           help="continue the killed run in folder RUN with its own config.yaml: finished steps are "
+                                "skipped, training continues from the last checkpoints (same result as an "
+                                "uninterrupted run)")
+            q.add_argument("--device", help="train on cpu, cuda or cuda:N (default: the config's device, or cpu); "
+                                            "under torchrun each process takes GPU LOCAL_RANK")
+            q.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="EPOCHS",
+                           help="checkpoint every training loop every EPOCHS epochs (default 1)")
             q.add_argument("--threads", type=positive_int, help="torch threads of this process (default: the config's, or 2)")
             q.add_argument("--no-progress", action="store_true", help="hide progress bars")
             q.set_defaults(func=cmd_pipeline, pipeline=name, step=step)
@@ -612,11 +639,28 @@ def cmd_pipeline(a) -> int:
     mod = _pipeline(a.pipeline)
     config_class = {"learngene": "LearngeneConfig", "deepsic": "DeepSICConfig", "hypermimo": "HyperMIMOConfig",
                     "wesnet": "WeSNetConfig"}[a.pipeline]
-    cfg = getattr(mod, config_class).load(a.pipeline_config)
+    from .. import training
+
+    if a.resume is not None:
+        if a.out is not None and a.out != a.resume:
+            raise ValueError("give the run folder once: --resume RUN (not also --out)")
+        if not (a.resume / "config.yaml").is_file():
+            raise ValueError(f"{a.resume}: not a run folder (no config.yaml): nothing to resume")
+    config = a.pipeline_config or (a.resume / "config.yaml" if a.resume is not None else None)
+    if config is None:
+        raise ValueError("give --config CONFIG (or --resume RUN)")
+    cfg = getattr(mod, config_class).load(config)
+    device = training.check_device(a.device or cfg.device)
+    # under torchrun: join the job (gloo on CPU, NCCL on GPUs); a single process otherwise
+    device = training.init_distributed(str(device))
     torch.set_num_threads(a.threads or getattr(cfg, "threads", 2))
-    run = a.out or Path("out") / a.pipeline / cfg.name
+    run = a.resume or a.out or Path("out") / a.pipeline / cfg.name
     steps = None if a.step == "run" else [a.step]
-    mod.run_pipeline(cfg, run, steps, progress=not a.no_progress)
+    with training.use_device(device):
+        mod.run_pipeline(cfg, run, steps, progress=not a.no_progress, resume=a.resume is not None,
+                         checkpoint_every=a.checkpoint_every)
+    if not training.is_main():
+        return 0
     for report in (run / "compare" / "report.md", run / "report.md"):
         if report.exists() and (a.step in ("run", "compare", "report")):
             print(report.read_text())

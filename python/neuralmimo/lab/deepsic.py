@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import training
 from ..bundle import load_model, save_model
 from ..channels import ChannelSpec, beamformed_gains, make_channel, user_counts
 from ..constellation import Constellation
@@ -124,14 +125,16 @@ class DeepSICConfig:
     online: OnlineConfig = field(default_factory=OnlineConfig)
     scenarios: list = field(default_factory=list)
     threads: int = 2
+    device: str = "cpu"   # cpu, cuda or cuda:N (docs/training.md); --device overrides
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeepSICConfig":
         d = dict(d)
-        known = {"name", "receiver", "training", "online", "scenarios", "threads"}
+        known = {"name", "receiver", "training", "online", "scenarios", "threads", "device"}
         if set(d) - known:
             raise ValueError(f"unknown keys {sorted(set(d) - known)} in DeepSIC config")
         cfg = cls(name=d.get("name", "deepsic"), threads=int(d.get("threads", 2)),
+                  device=training.device_name(d.get("device", "cpu")),
                   receiver=section(ReceiverConfig, d.get("receiver"), "receiver"),
                   training=section(TrainingConfig, d.get("training"), "training"),
                   online=section(OnlineConfig, d.get("online"), "online"),
@@ -234,15 +237,19 @@ def step_train(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
     hyper = ModularHypernetwork(spec, cfg.receiver.k_max, tuple(cfg.receiver.hyper_hidden), cfg.receiver.iterations)
     bar = tqdm if progress else None
     t0 = time.perf_counter()
-    h_hist = train_hypernetwork(hyper, fe, blocks, epochs=tr.hyper_epochs, lr=tr.hyper_lr,
-                                batch_blocks=tr.hyper_batch_blocks, symbols_per_block=tr.hyper_symbols_per_block,
-                                seed=tr.seed, progress=bar)
+    with training.checkpoint_stage("train/hypernetwork"):  # data-parallel under torchrun
+        h_hist = train_hypernetwork(hyper, fe, blocks, epochs=tr.hyper_epochs, lr=tr.hyper_lr,
+                                    batch_blocks=tr.hyper_batch_blocks, symbols_per_block=tr.hyper_symbols_per_block,
+                                    seed=tr.seed, progress=bar)
     t_hyper = time.perf_counter() - t0
     t0 = time.perf_counter()
-    joint, j_hist = train_joint(spec, cfg.k_values, fe, blocks, iterations=cfg.receiver.iterations,
-                                epochs=tr.joint_epochs, lr=tr.joint_lr, batch_size=tr.joint_batch, seed=tr.seed,
-                                progress=bar)
+    with training.checkpoint_stage("train/joint"):
+        joint, j_hist = train_joint(spec, cfg.k_values, fe, blocks, iterations=cfg.receiver.iterations,
+                                    epochs=tr.joint_epochs, lr=tr.joint_lr, batch_size=tr.joint_batch, seed=tr.seed,
+                                    progress=bar)
     t_joint = time.perf_counter() - t0
+    if not training.writer():  # data-parallel: rank 0 writes
+        return {}
     provenance = {"config": asdict(cfg.training), "k_values": cfg.k_values, "blocks": len(blocks),
                   "symbols": int(blocks.labels.shape[0] * blocks.labels.shape[-1])}
     save_model(hyper, HYPERNET_CODEC, run / "train" / "hypernetwork", system=_system(cfg),
@@ -534,5 +541,10 @@ STEP_HELP = {"train": "offline training: the hypernetwork over all K mixed, join
              "report": "report.md with the SER, runtime and complexity tables"}
 
 
-def run_pipeline(cfg: DeepSICConfig, run: Path, steps=None, progress: bool = True) -> None:
-    run_steps("deepsic", STEPS, cfg, run, steps, progress)
+PARALLEL_STEPS = {"train"}  # run in every process under torchrun (docs/training.md)
+
+
+def run_pipeline(cfg: DeepSICConfig, run: Path, steps=None, progress: bool = True, **options) -> None:
+    """Run the pipeline's ``steps`` (default all) into ``run``; ``options``: ``resume``,
+    ``checkpoint_every`` (:func:`~neuralmimo.lab.runs.run_steps`)."""
+    run_steps("deepsic", STEPS, cfg, run, steps, progress, parallel=PARALLEL_STEPS, **options)

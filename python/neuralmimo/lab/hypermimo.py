@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import training
 from ..bundle import BundleError, load_model, read_manifest, save_model
 from ..channels import ChannelSpec, make_channel
 from ..constellation import Constellation
@@ -121,15 +122,17 @@ class HyperMIMOConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     mobility: MobilityConfig | None = field(default_factory=MobilityConfig)
     threads: int = 2
+    device: str = "cpu"   # cpu, cuda or cuda:N (docs/training.md); --device overrides
 
     @classmethod
     def from_dict(cls, d: dict) -> "HyperMIMOConfig":
         d = dict(d)
-        known = {"name", "drops", "system", "training", "evaluation", "mobility", "threads"}
+        known = {"name", "drops", "system", "training", "evaluation", "mobility", "threads", "device"}
         if set(d) - known:
             raise ValueError(f"unknown keys {sorted(set(d) - known)} in HyperMIMO config")
         cfg = cls(name=d.get("name", "hypermimo"), drops=list(d.get("drops", list(range(10)))),
-                  threads=int(d.get("threads", 2)), system=section(SystemConfig, d.get("system"), "system"),
+                  threads=int(d.get("threads", 2)),
+                  device=training.device_name(d.get("device", "cpu")), system=section(SystemConfig, d.get("system"), "system"),
                   training=section(TrainingConfig, d.get("training"), "training"),
                   evaluation=section(EvaluationConfig, d.get("evaluation"), "evaluation"),
                   mobility=None if d.get("mobility", {}) is None else section(MobilityConfig, d.get("mobility"),
@@ -166,52 +169,68 @@ def _bundle_dir(run: Path, drop: int, csi: str) -> Path:
 
 # ------------------------------------------------------------------------------------ training
 def step_train(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dict:
-    """One HyperMIMO per drop and CSI kind; OAMPNet per drop (perfect CSI)."""
-    tr, s = cfg.training, cfg.system
-    const = cfg.constellation
-    bar = tqdm if progress else None
+    """One HyperMIMO per drop and CSI kind; OAMPNet per drop (perfect CSI). Under torchrun the
+    drops are spread over the processes (data-parallel when there are fewer drops than processes)."""
+    for d in training.each_job(cfg.drops):
+        _train_drop(cfg, run, d, progress)
+    training.barrier()
+    if not training.is_main():
+        return {}
     history = {}
     for d in cfg.drops:
-        chan = cfg.channel(d)
-        for csi in tr.csi:
-            done = _finished(_bundle_dir(run, d, csi), tr)
-            if done is not None:  # resumed run: this model was trained by the same config
-                history[f"drop{d}-{csi}"] = done
-                continue
-            g = torch.Generator().manual_seed(tr.seed * 1000 + d)
-            torch.manual_seed(tr.seed * 1000 + d)
-            model = HyperMIMO(s.nu, tr.layers, tr.hidden, s.modulation)
-            t0 = time.perf_counter()
-            hist = train_hypermimo(model, lambda step: draw_batch(chan, const, tr.batch, tr.vectors, tuple(tr.snr_db), g,
-                                                                  csi=csi, n_pilots=s.n_pilots),
-                                   steps=tr.steps, steps_per_epoch=tr.steps_per_epoch, lr=tuple(tr.lr), progress=bar)
-            seconds = time.perf_counter() - t0
-            model.csi = csi
-            system = {"nr": s.nr, "nt": s.nu, "modulation": s.modulation,
-                      "n_pilots": s.n_pilots if csi == "ls" else None, "snr_convention": "hypermimo",
-                      "snr_db": list(tr.snr_db),
-                      "channel": {"name": "local-scattering",
-                                  "args": {"angle_std_deg": s.angle_std_deg, "spacing": s.spacing,
-                                           "angles_deg": [round(a, 6) for a in chan.drop_angles_deg]}}}
-            save_model(model, HYPERMIMO_CODEC, _bundle_dir(run, d, csi), system=system,
-                       training={"drop": d, "csi": csi, "config": asdict(tr), "seconds": seconds, "history": hist})
-            history[f"drop{d}-{csi}"] = {"history": hist, "seconds": seconds}
-        oamp_path = run / "train" / f"drop{d}-oampnet.json"
-        if oamp_path.exists() and _per_drop(read_json(oamp_path).get("config") or {}) == _per_drop(asdict(tr)):
-            history[f"drop{d}-oampnet"] = {"history": read_json(oamp_path)["history"], "seconds": None}
-            continue
-        g = torch.Generator().manual_seed(tr.seed * 1000 + 500 + d)
-        torch.manual_seed(tr.seed * 1000 + 500 + d)
-        oamp = OAMPNet(tr.oampnet_iterations, s.modulation)
-        t0 = time.perf_counter()
-        hist = train_oampnet(oamp, lambda step: draw_batch(chan, const, 100, 4, tuple(tr.snr_db), g),
-                             steps=tr.oampnet_steps, progress=bar)
-        write_json(oamp_path, {"gamma": oamp.gamma.tolist(), "theta": oamp.theta.tolist(), "history": hist,
-                               "config": asdict(tr)})
-        history[f"drop{d}-oampnet"] = {"history": hist, "seconds": time.perf_counter() - t0}
+        for csi in cfg.training.csi:
+            history[f"drop{d}-{csi}"] = _finished(_bundle_dir(run, d, csi), cfg.training)
+        oamp = read_json(run / "train" / f"drop{d}-oampnet.json")
+        history[f"drop{d}-oampnet"] = {"history": oamp["history"], "seconds": oamp.get("seconds")}
     write_json(run / "train" / "history.json", history)
     plot_training(history, run / "train" / "loss.png")
     return history
+
+
+def _train_drop(cfg: HyperMIMOConfig, run: Path, d: int, progress: bool) -> None:
+    """The models of drop ``d`` not yet trained by this config (a rerun skips the others)."""
+    tr, s = cfg.training, cfg.system
+    const = cfg.constellation
+    bar = tqdm if progress else None
+    chan = cfg.channel(d)
+    batch = training.local_batch(tr.batch)
+    for csi in tr.csi:
+        if _finished(_bundle_dir(run, d, csi), tr) is not None:  # resumed run: trained by the same config
+            continue
+        g = torch.Generator().manual_seed(training.rank_seed(tr.seed * 1000 + d))
+        torch.manual_seed(tr.seed * 1000 + d)
+        model = HyperMIMO(s.nu, tr.layers, tr.hidden, s.modulation)
+        t0 = time.perf_counter()
+        with training.checkpoint_stage(f"train/drop{d}-{csi}"):
+            hist = train_hypermimo(model, lambda step: draw_batch(chan, const, batch, tr.vectors, tuple(tr.snr_db), g,
+                                                                  csi=csi, n_pilots=s.n_pilots),
+                                   steps=tr.steps, steps_per_epoch=tr.steps_per_epoch, lr=tuple(tr.lr), progress=bar,
+                                   generators=(g,))
+        seconds = time.perf_counter() - t0
+        model.csi = csi
+        system = {"nr": s.nr, "nt": s.nu, "modulation": s.modulation,
+                  "n_pilots": s.n_pilots if csi == "ls" else None, "snr_convention": "hypermimo",
+                  "snr_db": list(tr.snr_db),
+                  "channel": {"name": "local-scattering",
+                              "args": {"angle_std_deg": s.angle_std_deg, "spacing": s.spacing,
+                                       "angles_deg": [round(a, 6) for a in chan.drop_angles_deg]}}}
+        if training.writer():
+            save_model(model, HYPERMIMO_CODEC, _bundle_dir(run, d, csi), system=system,
+                       training={"drop": d, "csi": csi, "config": asdict(tr), "seconds": seconds, "history": hist})
+    oamp_path = run / "train" / f"drop{d}-oampnet.json"
+    if oamp_path.exists() and _per_drop(read_json(oamp_path).get("config") or {}) == _per_drop(asdict(tr)):
+        return
+    oamp_batch = training.local_batch(100)
+    g = torch.Generator().manual_seed(training.rank_seed(tr.seed * 1000 + 500 + d))
+    torch.manual_seed(tr.seed * 1000 + 500 + d)
+    oamp = OAMPNet(tr.oampnet_iterations, s.modulation)
+    t0 = time.perf_counter()
+    with training.checkpoint_stage(f"train/drop{d}-oampnet"):
+        hist = train_oampnet(oamp, lambda step: draw_batch(chan, const, oamp_batch, 4, tuple(tr.snr_db), g),
+                             steps=tr.oampnet_steps, progress=bar, generators=(g,))
+    if training.writer():
+        write_json(oamp_path, {"gamma": oamp.gamma.tolist(), "theta": oamp.theta.tolist(), "history": hist,
+                               "config": asdict(tr), "seconds": time.perf_counter() - t0})
 
 
 def _per_drop(training: dict) -> dict:
@@ -388,15 +407,21 @@ def step_across(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dict:
     spec = ChannelSpec("local-scattering", {"angle_std_deg": s.angle_std_deg, "spacing": s.spacing, "redrop": True})
     any_drop = make_channel(spec, s.nr, s.nu)
     variants = [(inputs, hidden) for inputs in tr.across_inputs for hidden in tr.across_hidden]
-    out = {"variants": [_variant(i, h) for i, h in variants], "models": {}}
-    for inputs, hidden in variants:
-        g = torch.Generator().manual_seed(tr.seed * 1000 + 900 + hidden)
+    folder = lambda inputs, hidden: run / "across" / _variant(inputs, hidden).replace(" ", "-").replace(",", "")  # noqa: E731
+    for inputs, hidden in training.each_job(variants):  # spread over torchrun's processes
+        g = torch.Generator().manual_seed(training.rank_seed(tr.seed * 1000 + 900 + hidden))
         torch.manual_seed(tr.seed * 1000 + 900 + hidden)
         model = HyperMIMO(s.nu, tr.layers, hidden, s.modulation, inputs)
+        batch = training.local_batch(tr.batch)
         t0 = time.perf_counter()
-        hist = train_hypermimo(model, lambda step: draw_batch(any_drop, const, tr.batch, tr.vectors, tuple(tr.snr_db), g),
-                               steps=tr.steps, steps_per_epoch=tr.steps_per_epoch, lr=tuple(tr.lr), progress=bar)
+        with training.checkpoint_stage(f"across/{_variant(inputs, hidden)}"):
+            hist = train_hypermimo(model, lambda step: draw_batch(any_drop, const, batch, tr.vectors, tuple(tr.snr_db),
+                                                                  g),
+                                   steps=tr.steps, steps_per_epoch=tr.steps_per_epoch, lr=tuple(tr.lr), progress=bar,
+                                   generators=(g,))
         seconds = time.perf_counter() - t0
+        if not training.writer():
+            continue
         model.eval()
         per_drop = {}
         for d in cfg.drops:
@@ -409,15 +434,23 @@ def step_across(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dict:
                           "mmse": _ser_counts(_detect("mmse", None, b, const), b.idx)}
                 points.append({"snr_db": float(snr), "ser": {m: _rate(c) for m, c in counts.items()}})
             per_drop[d] = points
-        out["models"][_variant(inputs, hidden)] = {"inputs": inputs, "hidden": hidden, "seconds": seconds,
-                                                   "history": hist, "drops": per_drop}
-        save_model(model, HYPERMIMO_CODEC, run / "across" / _variant(inputs, hidden).replace(" ", "-").replace(",", ""),
+        save_model(model, HYPERMIMO_CODEC, folder(inputs, hidden),
                    system={"nr": s.nr, "nt": s.nu, "modulation": s.modulation, "n_pilots": None,
                            "snr_convention": "hypermimo", "snr_db": list(tr.snr_db),
                            "channel": {"name": "local-scattering",
                                        "args": {"angle_std_deg": s.angle_std_deg, "spacing": s.spacing,
                                                 "redrop": True}}},
                    training={"across_drops": True, "config": asdict(tr), "seconds": seconds, "history": hist})
+        write_json(folder(inputs, hidden) / "results.json",
+                   {"inputs": inputs, "hidden": hidden, "seconds": seconds, "history": hist, "drops": per_drop})
+    training.barrier()
+    out = {"variants": [_variant(i, h) for i, h in variants], "models": {}}
+    if not training.is_main():
+        return out
+    for inputs, hidden in variants:
+        rec = read_json(folder(inputs, hidden) / "results.json")
+        rec["drops"] = {int(d): v for d, v in rec["drops"].items()}
+        out["models"][_variant(inputs, hidden)] = rec
     write_json(run / "across" / "results.json", out)
     return out
 
@@ -670,7 +703,12 @@ STEP_HELP = {"train": "one HyperMIMO per drop and CSI kind (bundles), OAMPNet pe
              "report": "report.md: SNR at SER 1e-3 per drop and averaged, gains next to the paper's, plots"}
 
 
-def run_pipeline(cfg: HyperMIMOConfig, run: Path, steps=None, progress: bool = True) -> None:
-    run_steps("hypermimo", STEPS, cfg, run, steps, progress)
+PARALLEL_STEPS = {"train", "across"}  # run in every process under torchrun (docs/training.md)
+
+
+def run_pipeline(cfg: HyperMIMOConfig, run: Path, steps=None, progress: bool = True, **options) -> None:
+    """Run the pipeline's ``steps`` (default all) into ``run``; ``options``: ``resume``,
+    ``checkpoint_every`` (:func:`~neuralmimo.lab.runs.run_steps`)."""
+    run_steps("hypermimo", STEPS, cfg, run, steps, progress, parallel=PARALLEL_STEPS, **options)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import training
 from ..bundle import load_model, save_model
 from ..channels.umi import UMiConfig, load_task, normalise_channels
 from ..constellation import Constellation
@@ -97,17 +98,19 @@ class LearngeneConfig:
     individual: IndividualConfig = field(default_factory=IndividualConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     cache_dir: str | None = None
+    device: str = "cpu"   # cpu, cuda or cuda:N (docs/training.md); --device overrides
 
     @classmethod
     def from_dict(cls, d: dict) -> "LearngeneConfig":
-        known = {"name", "data", "collective", "individual", "compare", "cache_dir"}
+        known = {"name", "data", "collective", "individual", "compare", "cache_dir", "device"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown learngene config keys {sorted(unknown)}")
         parts = {key: section(typ, d.get(key), key)
                  for key, typ in (("data", DataConfig), ("collective", CollectiveConfig),
                                   ("individual", IndividualConfig), ("compare", CompareConfig))}
-        return cls(name=d.get("name", "run"), cache_dir=d.get("cache_dir"), **parts)
+        return cls(name=d.get("name", "run"), cache_dir=d.get("cache_dir"),
+                   device=training.device_name(d.get("device", "cpu")), **parts)
 
     @classmethod
     def load(cls, path) -> "LearngeneConfig":
@@ -193,15 +196,18 @@ def step_collective(cfg: LearngeneConfig, run: Path, progress: bool = True) -> d
         splits = TaskSplits(cfg, t)
         named = dict(model.named_parameters())
         recorder = GradientRecorder({n: named[n] for names in layers.values() for n in names})
-        hist = train(model, opt, splits.train, epochs=c.epochs_per_task, snr_db=cfg.data.snr_db, constellation=const,
-                     n_pilots=cfg.data.n_pilots, batch_size=c.batch_size, seed=c.seed * 1000 + k,
-                     val=splits.val_batch(cfg, const), recorder=recorder, record_last_epoch=True,
-                     progress=tqdm if progress else None, desc=f"task {t}")
+        with training.checkpoint_stage(f"collective/task-{k:03d}"):  # the k-th task of the sequence
+            hist = train(model, opt, splits.train, epochs=c.epochs_per_task, snr_db=cfg.data.snr_db,
+                         constellation=const, n_pilots=cfg.data.n_pilots, batch_size=c.batch_size,
+                         seed=c.seed * 1000 + k, val=splits.val_batch(cfg, const), recorder=recorder,
+                         record_last_epoch=True, progress=tqdm if progress else None, desc=f"task {t}")
         sig = layer_significance(recorder.magnitudes(), layers, c.tau)
         rho.append(sig)
         history.append({"task": t, "order": k, "epochs": hist, "rho": {str(l): v for l, v in sig.items()}})
         tasks.set_postfix(val_ser=f"{hist[-1]['val_ser']:.2e}")
     out = run / "collective"
+    if not training.writer():  # data-parallel: rank 0 writes
+        return {"rho": rho, "history": history}
     save_model(model, SDNET_CODEC, out / "bundle", system=_system(cfg, cfg.data.collective_tasks),
                training={"role": "collective", "tasks": cfg.data.collective_tasks, "config": asdict(c),
                          "final_val_ser": history[-1]["epochs"][-1]["val_ser"]})
@@ -287,10 +293,13 @@ def _pretrain_transfer(cfg: LearngeneConfig, run: Path, progress: bool = True) -
     splits = TaskSplits(cfg, source)
     torch.manual_seed(ic.seed)
     model = SDNet(8, 32, ic.n_conv)
-    hist = train(model, make_optimiser(model, ic.lr), splits.train, epochs=ic.transfer_pretrain_epochs,
-                 snr_db=cfg.data.snr_db, constellation=const, n_pilots=cfg.data.n_pilots, batch_size=ic.batch_size,
-                 seed=ic.seed + 7, val=splits.val_batch(cfg, const), progress=tqdm if progress else None,
-                 desc=f"transfer pre-training on task {source}")
+    with training.checkpoint_stage("individual/transfer_pretrained"):
+        hist = train(model, make_optimiser(model, ic.lr), splits.train, epochs=ic.transfer_pretrain_epochs,
+                     snr_db=cfg.data.snr_db, constellation=const, n_pilots=cfg.data.n_pilots,
+                     batch_size=ic.batch_size, seed=ic.seed + 7, val=splits.val_batch(cfg, const),
+                     progress=tqdm if progress else None, desc=f"transfer pre-training on task {source}")
+    if not training.writer():  # data-parallel: rank 0 writes
+        return
     save_model(model, SDNET_CODEC, out / "bundle", system=_system(cfg, source),
                training={"role": "transfer-source", "task": source, "epochs": ic.transfer_pretrain_epochs})
     write_json(out / "metrics.json", {"source_task": source, "history": hist})
@@ -310,18 +319,22 @@ def train_individual(cfg: LearngeneConfig, run: Path, task: int, scheme: str, nt
     model, penalty, info = _init_individual(cfg, run, scheme, seed=ic.seed * 100 + task, nt=nt)
     epochs = ic.epochs if epochs is None else epochs
     t0 = time.perf_counter()
-    hist = train(model, make_optimiser(model, ic.lr), splits.train, epochs=epochs, snr_db=cfg.data.snr_db,
-                 constellation=const, n_pilots=cfg.data.n_pilots, batch_size=ic.batch_size, seed=ic.seed * 7 + task,
-                 val=splits.val_batch(cfg, const), penalty=penalty, progress=tqdm if show_progress else None,
-                 desc=f"task {task} {scheme}" + (f" nt={nt}" if nt != 8 else ""))
+    folder = individual_dir(run, task, scheme, nt)
+    with training.checkpoint_stage(str(folder.relative_to(run))):
+        hist = train(model, make_optimiser(model, ic.lr), splits.train, epochs=epochs, snr_db=cfg.data.snr_db,
+                     constellation=const, n_pilots=cfg.data.n_pilots, batch_size=ic.batch_size,
+                     seed=ic.seed * 7 + task, val=splits.val_batch(cfg, const), penalty=penalty,
+                     progress=tqdm if show_progress else None,
+                     desc=f"task {task} {scheme}" + (f" nt={nt}" if nt != 8 else ""))
     seconds = time.perf_counter() - t0
     test = evaluate(model, splits.test_batch(cfg, const), const)
-    folder = individual_dir(run, task, scheme, nt)
+    rec = {"task": task, "scheme": scheme, "nt": nt, "test": test, "history": hist, "seconds": seconds, "init": info}
+    if not training.writer():  # data-parallel: rank 0 writes
+        return rec
     save_model(model, SDNET_CODEC, folder / "bundle", system=_system(cfg, task, nt=nt),
                training={"role": "individual", "task": task, "scheme": scheme, "epochs": epochs,
                          "config": asdict(ic), "test": test, "seconds": seconds},
                learngene=info if scheme not in ("scratch", "transfer") else None)
-    rec = {"task": task, "scheme": scheme, "nt": nt, "test": test, "history": hist, "seconds": seconds, "init": info}
     write_json(folder / "metrics.json", rec)
     return rec
 
@@ -337,7 +350,10 @@ def step_individual(cfg: LearngeneConfig, run: Path, progress: bool = True) -> l
     schemes = _scheme_list(cfg)
     if "transfer" in schemes:
         _pretrain_transfer(cfg, run, progress)
+        training.barrier()  # every process initialises transfer models from rank 0's bundle
     jobs = [(t, s) for t in cfg.data.target_tasks for s in schemes]
+    if training.process_count() > 1:  # torchrun: the models are spread over the processes
+        return [train_individual(cfg, run, t, s, show_progress=progress) for t, s in training.each_job(jobs)]
     if cfg.individual.workers <= 1:
         return [train_individual(cfg, run, t, s, show_progress=progress)
                 for t, s in tqdm(jobs, desc="individual models", unit="model", disable=not progress)]
@@ -592,5 +608,10 @@ STEP_HELP = {"baselines": "ZF/MMSE on the target tasks before training (Table I)
              "compare": "figures 8-13, Table IV and report.md"}
 
 
-def run_pipeline(cfg: LearngeneConfig, run: Path, steps=None, progress: bool = True) -> None:
-    run_steps("learngene", STEPS, cfg, run, steps, progress)
+PARALLEL_STEPS = {"collective", "individual"}  # run in every process under torchrun (docs/training.md)
+
+
+def run_pipeline(cfg: LearngeneConfig, run: Path, steps=None, progress: bool = True, **options) -> None:
+    """Run the pipeline's ``steps`` (default all) into ``run``; ``options``: ``resume``,
+    ``checkpoint_every`` (:func:`~neuralmimo.lab.runs.run_steps`)."""
+    run_steps("learngene", STEPS, cfg, run, steps, progress, parallel=PARALLEL_STEPS, **options)

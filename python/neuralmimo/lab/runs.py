@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 import types
 import typing
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
+
+from .. import training
 
 
 def section(typ, data: dict | None, where: str):
@@ -104,15 +107,48 @@ def save_config(cfg, run: Path) -> None:
     (run / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def run_steps(name: str, steps: dict[str, Callable], cfg, run: Path, selected=None, progress: bool = True) -> None:
+def run_steps(name: str, steps: dict[str, Callable], cfg, run: Path, selected=None, progress: bool = True, *,
+              parallel=(), resume: bool = False, checkpoint_every: int = 1) -> None:
     """Run the ``selected`` steps (default: all, in table order) of a pipeline into ``run``,
-    saving the configuration first and printing each step's duration."""
+    saving the configuration first and printing each step's duration.
+
+    Training loops checkpoint into ``run/checkpoints`` every ``checkpoint_every`` epochs
+    (:func:`neuralmimo.training.checkpointing`; stages named by the pipelines). ``resume``
+    continues a killed run of the same configuration: steps that finished are skipped, the
+    interrupted one restarts and its training loops continue from their checkpoints; without it
+    the run's checkpoints are cleared first. Under ``torchrun`` the ``parallel`` steps run in every
+    process (data-parallel training, independent runs spread over the processes); the others
+    (evaluation, reports) in rank 0 alone while the rest wait."""
     selected = list(steps) if selected is None else list(selected)
     unknown = [s for s in selected if s not in steps]
     if unknown:
         raise ValueError(f"unknown {name} steps {unknown}; choose from {list(steps)}")
-    save_config(cfg, run)
-    for s in selected:
-        t0 = time.perf_counter()
-        steps[s](cfg, run, progress)
-        print(f"[{name}] {s} done in {time.perf_counter() - t0:.0f} s -> {run}", flush=True)
+    ckpt = run / "checkpoints"
+    if resume:
+        if not (run / "config.yaml").exists():
+            raise ValueError(f"{run}: nothing to resume (no config.yaml)")
+        data = asdict(cfg) if is_dataclass(cfg) else cfg
+        if yaml.safe_load((run / "config.yaml").read_text()) != yaml.safe_load(yaml.safe_dump(data, sort_keys=False)):
+            raise ValueError(f"{run} was run with another configuration: resume it with the same one")
+    if training.is_main():
+        if not resume and ckpt.exists():
+            shutil.rmtree(ckpt)
+        save_config(cfg, run)
+    training.barrier()
+    with training.checkpointing(ckpt, checkpoint_every, resume):
+        for s in selected:
+            marker = ckpt / "steps" / f"{s}.done"
+            if resume and marker.exists():
+                print(f"[{name}] {s} finished before: skipped", flush=True)
+                continue
+            t0 = time.perf_counter()
+            if s in parallel:
+                steps[s](cfg, run, progress and training.is_main())
+            elif training.is_main():
+                with training.solo():
+                    steps[s](cfg, run, progress)
+            training.barrier()
+            if training.is_main():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                print(f"[{name}] {s} done in {time.perf_counter() - t0:.0f} s -> {run}", flush=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import training
 from ..bundle import BundleError, load_model, read_manifest, save_model
 from ..channels import ChannelSpec, make_channel
 from ..constellation import Constellation
@@ -111,15 +112,17 @@ class WeSNetConfig:
     models: list = field(default_factory=list)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     threads: int = 2
+    device: str = "cpu"   # cpu, cuda or cuda:N (docs/training.md); --device overrides
 
     @classmethod
     def from_dict(cls, d: dict) -> "WeSNetConfig":
         d = dict(d)
-        known = {"name", "system", "training", "models", "evaluation", "threads"}
+        known = {"name", "system", "training", "models", "evaluation", "threads", "device"}
         if set(d) - known:
             raise ValueError(f"unknown keys {sorted(set(d) - known)} in WeSNet config")
         models = [section(ModelConfig, m, f"models[{i}]") for i, m in enumerate(d.get("models") or [])]
-        cfg = cls(name=d.get("name", "wesnet"), threads=int(d.get("threads", 2)), models=models,
+        cfg = cls(name=d.get("name", "wesnet"), threads=int(d.get("threads", 2)),
+                  device=training.device_name(d.get("device", "cpu")), models=models,
                   system=section(SystemConfig, d.get("system"), "system"),
                   training=section(TrainingConfig, d.get("training"), "training"),
                   evaluation=section(EvaluationConfig, d.get("evaluation"), "evaluation"))
@@ -192,32 +195,37 @@ def step_train(cfg: WeSNetConfig, run: Path, progress: bool = True) -> dict:
                              torch.Generator().manual_seed(tr.seed * 1000 + 999), convention="detnet")
     mmse = const.hard_decision(linear_detect(val.y, val.h, val.noise_var, "mmse", const)[0])
     val_mmse = float((const.bits[mmse] != const.bits[val.idx]).float().mean())
-    history = {}
-    for i, m in enumerate(cfg.models):
+    for i, m in training.each_job(list(enumerate(cfg.models))):  # spread over torchrun's processes
         settings = {"training": asdict(tr), "model": asdict(m), "system": asdict(s)}
-        done = _finished(_bundle_dir(run, m.name), settings)
-        if done is not None:
-            history[m.name] = done
+        if _finished(_bundle_dir(run, m.name), settings) is not None:  # a rerun: trained by the same settings
             continue
-        g = torch.Generator().manual_seed(tr.seed * 1000 + i)
+        g = torch.Generator().manual_seed(training.rank_seed(tr.seed * 1000 + i))
         torch.manual_seed(tr.seed * 1000 + i)
         model = _build(cfg, m)
         model.reset_parameters(tr.init)
+        batch = training.local_batch(tr.batch)
         t0 = time.perf_counter()
         steps = m.steps or tr.steps
-        hist = train_detnet(model, lambda step: draw_channel_batch(chan, const, tr.batch, 1, tuple(tr.snr_db), g,
-                                                                   convention="detnet"),
-                            steps=steps, steps_per_epoch=tr.steps_per_epoch, lr=tr.lr, lr_end=tr.lr_end,
-                            keep_best=tr.keep_best, reg_lambda=m.reg_lambda,
-                            reg_start=tr.reg_start, validation=val, progress=tqdm if progress else None,
-                            desc=m.name)
+        with training.checkpoint_stage(f"train/{m.name}"):
+            hist = train_detnet(model, lambda step: draw_channel_batch(chan, const, batch, 1, tuple(tr.snr_db), g,
+                                                                       convention="detnet"),
+                                steps=steps, steps_per_epoch=tr.steps_per_epoch, lr=tr.lr, lr_end=tr.lr_end,
+                                keep_best=tr.keep_best, reg_lambda=m.reg_lambda,
+                                reg_start=tr.reg_start, validation=val, progress=tqdm if progress else None,
+                                desc=m.name, generators=(g,))
         seconds = time.perf_counter() - t0
         rate = steps * tr.batch / seconds
         system = {"nr": s.nr, "nt": s.nt, "modulation": s.modulation, "n_pilots": None, "snr_convention": "detnet",
                   "snr_db": list(tr.snr_db), "channel": ChannelSpec.parse(s.channel).__dict__}
-        save_model(model, codec_for(model), _bundle_dir(run, m.name), system=system,
-                   training={"settings": settings, "seconds": seconds, "samples_per_second": rate, "history": hist})
-        history[m.name] = {"history": hist, "seconds": seconds, "samples_per_second": rate}
+        if training.writer():
+            save_model(model, codec_for(model), _bundle_dir(run, m.name), system=system,
+                       training={"settings": settings, "seconds": seconds, "samples_per_second": rate,
+                                 "history": hist})
+    training.barrier()
+    if not training.is_main():
+        return {}
+    history = {m.name: _finished(_bundle_dir(run, m.name), {"training": asdict(tr), "model": asdict(m),
+                                                            "system": asdict(s)}) for m in cfg.models}
     history["_validation"] = {"snr_db": tr.validation_snr_db, "vectors": tr.validation_vectors, "mmse_ber": val_mmse}
     write_json(run / "train" / "history.json", history)
     plot_training(history, run / "training.png")
@@ -641,5 +649,10 @@ STEP_HELP = {"train": "train every DetNet/WeSNet variant of the config (bundles)
              "report": "report.md: tables next to the paper's numbers, FLOPs and parameters, plots"}
 
 
-def run_pipeline(cfg: WeSNetConfig, run: Path, steps=None, progress: bool = True) -> None:
-    run_steps("wesnet", STEPS, cfg, run, steps, progress)
+PARALLEL_STEPS = {"train"}  # run in every process under torchrun (docs/training.md)
+
+
+def run_pipeline(cfg: WeSNetConfig, run: Path, steps=None, progress: bool = True, **options) -> None:
+    """Run the pipeline's ``steps`` (default all) into ``run``; ``options``: ``resume``,
+    ``checkpoint_every`` (:func:`~neuralmimo.lab.runs.run_steps`)."""
+    run_steps("wesnet", STEPS, cfg, run, steps, progress, parallel=PARALLEL_STEPS, **options)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ...datasets import Frames
-from ...training import train_loop
+from ...training import current_device, shard, train_loop
 from .model import (ModularHypernetwork, ModuleSpec, channel_features, deepsic_logits, init_modules, noise_std_per_dim,
                     rx_features, unrolled_loss)
 
@@ -82,24 +82,26 @@ def train_hypernetwork(model: ModularHypernetwork, fe: FrontEnd, blocks: Frames,
         perm = torch.rand(n_blocks, length, generator=g).argsort(-1)
         perm = perm[:, :chunks * symbols_per_block].unflatten(-1, (chunks, symbols_per_block))
         for i in range(0, items.shape[0], batch_blocks):
-            b, c = items[i:i + batch_blocks].T
+            part = shard(torch.arange(i, min(i + batch_blocks, items.shape[0])))  # this process's share
+            if part is None:
+                continue
+            b, c = items[part].T
             sel = perm[b, c]  # (nb, symbols_per_block)
             feats = torch.gather(fe.feats[b], 1, sel[..., None].expand(-1, -1, fe.feats.shape[-1]))
             labels = torch.gather(labels_all[b], 2, sel[:, None, :].expand(-1, labels_all.shape[1], -1))
-            yield b, feats, labels
+            yield fe.h_cols[b], blocks.active[b], feats, labels  # whole tensors: the loop moves them to the device
 
     def step(batch):
-        b, feats, labels = batch
-        active = blocks.active[b]
-        theta = model(fe.h_cols[b], active)
+        h_cols, active, feats, labels = batch
+        theta = model(h_cols, active)
         loss = unrolled_loss(deepsic_logits(theta, feats, model.spec, model.iterations, active), labels, active)
-        return loss, float(loss.detach()), 1.0
+        return loss, float(loss.detach()), float(h_cols.shape[0])
 
     model.train()
     history = train_loop(opt, step, batches, epochs=epochs, progress=progress, desc="hypernetwork epochs",
-                         end_of_epoch=lambda e: {"k_seen": k_seen[e]})
+                         end_of_epoch=lambda e: {"k_seen": k_seen[e]}, model=model, generators=(g,))
     model.eval()
-    return [{k: r[k] for k in ("epoch", "loss", "k_seen")} for r in history]
+    return [{k: r[k] for k in ("epoch", "loss", "loss_se", "k_seen", "resumed") if k in r} for r in history]
 
 
 def train_joint(spec: ModuleSpec, k_values: list[int], fe: FrontEnd, blocks: Frames, *, iterations: int,
@@ -126,19 +128,23 @@ def train_joint(spec: ModuleSpec, k_values: list[int], fe: FrontEnd, blocks: Fra
     n = min(f.shape[0] for f in feats)  # equal data per K keeps the batch rectangular
     feats = torch.stack([f[:n] for f in feats])  # (nK, n, F)
     labels = torch.stack([lab[:, :n] for lab in labels])  # (nK, k_pad, n)
-    active = torch.stack(act)  # (nK, k_pad)
-    theta = torch.stack([init_modules(k_pad, spec, g) for _ in k_values]).requires_grad_(True)
+    device = current_device()  # theta is a bare tensor (no module for the loop to move)
+    active = torch.stack(act).to(device)  # (nK, k_pad)
+    theta = torch.stack([init_modules(k_pad, spec, g) for _ in k_values]).to(device).requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=lr)
 
     def batches(epoch):
-        return torch.randperm(n, generator=g).split(batch_size)
+        for idx in map(shard, torch.randperm(n, generator=g).split(batch_size)):
+            if idx is not None:
+                yield feats[:, idx], labels[:, :, idx]
 
-    def step(idx):
-        loss = unrolled_loss(deepsic_logits(theta, feats[:, idx], spec, iterations, active), labels[:, :, idx], active)
-        return loss, float(loss.detach()), 1.0
+    def step(batch):
+        f, lab = batch
+        loss = unrolled_loss(deepsic_logits(theta, f, spec, iterations, active), lab, active)
+        return loss, float(loss.detach()), float(lab.shape[-1])
 
-    history = train_loop(opt, step, batches, epochs=epochs, progress=progress, desc="joint epochs")
-    theta = theta.detach()
+    history = train_loop(opt, step, batches, epochs=epochs, progress=progress, desc="joint epochs", generators=(g,))
+    theta = theta.detach().cpu()
     return ({k: theta[i, :k, :spec.n_params(k)].clone() for i, k in enumerate(k_values)},
             [{"epoch": r["epoch"], "loss": r["loss"]} for r in history])
 

@@ -17,7 +17,7 @@ import torch
 
 from ...constellation import Constellation
 from ...datasets import ChannelBatch
-from ...training import train_loop
+from ...training import Carry, train_loop
 from .model import DetNet, detnet_loss
 
 
@@ -50,7 +50,7 @@ def to_points(s_hat: torch.Tensor, model: DetNet) -> torch.Tensor:
 def train_detnet(model: DetNet, sample, *, steps: int, steps_per_epoch: int = 100, lr: float = 1e-3,
                  lr_end: float | None = None, reg_lambda: float = 0.0, reg_start: int = 1,
                  validation: ChannelBatch | None = None, keep_best: bool = False, progress=None,
-                 desc: str = "DetNet") -> list[dict]:
+                 desc: str = "DetNet", generators: tuple = ()) -> list[dict]:
     """Adam on ``steps`` fresh batches ``sample(step) -> ChannelBatch``, the learning rate decaying
     exponentially from ``lr`` to ``lr_end`` (default: constant); loss eq. (20) (+ ``reg_lambda``
     x eq. (22) from layer ``reg_start``). One history record per ``steps_per_epoch`` steps:
@@ -63,10 +63,10 @@ def train_detnet(model: DetNet, sample, *, steps: int, steps_per_epoch: int = 10
     falls (seen on 30x60 BPSK at lr 1e-3) -- ``val_ber`` is the learning curve to read."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     epochs = max(1, math.ceil(steps / steps_per_epoch))
-    last = {"reg": 0.0}
+    last = Carry(reg=0.0)
 
     lr_end = lr if lr_end is None else lr_end
-    best = {"ber": float("inf"), "state": None, "epoch": None}
+    best = Carry(ber=float("inf"), state=None, epoch=None)
 
     def batches(epoch):
         for s in range(epoch * steps_per_epoch, min(steps, (epoch + 1) * steps_per_epoch)):
@@ -102,7 +102,8 @@ def train_detnet(model: DetNet, sample, *, steps: int, steps_per_epoch: int = 10
         return out
 
     history = train_loop(opt, step, batches, epochs=epochs, loss_key="loss", progress=progress, desc=desc,
-                         end_of_epoch=end_of_epoch,
+                         end_of_epoch=end_of_epoch, model=model, generators=generators,
+                         state={"best": best, "last": last},
                          postfix=lambda r: {"loss": f"{r['loss']:.3f}", **({"ber": f"{r['val_ber']:.2e}"}
                                                                              if "val_ber" in r else {})})
     if keep_best and best["state"] is not None:
@@ -114,6 +115,8 @@ def train_detnet(model: DetNet, sample, *, steps: int, steps_per_epoch: int = 10
 @torch.no_grad()
 def detect_indices(model: DetNet, y: torch.Tensor, h: torch.Tensor, constellation: Constellation,
                    depth: int | None = None) -> torch.Tensor:
-    """Point indices ``(B, Nt, n)`` of the network's hard decision after ``depth`` layers."""
-    hty, hth = model.real_inputs(y, h)
-    return constellation.hard_decision(to_points(model(hty, hth, depth), model))
+    """Point indices ``(B, Nt, n)`` (on ``y``'s device) of the network's hard decision after
+    ``depth`` layers, computed on the model's device."""
+    dev = model.w1.device
+    hty, hth = model.real_inputs(y.to(dev), h.to(dev))
+    return constellation.hard_decision(to_points(model(hty, hth, depth), model).to(y.device))

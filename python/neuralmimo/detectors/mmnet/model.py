@@ -231,7 +231,8 @@ class HyperMIMO(nn.Module):
         q_a, r_a = qr_positive(h)
         thetas, psi = self.generate(r_a, noise_var, h)
         y_star = q_a.mH @ y
-        return mmnet(y_star, r_a, noise_var.to(torch.float32), thetas, psi, self.constellation.points, keep_all)
+        return mmnet(y_star, r_a, noise_var.to(torch.float32), thetas, psi, self.constellation.points.to(y.device),
+                     keep_all)
 
 
 # ------------------------------------------------------------------------- MMNet per channel
@@ -285,7 +286,7 @@ class OAMPNet(nn.Module):
     def forward(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor, keep_all: bool = False):
         """``y (B, Nr, n)``, ``h (B, Nr, Nu)``, ``noise_var (B,)`` -> ``(x^ (B, Nu, n), log_probs)``."""
         b, nr, nu = h.shape
-        points = self.constellation.points
+        points = self.constellation.points.to(y.device)
         nv = noise_var.to(torch.float32)[:, None]  # (B, 1): per vector below
         gram = h.mH @ h  # (B, Nu, Nu)
         tr_gram = torch.diagonal(gram, dim1=-2, dim2=-1).real.sum(-1)[:, None]  # (B, 1)

@@ -28,9 +28,11 @@ def decaying_lr(step: int, steps: int, lr_start: float, lr_end: float) -> float:
 
 
 def _train(model: torch.nn.Module, sample, loss_of, *, steps: int, steps_per_epoch: int, lr: tuple[float, float],
-           progress=None, desc: str = "") -> list[dict]:
+           progress=None, desc: str = "", generators: tuple = ()) -> list[dict]:
     """Adam on fresh batches ``sample(step)``, learning rate decaying over ``steps``; one history
-    record per ``steps_per_epoch`` steps (:func:`neuralmimo.training.train_loop`)."""
+    record per ``steps_per_epoch`` steps (:func:`neuralmimo.training.train_loop`). ``generators``:
+    those ``sample`` draws from (checkpointed). Under torchrun ``sample`` draws this process's
+    share (:func:`~neuralmimo.training.local_batch`, :func:`~neuralmimo.training.rank_seed`)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr[0])
     epochs = max(1, math.ceil(steps / steps_per_epoch))
 
@@ -45,22 +47,22 @@ def _train(model: torch.nn.Module, sample, loss_of, *, steps: int, steps_per_epo
         return loss, float(loss.detach()), float(b.y.shape[0])
 
     return train_loop(opt, step, batches, epochs=epochs, loss_key="mse", progress=progress, desc=desc,
-                      postfix=lambda r: {"mse": f"{r['mse']:.4f}"})
+                      postfix=lambda r: {"mse": f"{r['mse']:.4f}"}, model=model, generators=generators)
 
 
 def train_hypermimo(model: HyperMIMO, sample, *, steps: int, steps_per_epoch: int = 100,
-                    lr: tuple[float, float] = (1e-3, 1e-4), progress=None) -> list[dict]:
+                    lr: tuple[float, float] = (1e-3, 1e-4), progress=None, generators: tuple = ()) -> list[dict]:
     """[HM] Sec. IV-B: Adam on the MSE of the last layer (eq. (12)), learning rate decaying
     from ``lr[0]`` to ``lr[1]``; ``sample(step)`` gives each step's :class:`~neuralmimo.datasets.ChannelBatch`."""
     return _train(model, sample, lambda b: mse(model(b.y, b.h, b.noise_var)[0], b.x), steps=steps,
-                  steps_per_epoch=steps_per_epoch, lr=lr, progress=progress, desc="HyperMIMO")
+                  steps_per_epoch=steps_per_epoch, lr=lr, progress=progress, desc="HyperMIMO", generators=generators)
 
 
 def train_oampnet(model: OAMPNet, sample, *, steps: int, steps_per_epoch: int = 50,
-                  lr: tuple[float, float] = (1e-2, 1e-3), progress=None) -> list[dict]:
+                  lr: tuple[float, float] = (1e-2, 1e-3), progress=None, generators: tuple = ()) -> list[dict]:
     """OAMPNet's ``2 T`` scalars, trained like HyperMIMO (MSE of the last iteration)."""
     return _train(model, sample, lambda b: mse(model(b.y, b.h, b.noise_var)[0], b.x), steps=steps,
-                  steps_per_epoch=steps_per_epoch, lr=lr, progress=progress, desc="OAMPNet")
+                  steps_per_epoch=steps_per_epoch, lr=lr, progress=progress, desc="OAMPNet", generators=generators)
 
 
 def train_mmnet_per_channel(h: torch.Tensor, noise_var: torch.Tensor, constellation: Constellation,

@@ -57,8 +57,16 @@ class GradientRecorder:
     def add(self) -> None:
         for n, p in self.params.items():
             if p.grad is not None:
-                self.sums[n] += p.grad.detach().to(torch.float64)
+                self.sums[n] += p.grad.detach().to(self.sums[n].device, torch.float64)
         self.batches += 1
+
+    def state_dict(self) -> dict:
+        return {"sums": self.sums, "batches": self.batches}
+
+    def load_state_dict(self, d: dict) -> None:
+        for n, v in d["sums"].items():
+            self.sums[n].copy_(v)
+        self.batches = d["batches"]
 
     def magnitudes(self) -> dict[str, torch.Tensor]:
         if self.batches == 0:
@@ -197,11 +205,11 @@ class LearngenePenalty(nn.Module):
 
     def forward(self, model: nn.Module) -> torch.Tensor:
         params = dict(model.named_parameters())
-        total = torch.zeros((), dtype=torch.float32)
+        total = torch.zeros((), dtype=torch.float32, device=next(iter(params.values())).device)
         if self.lam == 0.0 or not self.names:
             return total
         for i, n in enumerate(self.names):
-            total = total + (params[n] - getattr(self, f"anchor{i}")).square().sum()
+            total = total + (params[n] - getattr(self, f"anchor{i}").to(params[n].device)).square().sum()
         return 0.5 * self.lam * total
 
 

@@ -99,11 +99,14 @@ def sdnet_input(x_zf: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 def predict(model: SDNet, inputs: torch.Tensor, batch: int = 2000) -> torch.Tensor:
     """Eval-mode forward pass (batch-norm with running statistics) in chunks of ``batch``
-    images -> ``(n, 2Nt)``; the model's training flag is restored afterwards."""
+    images -> ``(n, 2Nt)`` on ``inputs``' device (computed on the model's); the model's training
+    flag is restored afterwards."""
     was = model.training
     model.eval()
+    dev = next(model.parameters()).device
     with torch.no_grad():
-        out = torch.cat([model(inputs[s:s + batch]) for s in range(0, inputs.shape[0], batch)])
+        out = torch.cat([model(inputs[s:s + batch].to(dev)).to(inputs.device)
+                         for s in range(0, inputs.shape[0], batch)])
     model.train(was)
     return out
 

@@ -14,6 +14,7 @@ average energy ``Nr Nt``, i.e. complex noise variance ``Nt / 10^(SNR/10)``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from ...datasets import draw_frames
 from ...metrics import symbol_errors
 from ...realvalued import vec_to_complex, vec_to_real
 from ...snr import noise_variance
-from ...training import train_loop
+from ...training import shard, train_loop
 from ..classical import linear_detect
 from .model import SDNet, predict, sdnet_input
 
@@ -97,11 +98,23 @@ def train(model: SDNet, optimiser: torch.optim.Optimizer, train_h: torch.Tensor,
     """
     model.train()
 
-    def batches(e):
+    def draw(e):
         g = epoch_generator(seed, epoch_offset + e)
         data = draw_batch(train_h, snr_db, constellation, n_pilots, g)
-        perm = torch.randperm(data.inputs.shape[0], generator=g)
-        return ((data.inputs[b], data.target[b]) for b in perm.split(batch_size))
+        return data, torch.randperm(data.inputs.shape[0], generator=g)
+
+    # each epoch's data come from their own generator, so the next epoch is drawn in a thread
+    # while this one trains: the same numbers; the draw (CPU) overlaps a GPU's training, and on
+    # 2 busy CPU cores it measured within noise (+2 %) of drawing in line
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    ahead: dict[int, concurrent.futures.Future] = {}
+
+    def batches(e):
+        data, perm = (ahead.pop(e).result() if e in ahead else draw(e))
+        if e + 1 < epochs:
+            ahead[e + 1] = pool.submit(draw, e + 1)
+        # under torchrun every process draws the epoch alike and trains on its share of each batch
+        return ((data.inputs[b], data.target[b]) for b in map(shard, perm.split(batch_size)) if b is not None)
 
     def step(batch):
         inputs, target = batch
@@ -115,10 +128,14 @@ def train(model: SDNet, optimiser: torch.optim.Optimizer, train_h: torch.Tensor,
         ev = evaluate(model, val, constellation, baselines=False)
         return {"val_loss": ev["loss"], "val_ser": ev["sdnet"]}
 
-    return train_loop(optimiser, step, batches, epochs=epochs, epoch_offset=epoch_offset, loss_key="train_loss",
-                      after_backward=(lambda e: recorder.add() if e == epochs - 1 else None) if record_last_epoch
-                      else None, end_of_epoch=validate, progress=progress, desc=desc,
-                      postfix=lambda r: {"loss": f"{r['train_loss']:.4f}", "ser": f"{r.get('val_ser', math.nan):.2e}"})
+    try:
+        return train_loop(optimiser, step, batches, epochs=epochs, epoch_offset=epoch_offset, loss_key="train_loss",
+                          after_backward=(lambda e: recorder.add() if e == epochs - 1 else None) if record_last_epoch
+                          else None, end_of_epoch=validate, progress=progress, desc=desc,
+                          postfix=lambda r: {"loss": f"{r['train_loss']:.4f}", "ser": f"{r.get('val_ser', math.nan):.2e}"},
+                          model=model, state={"recorder": recorder} if recorder is not None else None)
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def make_optimiser(model: nn.Module, lr: float) -> torch.optim.Adam:
