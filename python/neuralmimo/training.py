@@ -314,6 +314,11 @@ def checkpointing(root, every: int = 1, resume: bool = False):
         _policy = old
 
 
+def checkpoint_policy() -> CheckpointPolicy | None:
+    """The :func:`checkpointing` policy in force (``None`` outside one)."""
+    return _policy
+
+
 @contextlib.contextmanager
 def checkpoint_stage(name: str):
     """Name the training loops inside (``name`` joined to enclosing stages by ``/``); a name must

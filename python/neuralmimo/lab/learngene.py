@@ -17,6 +17,7 @@ the six expansion strategies ``embed-top`` ... ``inherit-bottom`` (``embed-botto
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -340,9 +341,12 @@ def train_individual(cfg: LearngeneConfig, run: Path, task: int, scheme: str, nt
 
 
 def _worker(args) -> dict:
-    cfg_dict, run, task, scheme = args
+    cfg_dict, run, task, scheme, policy, device = args
     torch.set_num_threads(1)
-    return train_individual(LearngeneConfig.from_dict(cfg_dict), Path(run), task, scheme, show_progress=False)
+    # a spawned process starts without the parent's checkpoint policy and device: set them again
+    checkpoints = training.checkpointing(**policy) if policy else contextlib.nullcontext()
+    with checkpoints, training.use_device(device):
+        return train_individual(LearngeneConfig.from_dict(cfg_dict), Path(run), task, scheme, show_progress=False)
 
 
 def step_individual(cfg: LearngeneConfig, run: Path, progress: bool = True) -> list[dict]:
@@ -363,7 +367,10 @@ def step_individual(cfg: LearngeneConfig, run: Path, progress: bool = True) -> l
     cfg_dict = asdict(cfg)
     results = []
     with cf.ProcessPoolExecutor(cfg.individual.workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, (cfg_dict, str(run), t, s)) for t, s in jobs]
+        policy = training.checkpoint_policy()
+        policy = None if policy is None else {"root": str(policy.root), "every": policy.every, "resume": policy.resume}
+        device = str(training.current_device())
+        futures = [pool.submit(_worker, (cfg_dict, str(run), t, s, policy, device)) for t, s in jobs]
         for f in tqdm(cf.as_completed(futures), total=len(futures), desc="individual models", unit="model",
                       disable=not progress):
             results.append(f.result())
