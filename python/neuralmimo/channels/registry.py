@@ -16,6 +16,7 @@ from typing import Callable
 
 from .base import ChannelModel
 from .deepsic_sed import DeepSICSynthetic
+from .external import make_file_channel
 from .fading import IIDRayleigh, IIDRealGaussian, Kronecker, LocalScattering, TimeVaryingCorrelated
 from .umi import UMiConfig, make_umi_channel
 
@@ -44,6 +45,8 @@ CHANNELS: dict[str, ChannelEntry] = {
                                  "stand-in)"),
     "umi-task": ChannelEntry(make_umi_channel, "a cached 3GPP 38.901 UMi NLoS task, 32x8 [LG]",
                              tuple(f.name for f in fields(UMiConfig))),
+    "file": ChannelEntry(make_file_channel, "channels read from a .mat/HDF5/.npz file through a mapping file "
+                         "(QuaDRiGa, ray tracers, measurements; docs/external-channels.md)"),
 }
 
 _BARE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -64,6 +64,7 @@ class SystemConfig:
     angle_std_deg: float = 10.0
     spacing: float = 0.5
     n_pilots: int = 16
+    drop_files: dict = field(default_factory=dict)   # {drop: channel mapping file}: that drop's channels from a file
 
 
 @dataclass
@@ -156,6 +157,10 @@ class HyperMIMOConfig:
 
     def channel_spec(self, drop: int, **mobility) -> ChannelSpec:
         s = self.system
+        if drop in s.drop_files:  # a recorded/ray-traced drop (docs/external-channels.md)
+            if mobility:
+                raise ValueError(f"drop {drop} is read from {s.drop_files[drop]}: mobility needs a local-scattering drop")
+            return ChannelSpec("file", {"mapping": str(s.drop_files[drop])})
         return ChannelSpec("local-scattering", {"angle_std_deg": s.angle_std_deg, "spacing": s.spacing, "seed": drop,
                                                 **mobility})
 
@@ -187,6 +192,15 @@ def step_train(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dict:
     return history
 
 
+def _drop_channel(cfg: HyperMIMOConfig, d: int, chan) -> dict:
+    """A bundle's ``system.channel`` for drop ``d``: the drop's angles, or its channel file."""
+    s = cfg.system
+    if d in s.drop_files:
+        return cfg.channel_spec(d).__dict__
+    return {"name": "local-scattering", "args": {"angle_std_deg": s.angle_std_deg, "spacing": s.spacing,
+                                                 "angles_deg": [round(a, 6) for a in chan.drop_angles_deg]}}
+
+
 def _train_drop(cfg: HyperMIMOConfig, run: Path, d: int, progress: bool) -> None:
     """The models of drop ``d`` not yet trained by this config (a rerun skips the others)."""
     tr, s = cfg.training, cfg.system
@@ -211,9 +225,7 @@ def _train_drop(cfg: HyperMIMOConfig, run: Path, d: int, progress: bool) -> None
         system = {"nr": s.nr, "nt": s.nu, "modulation": s.modulation,
                   "n_pilots": s.n_pilots if csi == "ls" else None, "snr_convention": "hypermimo",
                   "snr_db": list(tr.snr_db),
-                  "channel": {"name": "local-scattering",
-                              "args": {"angle_std_deg": s.angle_std_deg, "spacing": s.spacing,
-                                       "angles_deg": [round(a, 6) for a in chan.drop_angles_deg]}}}
+                  "channel": _drop_channel(cfg, d, chan)}
         if training.writer():
             save_model(model, HYPERMIMO_CODEC, _bundle_dir(run, d, csi), system=system,
                        training={"drop": d, "csi": csi, "config": asdict(tr), "seconds": seconds, "history": hist})
@@ -332,7 +344,8 @@ def step_evaluate(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dic
         if mm:
             timing["mmnet_train_seconds_per_channel"] = sum(mm) / len(mm)
             timing["speedup"] = timing["mmnet_train_seconds_per_channel"] / timing["generate_seconds_per_channel"]
-        results[d] = {"drop": d, "angles_deg": chan.drop_angles_deg, "csi": per_csi, "timing": timing}
+        results[d] = {"drop": d, "angles_deg": getattr(chan, "drop_angles_deg", None), "csi": per_csi,
+                      "timing": timing}
         write_json(run / "evaluate" / f"drop{d}.json", results[d])
     return results
 
@@ -367,6 +380,8 @@ def step_mobility(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dic
         return {}
     out = {}
     for d in cfg.drops:
+        if d in cfg.system.drop_files:  # users cannot be moved in a recorded drop
+            continue
         hyper, _ = load_model(_bundle_dir(run, d, "perfect"), HYPERMIMO_CODEC)
         models = {"hypermimo": hyper, "oampnet": load_oampnet(run, d, cfg)}
         g = torch.Generator().manual_seed(mob.seed * 1000 + d)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .. import training
 from ..bundle import load_model, save_model
+from ..channels.external import ChannelMapping, load_channels
 from ..channels.umi import UMiConfig, load_task, normalise_channels
 from ..constellation import Constellation
 from ..detectors.sdnet.learngene import (STRATEGIES, GradientRecorder, LearngenePenalty, expand, layer_significance,
@@ -59,6 +60,7 @@ class DataConfig:
     modulation: str = "qpsk"
     val_vectors_per_ue: int = 4
     test_vectors_per_ue: int = 50
+    task_files: dict = field(default_factory=dict)  # {task id: channel mapping file} read instead of a UMi task
 
 
 @dataclass
@@ -127,8 +129,15 @@ class TaskSplits:
     """A UMi task's train/val/test channels, normalised per :attr:`DataConfig.normalise`."""
 
     def __init__(self, cfg: LearngeneConfig, task_id: int, nt: int | None = None):
-        d = load_task(cfg.umi(), task_id, Path(cfg.cache_dir) if cfg.cache_dir else None)
-        h = torch.from_numpy(d["h"])
+        if task_id in cfg.data.task_files:  # QuaDRiGa, ray tracer, measurements (docs/external-channels.md)
+            d = load_channels(ChannelMapping.load(cfg.data.task_files[task_id]))
+            h = d["h"]
+            if tuple(h.shape[1:]) != (32, 8):
+                raise ValueError(f"task {task_id} ({cfg.data.task_files[task_id]}): SDNet's tasks are 32x8 (Nr x Nt), "
+                                 f"the file gives {h.shape[1]}x{h.shape[2]}: set antennas/users in the mapping")
+        else:
+            d = load_task(cfg.umi(), task_id, Path(cfg.cache_dir) if cfg.cache_dir else None)
+            h = torch.from_numpy(d["h"])
         if nt is not None:  # a UE using only its first nt ports (scalability, Fig. 13)
             h = h[..., :nt].contiguous()
         h = normalise_channels(h, cfg.data.normalise)
@@ -148,9 +157,12 @@ class TaskSplits:
 
 def _system(cfg: LearngeneConfig, task, nt: int = 8, nr: int = 32) -> dict:
     """The bundle system section: a model for ``task`` (a task id, or the collective model's list)."""
+    channel = None
+    if isinstance(task, int) and task in cfg.data.task_files:
+        channel = {"name": "file", "args": {"mapping": str(cfg.data.task_files[task]), "split": "test"}}
     return {"nt": nt, "nr": nr, "modulation": cfg.data.modulation, "n_pilots": cfg.data.n_pilots,
             "snr_db": [cfg.data.snr_db], "snr_convention": "project",
-            "channel": {"name": "umi-task", "args": {"task_id": task, "normalise": cfg.data.normalise,
+            "channel": channel or {"name": "umi-task", "args": {"task_id": task, "normalise": cfg.data.normalise,
                                                      "ues_per_task": cfg.data.ues_per_task,
                                                      "seed": cfg.data.umi_seed}}}
 
