@@ -17,6 +17,8 @@ the channel index. ``real``/``imag`` name two real arrays instead of ``h``; ``co
 declares real-valued channels (DetNet's, DeepSIC's synthetic one), so that a complex array in a
 real mapping -- or a real array in a complex one -- is an error instead of a silent conversion.
 
+A receiver's CSI log folder (:mod:`neuralmimo.csilog`) is read the same way, without a mapping.
+
 The result is a ``(n, Nr, Nt)`` complex64 tensor with a train/val/test split, used by the
 ``file`` channel model (:class:`FileChannel`: every config, CLI option and GRC block that takes a
 channel), by learngene tasks (``data.task_files``), DeepSIC scenarios (a scenario's channel) and
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..csilog import is_csi_log, read_csi_log
 from .base import ChannelModel
 
 AXES = ("rx", "tx", "sample")
@@ -185,8 +188,14 @@ def _split(mapping: ChannelMapping, n: int) -> np.ndarray:
             raise ChannelFileError(f"{mapping.file}: split array {mapping.split!r} must hold {n} values in 0/1/2 "
                                    f"(train/val/test), got {s.shape[0]} values")
         return s.astype(np.int8)
-    order = np.random.default_rng(mapping.seed).permutation(n)
-    counts = np.floor(np.asarray(mapping.split) * n).astype(int)
+    return split_by_fractions(n, mapping.split, mapping.seed)
+
+
+def split_by_fractions(n: int, fractions, seed: int = 0) -> np.ndarray:
+    """0/1/2 (train/val/test) for ``n`` channels: ``floor(fraction x n)`` to val and test, the
+    rest to train, by a permutation seeded with ``seed``."""
+    order = np.random.default_rng(seed).permutation(n)
+    counts = np.floor(np.asarray(fractions) * n).astype(int)
     counts[0] = n - counts[1] - counts[2]
     s = np.zeros(n, np.int8)
     s[order[counts[0]:counts[0] + counts[1]]] = 1
@@ -255,18 +264,24 @@ class FileChannel(ChannelModel):
     _SPLITS = {"train": 0, "val": 1, "test": 2}
 
     def __init__(self, mapping, split: str = "all"):
-        self.mapping = mapping if isinstance(mapping, ChannelMapping) else ChannelMapping.load(mapping)
         if split != "all" and split not in self._SPLITS:
             raise ChannelFileError(f"split must be train, val, test or all, got {split!r}")
-        data = load_channels(self.mapping)
+        if not isinstance(mapping, ChannelMapping) and is_csi_log(mapping):  # a receiver's own CSI log
+            log = read_csi_log(mapping)
+            self.mapping, source = None, Path(mapping)
+            data = {"h": log.h, "split": split_by_fractions(log.h.shape[0], (0.81, 0.09, 0.10))}
+        else:
+            self.mapping = mapping if isinstance(mapping, ChannelMapping) else ChannelMapping.load(mapping)
+            source = self.mapping.file
+            data = load_channels(self.mapping)
         h = data["h"]
         if split != "all":
             h = h[torch.from_numpy(data["split"] == self._SPLITS[split])]
             if h.shape[0] == 0:
-                raise ChannelFileError(f"{self.mapping.file}: the {split} split holds no channels")
+                raise ChannelFileError(f"{source}: the {split} split holds no channels")
         self.h = h.contiguous()
         self.nr, self.nt = int(h.shape[1]), int(h.shape[2])
-        self.real_valued = not self.mapping.complex
+        self.real_valued = self.mapping is not None and not self.mapping.complex
 
     def sample(self, batch, generator=None):
         idx = torch.randint(0, self.h.shape[0], (batch,), generator=generator)
@@ -278,5 +293,6 @@ class FileChannel(ChannelModel):
 
 
 def make_file_channel(nr: int, nt: int, mapping: str, split: str = "all") -> FileChannel:
-    """The ``file`` channel by name (``channels.make_channel``): ``mapping`` is the mapping file."""
+    """The ``file`` channel by name (``channels.make_channel``): ``mapping`` is a mapping file, or
+    a CSI log folder (:mod:`neuralmimo.csilog`, split 81/9/10 % by a seeded shuffle)."""
     return FileChannel(mapping, split)

@@ -1,0 +1,87 @@
+"""CSI Logger in flowgraphs: what the LS estimator tags is what the log holds (frame numbers,
+estimates, noise variances), the disk bound keeps the newest chunks, refused estimates are not
+logged, and the lab reads the log folder as a channel."""
+
+import numpy as np
+import pmt
+import pytest
+import torch
+from gnuradio import gr
+from gnuradio.neuralmimo import csi_logger, ls_channel_estimator
+from neuralmimo.channels import make_channel
+from neuralmimo.csilog import read_csi_log
+from neuralmimo.frames import FrameLayout
+
+from conftest import run, sinks, sources, tag, tags
+
+pytestmark = pytest.mark.timeout(120)
+NT, NR, NP, ND = 2, 4, 4, 6
+L = NP + ND
+
+
+def _stream(n_frames, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lay = FrameLayout(NT, NP, ND)
+    h = torch.randn(n_frames, NR, NT, dtype=torch.complex64, generator=g)
+    x = lay.assemble(torch.randn(n_frames, NT, ND, dtype=torch.complex64, generator=g))
+    y = h @ x + 0.05 * torch.randn(n_frames, NR, L, dtype=torch.complex64, generator=g)
+    return np.concatenate(list(y.numpy()), axis=1)
+
+
+def _log(tmp_path, n_frames, extra_tags=(), **kw):
+    tb = gr.top_block()
+    src = sources(tb, _stream(n_frames), [tag(i * L, "frame_start", pmt.from_long(100 + i)) for i in range(n_frames)])
+    est = ls_channel_estimator(NR, NT, NP, ND)
+    logger = csi_logger(NR, NT, str(tmp_path / "log"), **kw)
+    snk = sinks(tb, 1)
+    for r in range(NR):
+        tb.connect(src[r], (est, r), (logger, r))
+    tb.connect((est, 0), snk[0])
+    tb._keep += [est, logger]
+    run(tb)
+    return snk[0], logger
+
+
+def test_the_log_holds_every_frame_as_tagged(tmp_path):
+    snk, logger = _log(tmp_path, 25, chunk_frames=10)
+    log = read_csi_log(tmp_path / "log")
+    csi = [np.asarray(v, np.complex64).reshape(NR, NT) for _, v in tags(snk, "csi")]
+    nv = [v for _, v in tags(snk, "noise_var")]
+    assert len(csi) == 25 and log.h.shape == (25, NR, NT)
+    assert np.array_equal(log.h.numpy(), np.stack(csi)) and np.array_equal(log.noise_var, nv)
+    assert list(log.frame) == list(range(100, 125))  # numbered by the frame_start tags
+    assert logger.status()["frames_logged"] == 25 and logger.problems() == {}
+    assert sorted(p.name for p in (tmp_path / "log").glob("csi-*.npz")) == [f"csi-00000{i}.npz" for i in (1, 2, 3)]
+    chan = make_channel({"name": "file", "args": {"mapping": str(tmp_path / "log")}}, NR, NT)  # the lab's view
+    assert chan.h.shape == (25, NR, NT)
+
+
+def test_the_disk_bound_keeps_the_newest_frames(tmp_path):
+    _, logger = _log(tmp_path, 60, chunk_frames=10, max_bytes=2500)  # a 10-frame chunk is ~1.2 kB
+    log = read_csi_log(tmp_path / "log")
+    status = logger.status()
+    assert status["bytes"] <= 2500 and status["frames_dropped"] == 60 - len(log.frame) > 0
+    assert list(log.frame) == list(range(160 - len(log.frame), 160))  # the newest statistics are kept
+    assert len(list((tmp_path / "log").glob("csi-*.npz"))) == len(log.frame) // 10
+
+
+def test_refused_estimates_are_not_logged(tmp_path):
+    tb = gr.top_block()
+    n = 4
+    stream = np.ones((NR, n * ND), np.complex64)
+    good = pmt.init_c32vector(NR * NT, [1 + 0j] * (NR * NT))
+    tag_list = []
+    for i in range(n):
+        tag_list += [tag(i * ND, "frame_start", pmt.from_long(i)), tag(i * ND, "noise_var", pmt.from_double(0.1))]
+    tag_list += [tag(0, "csi", good), tag(ND, "csi", pmt.init_c32vector(3, [1j] * 3)),  # wrong size
+                 tag(2 * ND, "csi", pmt.init_c32vector(NR * NT, [0j] * (NR * NT))),  # all zero
+                 tag(3 * ND, "csi", good), tag(3 * ND, "csi_stale", pmt.intern("bad pilots"))]
+    src = sources(tb, stream, tag_list)
+    logger = csi_logger(NR, NT, str(tmp_path / "log"))
+    for r in range(NR):
+        tb.connect(src[r], (logger, r))
+    tb._keep += [logger]
+    run(tb)
+    log = read_csi_log(tmp_path / "log")
+    assert list(log.frame) == [0]
+    assert logger.problems() == {"bad-estimate": 2, "stale": 1}
