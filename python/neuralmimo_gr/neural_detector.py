@@ -17,6 +17,7 @@ from gnuradio import gr
 from neuralmimo.bundle import MANIFEST, BundleError
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import SystemSpec, load_detector
+from neuralmimo.drift import DriftMonitor, parse_statistics
 
 from ._common import (FRAME_START, MODEL, N_USERS, EstimateTags, FailureLog, big_buffers, detect_groups,
                       frame_segments, guarded_work, mark_stale, tag_int, write_streams)
@@ -109,17 +110,33 @@ class neural_detector(gr.sync_block):
     weights are sliced to the kept units, so fewer units cost fewer FLOPs) and put in force at
     the next frame boundary exactly like a model swap: ``swapped`` on ``status`` and a ``model``
     tag, both with the ``options`` in force. It also applies to every model loaded later.
+
+    Drift monitor (site adaptation, :mod:`neuralmimo.drift`): when the model in force carries the
+    channel statistics it was trained on (``training.channel_stats``, written by the lab's
+    pipelines), every accepted frame estimate updates running statistics over ``drift_window``
+    frames, compared with them. :meth:`drift` gives the correlation matrix distance of the receive
+    covariance and the largest per-user power change; ``drift`` on ``status`` (and one warning in
+    the log) when either crosses ``drift_threshold`` / 6 dB, ``drift-back`` when both return below.
+    A model without statistics (or with malformed ones: ``drift-monitor`` ``off`` on ``status``
+    with the reason) runs without the monitor.
     """
 
     def __init__(self, nr: int = 12, nt: int = 8, modulation: str = "bpsk", model: str = "", watch_dir: str = "",
                  watch_interval_s: float = 1.0, torch_threads: int = 1, llr_output: bool = False,
-                 max_slowdown: float = 50.0, keep: float = 1.0, layers: int = 0):
+                 max_slowdown: float = 50.0, keep: float = 1.0, layers: int = 0, drift_window: int = 256,
+                 drift_threshold: float = 0.2):
         if nr < 1 or nt < 1 or nt > nr:
             raise ValueError(f"neural detection needs 1 <= nt <= nr, got nr={nr}, nt={nt}")
         if torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
         if not max_slowdown > 1:
             raise ValueError(f"max_slowdown must be > 1, got {max_slowdown}")
+        if drift_window < 1 or not 0 < drift_threshold < 1:
+            raise ValueError(f"drift_window must be >= 1 and 0 < drift_threshold < 1, got {drift_window}, "
+                             f"{drift_threshold}")
+        self.drift_window, self.drift_threshold = int(drift_window), float(drift_threshold)
+        self._monitor: DriftMonitor | None = None
+        self.drift_events: list[dict] = []
         self.torch_threads = int(torch_threads)  # of this block's streaming thread (see _common.guarded_work)
         self.nr, self.nt, self.llr_output = int(nr), int(nt), bool(llr_output)
         self.system = SystemSpec(self.nr, self.nt, modulation)
@@ -213,6 +230,41 @@ class neural_detector(gr.sync_block):
         """What is in force: architecture, sha256, path, nr, nt, modulation (None before the first)."""
         det = self._active
         return None if det is None else det.describe()
+
+    def drift(self) -> dict | None:
+        """The drift monitor's state (frames, distance, power change, drifting), or ``None``
+        when the model in force carries no channel statistics."""
+        m = self._monitor
+        return None if m is None else m.state()
+
+    def _new_monitor(self, det) -> None:
+        """A monitor against ``det``'s training statistics (streaming thread, at a swap)."""
+        self._monitor = None
+        bundle = getattr(det, "bundle", None)
+        stats = ((bundle.manifest.get("training") or {}).get("channel_stats") if bundle is not None else None)
+        if stats is None:
+            return
+        try:
+            self._monitor = DriftMonitor(parse_statistics(stats, det.nr, det.nt), self.drift_window,
+                                         self.drift_threshold)
+        except ValueError as exc:
+            self.failures.report("bad-channel-stats", f"{self.name()}: {det.describe()['path']}: {exc}: the drift "
+                                 "monitor is off for this model")
+            self._status({"event": "drift-monitor", "state": "off", "reason": str(exc), "time": _now()})
+
+    def _watch_drift(self, offset: int) -> None:
+        event = self._monitor.update(self._estimate.h)
+        if event is None:
+            return
+        info = {"event": "drift" if event == "drift" else "drift-back", **self._monitor.state(),
+                "frame": self._frame_number, "offset": int(offset), "time": _now()}
+        self.drift_events.append(info)
+        if event == "drift":
+            self.logger.warn(f"{self.name()}: the channels drifted from the model's training statistics "
+                             f"(covariance distance {info['distance']:.3f}, user power change "
+                             f"{info['power_change_db']:.1f} dB over {self.drift_window} frames): consider "
+                             "re-training on this site's channels")
+        self._status(info)
 
     def problems(self) -> dict[str, int]:
         return dict(self.failures.counts)
@@ -467,6 +519,7 @@ class neural_detector(gr.sync_block):
     def _frame_boundary(self, tags: list, offset: int) -> None:
         """State changes at a frame's first vector: pending model, CSI, noise variance, users."""
         self._n_users = None
+        h_before = self._estimate.h
         mark_stale(self, tags, self._estimate.apply(tags), offset, self.nt + self.llr_output)
         for t in tags:
             key = pmt.symbol_to_string(t.key)
@@ -493,6 +546,9 @@ class neural_detector(gr.sync_block):
             info = {"event": "swapped", **d, "offset": int(offset), "frame": self._frame_number, "time": _now()}
             self.swaps.append(info)
             self._status(info)
+            self._new_monitor(pending)
+        if self._monitor is not None and self._estimate.h is not h_before:  # this frame's estimate was accepted
+            self._watch_drift(offset)
 
     @guarded_work("zeros")
     def work(self, input_items, output_items):

@@ -2,14 +2,8 @@
 
 import numpy as np
 import pytest
-from neuralmimo.channels.umi import (
-    UMiConfig,
-    UMiTaskChannel,
-    correlation_matrix_distance,
-    load_task,
-    spatial_covariance,
-    task_centre,
-)
+from neuralmimo.channels.umi import UMiConfig, UMiTaskChannel, load_task, task_centre
+from neuralmimo.drift import correlation_matrix_distance, spatial_covariance
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sionna")

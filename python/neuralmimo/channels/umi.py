@@ -214,18 +214,6 @@ class UMiTaskChannel(ChannelModel):
         return v.T @ v.conj() / v.shape[0]
 
 
-def spatial_covariance(h: torch.Tensor) -> torch.Tensor:
-    """Receive spatial covariance ``E[H H^H] / Nt`` of a set of channels ``(n, Nr, Nt)``."""
-    h = h.to(torch.complex128)
-    return (h @ h.mH).mean(0) / h.shape[-1]
-
-
-def correlation_matrix_distance(r1: torch.Tensor, r2: torch.Tensor) -> float:
-    """Herdin's correlation matrix distance ``1 - tr(R1 R2) / (||R1||_F ||R2||_F)`` in [0, 1]."""
-    num = torch.trace(r1 @ r2).real
-    return float(1.0 - num / (torch.linalg.norm(r1) * torch.linalg.norm(r2)))
-
-
 def make_umi_channel(nr: int, nt: int, task_id: int = 0, split: str = "test", normalise: str = "task",
                      generate: bool = True, **umi_kwargs) -> UMiTaskChannel:
     """The ``umi-task`` channel by name (``channels.make_channel``): one task's UEs; remaining

@@ -46,6 +46,7 @@ from ..detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect
 from ..detectors.deepsic.model import (HYPERNET_CODEC, JOINT_CODEC, JointModules, ModularHypernetwork, ModuleSpec,
                                        deepsic_detect, init_modules, resize_modules)
 from ..detectors.deepsic.train import front_end, train_hypernetwork, train_joint, train_online
+from ..drift import model_statistics
 from ..snr import noise_variance
 from .figures import plt, save_figure
 from .runs import load_yaml, read_json, run_steps, section, write_json
@@ -252,8 +253,11 @@ def step_train(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
         return {}
     provenance = {"config": asdict(cfg.training), "k_values": cfg.k_values, "blocks": len(blocks),
                   "symbols": int(blocks.labels.shape[0] * blocks.labels.shape[-1])}
+    train_channel = make_channel(ChannelSpec.parse(tr.channel).with_defaults(seed=tr.seed), cfg.receiver.n_rx,
+                                 cfg.receiver.k_max)
     save_model(hyper, HYPERNET_CODEC, run / "train" / "hypernetwork", system=_system(cfg),
-               training={**provenance, "history": h_hist})
+               training={**provenance, "history": h_hist,
+                         "channel_stats": model_statistics(train_channel)})  # for the block's drift monitor
     modules = JointModules(spec, list(joint), cfg.receiver.iterations)
     for k, theta in joint.items():
         getattr(modules, f"theta_k{k}").copy_(theta)

@@ -42,6 +42,7 @@ from ..detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect
 from ..detectors.mmnet.model import (HYPERMIMO_CODEC, HyperMIMO, OAMPNet, mmnet_original_parameters,
                                      ser_crossing)
 from ..datasets import CSI_KINDS, draw_channel_batch as draw_batch
+from ..drift import model_statistics
 from ..detectors.mmnet.train import (detect_mmnet_per_channel, train_hypermimo,
                                      train_mmnet_per_channel, train_oampnet)
 from .figures import plt, save_figure
@@ -228,7 +229,8 @@ def _train_drop(cfg: HyperMIMOConfig, run: Path, d: int, progress: bool) -> None
                   "channel": _drop_channel(cfg, d, chan)}
         if training.writer():
             save_model(model, HYPERMIMO_CODEC, _bundle_dir(run, d, csi), system=system,
-                       training={"drop": d, "csi": csi, "config": asdict(tr), "seconds": seconds, "history": hist})
+                       training={"drop": d, "csi": csi, "config": asdict(tr), "seconds": seconds, "history": hist,
+                                 "channel_stats": model_statistics(chan)})  # for the block's drift monitor
     oamp_path = run / "train" / f"drop{d}-oampnet.json"
     if oamp_path.exists() and _per_drop(read_json(oamp_path).get("config") or {}) == _per_drop(asdict(tr)):
         return

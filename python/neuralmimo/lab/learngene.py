@@ -37,6 +37,7 @@ from ..detectors.sdnet.learngene import (STRATEGIES, GradientRecorder, Learngene
                                          select_segment, strategy_mapping)
 from ..detectors.sdnet.model import SDNET_CODEC, SDNet, count_trainable, sdnet_flops
 from ..detectors.sdnet.train import draw_batch, evaluate, linear_baselines, make_optimiser, train
+from ..drift import channel_statistics
 from .figures import plt, save_figure
 from .runs import load_yaml, read_json, run_steps, section, write_json
 
@@ -346,7 +347,8 @@ def train_individual(cfg: LearngeneConfig, run: Path, task: int, scheme: str, nt
         return rec
     save_model(model, SDNET_CODEC, folder / "bundle", system=_system(cfg, task, nt=nt),
                training={"role": "individual", "task": task, "scheme": scheme, "epochs": epochs,
-                         "config": asdict(ic), "test": test, "seconds": seconds},
+                         "config": asdict(ic), "test": test, "seconds": seconds,
+                         "channel_stats": channel_statistics(splits.train)},
                learngene=info if scheme not in ("scratch", "transfer") else None)
     write_json(folder / "metrics.json", rec)
     return rec

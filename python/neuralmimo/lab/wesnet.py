@@ -40,6 +40,7 @@ from ..detectors.detnet.detector import DetNetDetector
 from ..detectors.detnet.model import (INITS, PROFILES, DetNet, codec_for, count_matmul_flops, detnet_elementwise_flops,
                                       detnet_matmul_flops, kept_units, table2_flops)
 from ..detectors.detnet.train import detect_indices, train_detnet
+from ..drift import model_statistics
 from ..metrics import wilson_interval
 from ..snr import convert_snr_db
 from .figures import plt, save_figure
@@ -220,7 +221,7 @@ def step_train(cfg: WeSNetConfig, run: Path, progress: bool = True) -> dict:
         if training.writer():
             save_model(model, codec_for(model), _bundle_dir(run, m.name), system=system,
                        training={"settings": settings, "seconds": seconds, "samples_per_second": rate,
-                                 "history": hist})
+                                 "history": hist, "channel_stats": model_statistics(chan)})
     training.barrier()
     if not training.is_main():
         return {}
