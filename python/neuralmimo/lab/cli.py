@@ -526,6 +526,35 @@ def cmd_replay(a) -> int:
     return 0 if all(result.get("reproduces_live", {}).values()) else 1
 
 
+def _add_adapt(sub):
+    p = sub.add_parser("adapt", help="fine-tune a HyperMIMO bundle on a site's recorded channels (a CSI Logger folder or "
+                       "a channel mapping file) in the background and write the new bundle atomically into a folder "
+                       "a Neural MIMO Detector watches")
+    p.add_argument("--csi", type=Path, required=True, help="CSI log folder (CSI Logger block) or channel mapping file")
+    p.add_argument("--base", type=Path, required=True, help="the HyperMIMO bundle to start from")
+    p.add_argument("--out", type=Path, required=True, help="folder for the new bundle (the detector's watch_dir)")
+    p.add_argument("--name", help="the new bundle's folder name (default adapted-<time>)")
+    p.add_argument("--steps", type=positive_int, default=2000, help="training steps (default 2000)")
+    p.add_argument("--batch", type=positive_int, default=200, help="channels per step (default 200)")
+    p.add_argument("--budget-s", type=non_negative_float, default=0.0, help="stop after this many seconds (0: none)")
+    p.add_argument("--nice", type=non_negative_int, default=10, help="lower this process's priority by N (default 10)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the symbols and noise (default 0)")
+    p.set_defaults(func=cmd_adapt)
+
+
+def cmd_adapt(a) -> int:
+    import torch
+
+    from .adapt import adapt_hypermimo
+
+    torch.set_num_threads(a.threads)
+    r = adapt_hypermimo(a.csi, a.base, a.out, steps=a.steps, batch=a.batch, budget_s=a.budget_s, seed=a.seed,
+                        name=a.name, nice=a.nice)
+    print(f"{r.bundle}: {r.steps} steps on {r.frames} recorded channels in {r.seconds:.1f} s")
+    return 0
+
+
 def _add_loopback_neural(sub):
     p = sub.add_parser("loopback-neural", help="the neural loopbacks (hypernetwork-DeepSIC, SDNet-learngene and "
                        "HyperMIMO next to ZF/MMSE) with the lab evaluation of the same models (rx environment)")
@@ -751,6 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_loopback(sub)
     _add_loopback_neural(sub)
+    _add_adapt(sub)
     _add_replay(sub)
     _add_ota_report(sub)
     _add_companion(sub)

@@ -1,0 +1,87 @@
+"""``neuralmimo adapt``: a HyperMIMO trained for one user drop, fine-tuned on a CSI log recorded
+after the users moved to another drop, detects the new drop better than before -- by more than
+4 standard errors on the same vectors -- and the new bundle appears in the watch folder whole;
+the time budget stops it early."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from neuralmimo.bundle import load_model
+from neuralmimo.channels import make_channel
+from neuralmimo.constellation import Constellation
+from neuralmimo.csilog import CSILogWriter
+from neuralmimo.datasets import draw_channel_batch
+from neuralmimo.detectors.mmnet import HYPERMIMO_CODEC, HyperMIMO
+from neuralmimo.detectors.mmnet.train import train_hypermimo
+from neuralmimo.bundle import save_model
+from neuralmimo.lab.cli import main
+
+NR, NT, SNR = 12, 6, (0.0, 10.0)
+
+
+def _drop(seed):
+    return make_channel({"name": "local-scattering", "args": {"seed": seed}}, NR, NT)
+
+
+def _ser(model, chan, g):
+    b = draw_channel_batch(chan, Constellation("qpsk"), 2000, 10, 8.0, g)
+    with torch.no_grad():
+        _, log_p = model(b.y, b.h, b.noise_var)
+    errors = int((log_p.argmax(-1) != b.idx).sum())
+    return errors, b.idx.numel()
+
+
+@pytest.mark.timeout(600)
+def test_adapted_model_beats_the_old_one_on_the_new_drop(tmp_path):
+    torch.manual_seed(0)
+    base = HyperMIMO(NT, 5, 75, "qpsk")
+    g = torch.Generator().manual_seed(1)
+    train_hypermimo(base, lambda s: draw_channel_batch(_drop(0), Constellation("qpsk"), 200, 1, SNR, g), steps=500)
+    save_model(base, HYPERMIMO_CODEC, tmp_path / "base", system={
+        "nr": NR, "nt": NT, "modulation": "qpsk", "snr_convention": "hypermimo", "snr_db": list(SNR),
+        "channel": {"name": "local-scattering", "args": {"seed": 0}}})
+    # what a CSI Logger records after the users moved to drop 5: estimates with a little noise
+    log = CSILogWriter(tmp_path / "log", NR, NT, chunk_frames=500)
+    h = _drop(5).sample(3000, torch.Generator().manual_seed(2))
+    noise = 0.05 * torch.randn(h.shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(3))
+    for i, hi in enumerate(h + noise):
+        log.add(i, hi, 0.1)
+    log.close()
+    assert main(["adapt", "--csi", str(tmp_path / "log"), "--base", str(tmp_path / "base"), "--out",
+                 str(tmp_path / "watch"), "--name", "site", "--steps", "500", "--nice", "0"]) == 0
+    assert [p.name for p in (tmp_path / "watch").iterdir()] == ["site"]  # whole, nothing half-written
+    adapted, bundle = load_model(tmp_path / "watch" / "site", HYPERMIMO_CODEC)
+    training = bundle.manifest["training"]
+    assert training["steps"] == 500 and training["adapted_from"]["sha256"] == load_model(
+        tmp_path / "base", HYPERMIMO_CODEC)[1].sha256 and training["channel_stats"]["nt"] == NT
+    old, _ = load_model(tmp_path / "base", HYPERMIMO_CODEC)
+    e_old, n = _ser(old.eval(), _drop(5), torch.Generator().manual_seed(9))
+    e_new, _ = _ser(adapted.eval(), _drop(5), torch.Generator().manual_seed(9))
+    p_old, p_new = e_old / n, e_new / n
+    se = math.sqrt(p_old * (1 - p_old) / n + p_new * (1 - p_new) / n)
+    assert p_old - p_new > 4 * se, (p_old, p_new, se)
+
+
+def test_time_budget_and_wrong_inputs(tmp_path, capsys):
+    torch.manual_seed(0)
+    save_model(HyperMIMO(NT, 5, 75, "qpsk"), HYPERMIMO_CODEC, tmp_path / "base", system={
+        "nr": NR, "nt": NT, "modulation": "qpsk", "snr_convention": "hypermimo", "snr_db": list(SNR)})
+    log = CSILogWriter(tmp_path / "log", NR, NT)
+    for i, hi in enumerate(_drop(5).sample(200, torch.Generator().manual_seed(2))):
+        log.add(i, hi, 0.1)
+    log.close()
+    assert main(["adapt", "--csi", str(tmp_path / "log"), "--base", str(tmp_path / "base"), "--out",
+                 str(tmp_path / "watch"), "--steps", "100000", "--budget-s", "1", "--nice", "0"]) == 0
+    (bundle,) = (tmp_path / "watch").iterdir()
+    steps = json.loads((bundle / "manifest.json").read_text())["training"]["steps"]
+    assert 0 < steps < 100000
+    small = CSILogWriter(tmp_path / "log8", 8, NT)
+    small.add(0, torch.ones(8, NT), 0.1)
+    small.close()
+    assert main(["adapt", "--csi", str(tmp_path / "log8"), "--base", str(tmp_path / "base"), "--out",
+                 str(tmp_path / "w2"), "--nice", "0"]) != 0
+    assert "the channels are 8x6, the model is for 12x6" in capsys.readouterr().err
