@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -25,6 +26,9 @@ def consistent_with_chance(errors: int, symbols: int, num_points: int) -> bool:
     does a frame nobody could detect (no signal at all)."""
     p = 1.0 - 1.0 / num_points
     return errors >= symbols * p - 3.0 * np.sqrt(symbols * p * (1 - p))
+
+
+_PRINT_LOCK = threading.Lock()  # one summary line at a time across probes
 
 
 class error_rate_probe(gr.sync_block):
@@ -130,7 +134,11 @@ class error_rate_probe(gr.sync_block):
     def stop(self) -> bool:
         self._finish_frame()
         if self.report_on_stop:
-            print(self.summary(), flush=True)
+            # probes stop in parallel threads; print() writes text and newline separately, so two
+            # probes' lines could merge ("MMSE: SER ...ZF: SER ...", seen in CI): one write, locked
+            with _PRINT_LOCK:
+                sys.stdout.write(self.summary() + "\n")
+                sys.stdout.flush()
         return True
 
     # ----------------------------------------------------------------- streaming
