@@ -71,6 +71,21 @@ class ChannelModel:
         return BlockFadingProcess(self, seed)
 
 
+class StoredChannels(ChannelModel):
+    """A model that draws (with replacement) from a stored set of channels ``self.h (n, Nr, Nt)``
+    complex64: a cached UMi task, a channel file, a receiver's CSI log."""
+
+    h: torch.Tensor
+
+    def sample(self, batch, generator=None):
+        idx = torch.randint(0, self.h.shape[0], (batch,), generator=generator)
+        return self.h[idx]
+
+    def covariance(self):
+        v = self.h.transpose(-1, -2).reshape(self.h.shape[0], -1).to(torch.complex128)
+        return v.T @ v.conj() / v.shape[0]
+
+
 class BlockFadingProcess:
     """Successive block-fading channels ``H[0], H[1], ...`` of a model (one per block, see
     :meth:`ChannelModel.next_block`), reproducible from ``seed``."""

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..csilog import is_csi_log, read_csi_log
-from .base import ChannelModel
+from .base import StoredChannels
 
 AXES = ("rx", "tx", "sample")
 FORMATS = ("mat", "hdf5", "npz")
@@ -257,7 +257,7 @@ def load_channels(mapping: ChannelMapping) -> dict:
 
 
 # ------------------------------------------------------------------------------ channel model
-class FileChannel(ChannelModel):
+class FileChannel(StoredChannels):
     """Channels drawn (with replacement) from a file's ``split`` (``train``, ``val``, ``test``
     or ``all``) through a :class:`ChannelMapping`; the ``file`` channel model."""
 
@@ -283,13 +283,6 @@ class FileChannel(ChannelModel):
         self.nr, self.nt = int(h.shape[1]), int(h.shape[2])
         self.real_valued = self.mapping is not None and not self.mapping.complex
 
-    def sample(self, batch, generator=None):
-        idx = torch.randint(0, self.h.shape[0], (batch,), generator=generator)
-        return self.h[idx]
-
-    def covariance(self):
-        v = self.h.transpose(-1, -2).reshape(self.h.shape[0], -1).to(torch.complex128)
-        return v.T @ v.conj() / v.shape[0]
 
 
 def make_file_channel(nr: int, nt: int, mapping: str, split: str = "all") -> FileChannel:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..bundle import file_sha256
-from .base import ChannelModel
+from .base import StoredChannels
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def normalise_channels(h: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {mode!r}")
 
 
-class UMiTaskChannel(ChannelModel):
+class UMiTaskChannel(StoredChannels):
     """Channel model drawing UEs (with replacement) from one task's split.
 
     ``split``: ``"train"``, ``"val"``, ``"test"`` or ``"all"``; ``normalise``: see
@@ -205,13 +205,6 @@ class UMiTaskChannel(ChannelModel):
         self.nr, self.nt = cfg.nr, cfg.nt
         self.task_id = task_id
 
-    def sample(self, batch, generator=None):
-        idx = torch.randint(0, self.h.shape[0], (batch,), generator=generator)
-        return self.h[idx]
-
-    def covariance(self):
-        v = self.h.transpose(-1, -2).reshape(self.h.shape[0], -1).to(torch.complex128)
-        return v.T @ v.conj() / v.shape[0]
 
 
 def make_umi_channel(nr: int, nt: int, task_id: int = 0, split: str = "test", normalise: str = "task",
