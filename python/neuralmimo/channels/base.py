@@ -76,6 +76,20 @@ class StoredChannels(ChannelModel):
     complex64: a cached UMi task, a channel file, a receiver's CSI log."""
 
     h: torch.Tensor
+    SPLITS = {"train": 0, "val": 1, "test": 2}
+
+    @classmethod
+    def split_of(cls, h: torch.Tensor, codes, split: str, where) -> torch.Tensor:
+        """The channels of ``h`` whose split code (0 train, 1 val, 2 test, array ``codes``) is
+        ``split``; ``"all"``: every one. ``ValueError`` for another name or an empty split."""
+        if split == "all":
+            return h.contiguous()
+        if split not in cls.SPLITS:
+            raise ValueError(f"split must be train, val, test or all, got {split!r}")
+        out = h[torch.as_tensor(codes == cls.SPLITS[split])]
+        if out.shape[0] == 0:
+            raise ValueError(f"{where}: the {split} split holds no channels")
+        return out.contiguous()
 
     def sample(self, batch, generator=None):
         idx = torch.randint(0, self.h.shape[0], (batch,), generator=generator)

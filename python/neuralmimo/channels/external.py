@@ -261,10 +261,8 @@ class FileChannel(StoredChannels):
     """Channels drawn (with replacement) from a file's ``split`` (``train``, ``val``, ``test``
     or ``all``) through a :class:`ChannelMapping`; the ``file`` channel model."""
 
-    _SPLITS = {"train": 0, "val": 1, "test": 2}
-
     def __init__(self, mapping, split: str = "all"):
-        if split != "all" and split not in self._SPLITS:
+        if split != "all" and split not in self.SPLITS:  # before reading a file
             raise ChannelFileError(f"split must be train, val, test or all, got {split!r}")
         if not isinstance(mapping, ChannelMapping) and is_csi_log(mapping):  # a receiver's own CSI log
             log = read_csi_log(mapping)
@@ -274,13 +272,8 @@ class FileChannel(StoredChannels):
             self.mapping = mapping if isinstance(mapping, ChannelMapping) else ChannelMapping.load(mapping)
             source = self.mapping.file
             data = load_channels(self.mapping)
-        h = data["h"]
-        if split != "all":
-            h = h[torch.from_numpy(data["split"] == self._SPLITS[split])]
-            if h.shape[0] == 0:
-                raise ChannelFileError(f"{source}: the {split} split holds no channels")
-        self.h = h.contiguous()
-        self.nr, self.nt = int(h.shape[1]), int(h.shape[2])
+        self.h = self.split_of(data["h"], data["split"], split, source)
+        self.nr, self.nt = int(self.h.shape[1]), int(self.h.shape[2])
         self.real_valued = self.mapping is not None and not self.mapping.complex
 
 

@@ -193,15 +193,11 @@ class UMiTaskChannel(StoredChannels):
     :func:`normalise_channels`.
     """
 
-    _SPLITS = {"train": 0, "val": 1, "test": 2}
-
     def __init__(self, task_id: int, cfg: UMiConfig = UMiConfig(), split: str = "test",
                  cache_dir: Path | None = None, generate: bool = True, normalise: str = "task"):
         data = load_task(cfg, task_id, cache_dir, generate)
         h = normalise_channels(torch.from_numpy(data["h"]), normalise)  # over the whole task, then split
-        if split != "all":
-            h = h[torch.from_numpy(data["split"] == self._SPLITS[split])]
-        self.h = h.contiguous()
+        self.h = self.split_of(h, data["split"], split, f"UMi task {task_id}")
         self.nr, self.nt = cfg.nr, cfg.nt
         self.task_id = task_id
 
