@@ -50,3 +50,28 @@ def test_task_channel_model_reads_cache(tasks):
     m = UMiTaskChannel(1, CFG, split="test", cache_dir=d, generate=False)
     h = m.sample(10, torch.Generator().manual_seed(0))
     assert h.shape == (10, 32, 8)
+
+
+def _neighbour_and_random_correlation(d):
+    """Mean |<vec H_i, vec H_j>| / (|H_i| |H_j|) of each UE with its nearest neighbour and with a
+    random other UE."""
+    v = d["h"].reshape(len(d["h"]), -1)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    dist = np.linalg.norm(d["positions"][:, None, :2] - d["positions"][None, :, :2], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    other = np.random.default_rng(0).permutation(len(v))
+    return (float(np.abs((v.conj() * v[dist.argmin(1)]).sum(1)).mean()),
+            float(np.abs((v.conj() * v[other]).sum(1)).mean()))
+
+
+def test_spatially_consistent_scene_correlates_neighbours(tasks, tmp_path):
+    """A task as one spatially consistent scene (the default): UEs a few decimetres apart see
+    correlated channels; with a drop per UE (cache version 1's generator) a neighbour is no more
+    alike than a random UE of the task."""
+    _, data = tasks
+    near, rand = _neighbour_and_random_correlation(data[0])
+    assert near > rand + 0.2, (near, rand)
+    per_ue = load_task(UMiConfig(ues_per_task=400, chunk=200, seed=7, spatial_consistency=False), 0, tmp_path)
+    near, rand = _neighbour_and_random_correlation(per_ue)
+    assert abs(near - rand) < 0.05, (near, rand)
+    assert UMiConfig(spatial_consistency=False).key() != UMiConfig().key()

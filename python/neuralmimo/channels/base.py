@@ -96,8 +96,13 @@ class StoredChannels(ChannelModel):
         return self.h[idx]
 
     def covariance(self):
-        v = self.h.transpose(-1, -2).reshape(self.h.shape[0], -1).to(torch.complex128)
-        return v.T @ v.conj() / v.shape[0]
+        return empirical_covariance(self.h)
+
+
+def empirical_covariance(h: torch.Tensor) -> torch.Tensor:
+    """``mean vec(H) vec(H)^H`` over channels ``h (n, Nr, Nt)``: ``(Nr*Nt, Nr*Nt)`` complex128."""
+    v = vec_columns(h).to(torch.complex128)
+    return v.T @ v.conj() / v.shape[0]
 
 
 class BlockFadingProcess:

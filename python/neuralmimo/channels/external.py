@@ -264,17 +264,23 @@ class FileChannel(StoredChannels):
     def __init__(self, mapping, split: str = "all"):
         if split != "all" and split not in self.SPLITS:  # before reading a file
             raise ChannelFileError(f"split must be train, val, test or all, got {split!r}")
-        if not isinstance(mapping, ChannelMapping) and is_csi_log(mapping):  # a receiver's own CSI log
-            log = read_csi_log(mapping)
-            self.mapping, source = None, Path(mapping)
-            data = {"h": log.h, "split": split_by_fractions(log.h.shape[0], (0.81, 0.09, 0.10))}
-        else:
-            self.mapping = mapping if isinstance(mapping, ChannelMapping) else ChannelMapping.load(mapping)
-            source = self.mapping.file
-            data = load_channels(self.mapping)
-        self.h = self.split_of(data["h"], data["split"], split, source)
+        data = channel_set(mapping)
+        self.mapping = data["mapping"]
+        self.h = self.split_of(data["h"], data["split"], split, data["source"])
         self.nr, self.nt = int(self.h.shape[1]), int(self.h.shape[2])
         self.real_valued = self.mapping is not None and not self.mapping.complex
+
+
+def channel_set(source) -> dict:
+    """The channels of a mapping file (or :class:`ChannelMapping`) or of a receiver's CSI log
+    folder (split 81/9/10 % by a seeded shuffle): :func:`load_channels`' ``{"h", "split"}`` plus
+    ``"mapping"`` (``None`` for a CSI log) and ``"source"`` (the file or folder read)."""
+    if not isinstance(source, ChannelMapping) and is_csi_log(source):  # a receiver's own CSI log
+        log = read_csi_log(source)
+        return {"h": log.h, "split": split_by_fractions(log.h.shape[0], (0.81, 0.09, 0.10)), "mapping": None,
+                "source": Path(source)}
+    mapping = source if isinstance(source, ChannelMapping) else ChannelMapping.load(source)
+    return {**load_channels(mapping), "mapping": mapping, "source": mapping.file}
 
 
 

@@ -14,10 +14,12 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
+from .anchored import make_anchored_channel
 from .base import ChannelModel
 from .deepsic_sed import DeepSICSynthetic
 from .external import make_file_channel
 from .fading import IIDRayleigh, IIDRealGaussian, Kronecker, LocalScattering, TimeVaryingCorrelated
+from .planewave import PlaneWaveTaskChannel
 from .umi import UMiConfig, make_umi_channel
 
 
@@ -45,6 +47,10 @@ CHANNELS: dict[str, ChannelEntry] = {
                                  "stand-in)"),
     "umi-task": ChannelEntry(make_umi_channel, "a cached 3GPP 38.901 UMi NLoS task, 32x8 [LG]",
                              tuple(f.name for f in fields(UMiConfig))),
+    "plane-waves": ChannelEntry(PlaneWaveTaskChannel, "a fixed-geometry plane-wave task: fixed angles and powers, "
+                                "i.i.d. gains per channel (a site whose scatterers stay put) [LG]"),
+    "anchored": ChannelEntry(make_anchored_channel, "a base channel's channels mixed into one fixed channel of it: "
+                             "rho*H0 + sqrt(1-rho^2)*H (within-task diversity)"),
     "file": ChannelEntry(make_file_channel, "channels read from a .mat/HDF5/.npz file through a mapping file "
                          "(QuaDRiGa, ray tracers, measurements; docs/external-channels.md)"),
 }

@@ -14,9 +14,16 @@ Differences from the paper, stated once here:
   (``E|H[n,k]|^2 = 1`` over the task's UEs). Shadow fading stays, so UEs of one task differ in
   gain; the normalisation factor is kept in the manifest.
 
-Generation needs Sionna (the lab environment) and runs in chunks (a batch of 10,000 UEs at
-once does not fit in memory); results are cached as ``.npz`` (no pickle) with a JSON manifest
-and are reproducible from the seed. Loading a cached task needs only numpy.
+A task is one **spatially consistent scene** (``spatial_consistency``, the default since cache
+version 2): all its UEs in one Sionna topology with TR 38.901 Sec. 7.6.3 spatial consistency, so
+nearby UEs share large-scale parameters and cluster geometry, as in the paper's QuaDRiGa scenes
+(tasks larger than ``scene_ues`` are cut into scenes of neighbouring UEs). The generator before
+version 2 -- an independent drop per UE, nearest-neighbour channel correlation no higher than
+between random UEs -- stays available as ``spatial_consistency: false`` (the medium run and the
+shipped ``sdnet-learngene-umi50`` were trained on it and say so in their configs and manifest).
+
+Generation needs Sionna (the lab environment); results are cached as ``.npz`` (no pickle) with a
+JSON manifest and are reproducible from the seed. Loading a cached task needs only numpy.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import torch
 
 from ..bundle import file_sha256
 from .base import StoredChannels
+
+CACHE_VERSION = 2  # 2: spatially consistent scenes (spatial_consistency), cache keys carry the version
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,11 @@ class UMiConfig:
     ues_per_task: int = 10_000
     chunk: int = 500
     seed: int = 2024
+    # True: each task is one spatially consistent scene (Sionna's 38.901 Sec. 7.6.3 procedure:
+    # correlated large-scale parameters and cluster delays/angles of nearby UEs, as QuaDRiGa's
+    # scenes in [LG]); False: an independent drop per UE (the generator before cache version 2)
+    spatial_consistency: bool = True
+    scene_ues: int = 5_000        # UEs per scene (memory); a larger task is cut into scenes by position
 
     @property
     def nr(self) -> int:
@@ -62,8 +76,9 @@ class UMiConfig:
         return 2 * self.ue_rows * self.ue_cols
 
     def key(self) -> str:
-        """Short hash naming this configuration's cache folder."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Short hash naming this configuration's cache folder; it includes :data:`CACHE_VERSION`,
+        so a change of the generator gives new folders, never a stale task."""
+        blob = json.dumps({"cache_version": CACHE_VERSION, **asdict(self)}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -92,22 +107,53 @@ def _ue_positions(cfg: UMiConfig, task_id: int, start: int, count: int) -> torch
     return torch.tensor(out, dtype=torch.float32)
 
 
-def _sionna_chunk(cfg: UMiConfig, task_id: int, start: int, count: int) -> np.ndarray:
-    """Un-normalised channels of UEs ``start..start+count-1``, ``(count, Nr, Nt)`` complex64."""
+def _sionna_umi(cfg: UMiConfig, seed: int, spatial_consistency: bool):
+    """Sionna's uplink UMi model with this configuration's arrays, its global seed set to ``seed``."""
     try:
         from sionna.phy import config as sn_config
         from sionna.phy.channel.tr38901 import PanelArray, UMi
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise RuntimeError("generating UMi tasks needs Sionna: run this in the lab environment "
                            "(.venv/lab, made by scripts/bootstrap.sh)") from e
-    sn_config.seed = (cfg.seed * 1009 + task_id) * 100_003 + start
+    sn_config.seed = seed
     fc = cfg.carrier_frequency_hz
     bs = PanelArray(num_rows_per_panel=cfg.bs_rows, num_cols_per_panel=cfg.bs_cols, polarization="dual",
                     polarization_type="cross", antenna_pattern="omni", carrier_frequency=fc)
     ue = PanelArray(num_rows_per_panel=cfg.ue_rows, num_cols_per_panel=cfg.ue_cols, polarization="dual",
                     polarization_type="cross", antenna_pattern="omni", carrier_frequency=fc)
-    model = UMi(carrier_frequency=fc, o2i_model="low", ut_array=ue, bs_array=bs, direction="uplink",
-                enable_pathloss=False, enable_shadow_fading=True)
+    return UMi(carrier_frequency=fc, o2i_model="low", ut_array=ue, bs_array=bs, direction="uplink",
+               enable_pathloss=False, enable_shadow_fading=True, enable_spatial_consistency=spatial_consistency)
+
+
+def _sionna_scenes(cfg: UMiConfig, task_id: int, progress: bool) -> np.ndarray:
+    """Un-normalised channels of all UEs of a task, ``(ues_per_task, Nr, Nt)`` complex64, the UEs
+    of one scene (all of them, or ``scene_ues`` neighbours along x) in one Sionna topology with
+    spatial consistency on: one batch example whose ``num_ut`` UEs share the scene's
+    large-scale-parameter maps and spatially consistent cluster parameters."""
+    pos = _ue_positions(cfg, task_id, 0, cfg.ues_per_task)
+    order = torch.argsort(pos[:, 0], stable=True)  # scenes by position: neighbours stay together
+    groups = list(order.split(cfg.scene_ues))
+    if progress and len(groups) > 1:
+        from tqdm import tqdm
+        groups = tqdm(groups, desc=f"UMi task {task_id} (scenes)", unit="scene", leave=False)
+    h = np.empty((cfg.ues_per_task, cfg.nr, cfg.nt), np.complex64)
+    for k, idx in enumerate(groups):
+        model = _sionna_umi(cfg, (cfg.seed * 1009 + task_id) * 100_003 + 50_021 * (k + 1), True)
+        count = idx.numel()
+        ut_loc = pos[idx][None]  # (1 scene, count UEs, 3)
+        bs_loc = torch.tensor(cfg.bs_position_m, dtype=torch.float32).reshape(1, 1, 3)
+        model.set_topology(ut_loc, bs_loc, torch.zeros(1, count, 3), torch.zeros(1, 1, 3), torch.zeros(1, count, 3),
+                           torch.zeros(1, count, dtype=torch.bool), los=False)
+        a, _ = model(num_time_samples=1, sampling_frequency=1.0)
+        # a: [1, 1 rx (BS), Nr, count tx (UEs), Nt, paths, 1]; narrowband H = sum over paths
+        h[idx.numpy()] = a.sum(-2)[0, 0, :, :, :, 0].permute(1, 0, 2).cpu().numpy().astype(np.complex64)
+    return h
+
+
+def _sionna_chunk(cfg: UMiConfig, task_id: int, start: int, count: int) -> np.ndarray:
+    """Un-normalised channels of UEs ``start..start+count-1``, ``(count, Nr, Nt)`` complex64, each
+    UE its own drop (``spatial_consistency`` off: one batch example per UE)."""
+    model = _sionna_umi(cfg, (cfg.seed * 1009 + task_id) * 100_003 + start, False)
     ut_loc = _ue_positions(cfg, task_id, start, count)[:, None, :]
     bs_loc = torch.tensor(cfg.bs_position_m, dtype=torch.float32).expand(count, 1, 3).contiguous()
     zeros = torch.zeros(count, 1, 3)
@@ -138,11 +184,14 @@ def generate_task(cfg: UMiConfig, task_id: int, cache_dir: Path | None = None, p
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     chunks = range(0, cfg.ues_per_task, cfg.chunk)
-    if progress:
+    if progress and not cfg.spatial_consistency:
         from tqdm import tqdm
         chunks = tqdm(chunks, desc=f"UMi task {task_id}", unit="chunk", leave=False)
-    hs = [_sionna_chunk(cfg, task_id, s, min(cfg.chunk, cfg.ues_per_task - s)) for s in chunks]
-    h = np.concatenate(hs)
+    if cfg.spatial_consistency:
+        h = _sionna_scenes(cfg, task_id, progress)
+    else:
+        hs = [_sionna_chunk(cfg, task_id, s, min(cfg.chunk, cfg.ues_per_task - s)) for s in chunks]
+        h = np.concatenate(hs)
     scale = float(np.sqrt(np.mean(np.abs(h) ** 2)))
     h = (h / scale).astype(np.complex64)
     n = cfg.ues_per_task

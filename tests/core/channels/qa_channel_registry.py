@@ -48,6 +48,9 @@ def test_every_model_builds_from_its_name_and_accepted_args_are_listed():
         if name == "file":  # needs a file: tests/core/channels/qa_external.py
             assert entry.accepted_args() == ["mapping", "split"]
             continue
+        if name == "anchored":  # needs a base channel: tests/core/channels/qa_anchored.py
+            assert entry.accepted_args() == ["anchor", "base", "rho"]
+            continue
         m = make_channel(name, 6, 3)
         assert m.sample(2, torch.Generator().manual_seed(0)).shape == (2, 6, 3)
 
