@@ -10,7 +10,8 @@ bootstrap:
 ## demo: the loopback flowgraph (frame source -> MIMO channel -> LS -> ZF and MMSE -> probes) run
 ## headless next to the core simulation of the same settings, the classical SER sweep with ML, then
 ## the neural loopbacks on the shipped models (hypernetwork-DeepSIC on the synthetic channel,
-## SDNet-learngene on UMi task 50, generated into the cache by the lab environment if missing),
+## SDNet on the static site it was trained for and SDNet-learngene on UMi task 50, both from UMi
+## task 50 generated into the cache by the lab environment if missing),
 ## each detector next to the lab evaluation of the same model, then the over-the-air loopback (preamble,
 ## RRC, CFO, timing, phase noise, Frame Sync) next to its genie-synchronised receiver and the replay
 ## of the shipped SigMF capture
@@ -18,7 +19,8 @@ demo: bootstrap
 	@mkdir -p out/demo
 	$(RX)/neuralmimo loopback --grc examples/loopback_linear.grc --snr 0,5,10,15 --frames 200 --out out/demo/loopback
 	$(RX)/neuralmimo sim --config configs/sim/demo_kronecker.yaml --plot out/demo/ser_classical.png
-	$(LAB)/neuralmimo umi generate --tasks 50
+	$(LAB)/neuralmimo umi generate --tasks 50 --drop-per-ue
+	$(LAB)/neuralmimo umi generate --tasks 50 --ues 2000 --drop-per-ue
 	$(RX)/neuralmimo loopback-neural --out out/demo/neural
 	$(RX)/neuralmimo loopback --grc examples/loopback_ota.grc --snr 6,10 --frames 100 --out out/demo/ota
 	$(RX)/neuralmimo replay tests/data/ota_capture --out out/demo/replay

@@ -5,6 +5,7 @@
 #   scripts/build_models.sh hypernet-deepsic-tv-n12    # DeepSIC training on the time-varying channel (~8 min)
 #   scripts/build_models.sh hypermimo-ls12x6-drop0     # HyperMIMO, local scattering drop 0, LS CSI (~4 min)
 #   scripts/build_models.sh wesnet-hf-30x60            # R-WeSNet-HF 30x60 BPSK (the cpu config trains six variants, ~40 min)
+#   scripts/build_models.sh sdnet-static-site-umi50    # SDNet for a static site: learngene pipeline on static UMi sites (~20 min)
 # Training is seeded; a rebuilt bundle has the same architecture and system config, and weights
 # equal up to floating-point non-determinism of multi-threaded CPU kernels.
 set -euo pipefail
@@ -29,5 +30,11 @@ case "${1:-}" in
   wesnet-hf-30x60)
     .venv/rx/bin/neuralmimo wesnet train --config configs/wesnet/cpu.yaml --out out/wesnet/cpu
     copy out/wesnet/cpu/train/r-wesnet-hf wesnet-hf-30x60 ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  sdnet-static-site-umi50)
+    .venv/lab/bin/neuralmimo umi generate --tasks 0:10 --ues 2000 --drop-per-ue
+    .venv/lab/bin/neuralmimo umi generate --tasks 50 --ues 2000 --drop-per-ue
+    .venv/lab/bin/neuralmimo learngene run --config configs/learngene/static-site.yaml --out out/learngene/static-site
+    selected=$(.venv/lab/bin/python -c "import json; print(json.load(open('out/learngene/static-site/extract/metrics.json'))['selected'])")
+    copy "out/learngene/static-site/individual/task_050/inherit-$selected/bundle" sdnet-static-site-umi50 ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

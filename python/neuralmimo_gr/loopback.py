@@ -297,12 +297,12 @@ def _hypernetwork_loopback(grc: Path, model: Path, out_dir: Path, frames: int, t
                     frames * lay.n_data * lay.nt)
 
 
-def _sdnet_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float) -> list[dict]:
-    """The SDNet-learngene loopback and the test SER the learngene pipeline recorded in the bundle."""
+def _sdnet_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float,
+                    name: str = "SDNet-learngene") -> list[dict]:
+    """An SDNet loopback and the test SER the learngene pipeline recorded in the bundle."""
     tb, wall = _run_loopback(grc, out_dir, timeout_s, n_frames=frames, model=str(model))
     test = load_bundle(model).manifest["training"]["test"]
-    return _records(tb, wall, "SDNet-learngene", {"zf": test["zf"], "mmse": test["mmse"],
-                                                   "SDNet-learngene": test["sdnet"]}, int(test["symbols"]))
+    return _records(tb, wall, name, {"zf": test["zf"], "mmse": test["mmse"], name: test["sdnet"]}, int(test["symbols"]))
 
 
 def _hypermimo_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float,
@@ -332,17 +332,22 @@ def _hypermimo_loopback(grc: Path, model: Path, out_dir: Path, frames: int, time
 
 def neural_loopback_demo(examples: Path, models: Path, out_dir: Path, sed_frames: int = 100, umi_frames: int = 1000,
                          hypermimo_frames: int = 400, timeout_s: float = 900, progress: bool = True) -> list[dict]:
-    """``loopback_neural.grc`` (hypernetwork-DeepSIC), ``loopback_sdnet.grc`` (SDNet-learngene)
-    and ``loopback_hypermimo.grc`` (HyperMIMO), each detector's flowgraph SER next to the lab
+    """``loopback_neural.grc`` (hypernetwork-DeepSIC), ``loopback_sdnet_site.grc`` (SDNet on the
+    static site it was trained for), ``loopback_sdnet.grc`` (SDNet-learngene on UMi task 50) and
+    ``loopback_hypermimo.grc`` (HyperMIMO), each detector's flowgraph SER next to the lab
     evaluation of the same model and settings: :func:`~neuralmimo.lab.deepsic.run_transmission`
     on the same channel sequence, the test SER the learngene pipeline recorded in the SDNet
-    bundle's manifest, and :func:`_hypermimo_loopback`'s draw of the same drop."""
+    bundles' manifests, and :func:`_hypermimo_loopback`'s draw of the same drop."""
     quiet_info_logs()
     hyper, sdnet = models / "hypernet-deepsic-sed-n12", models / "sdnet-learngene-umi50"
-    hm = models / "hypermimo-ls12x6-drop0"
+    site, hm = models / "sdnet-static-site-umi50", models / "hypermimo-ls12x6-drop0"
     if progress:
         print(f"loopback_neural: {sed_frames} frames, hypernetwork-DeepSIC {hyper} ...", flush=True)
     records = _hypernetwork_loopback(examples / "loopback_neural.grc", hyper, out_dir, sed_frames, timeout_s)
+    if progress:
+        print(f"loopback_sdnet_site: {umi_frames} frames, SDNet {site} ...", flush=True)
+    records += _sdnet_loopback(examples / "loopback_sdnet_site.grc", site, out_dir, umi_frames, timeout_s,
+                               name="SDNet (static site)")
     if progress:
         print(f"loopback_sdnet: {umi_frames} frames, SDNet {sdnet} ...", flush=True)
     records += _sdnet_loopback(examples / "loopback_sdnet.grc", sdnet, out_dir, umi_frames, timeout_s)
@@ -366,6 +371,9 @@ def format_neural_demo(records: list[dict]) -> str:
     lines.append("SER per complex symbol; ± is the 95 % half-width (flowgraph: Wilson or over frames; lab: Wilson). "
                  "Lab: hypernetwork-DeepSIC through the DeepSIC pipeline on the same channel sequence (random BPSK "
                  "pilots instead of the flowgraph's DFT pilots); SDNet: the test SER in the bundle's manifest "
-                 "(learngene pipeline, 1,000 test UEs x 50 vectors); HyperMIMO: the bundle on 4,000 frames of the "
-                 "same drop, SNR and pilots drawn by the HyperMIMO lab.")
+                 "(learngene pipeline, the task's test channels x 50 vectors); HyperMIMO: the bundle on 4,000 frames "
+                 "of the same drop, SNR and pilots drawn by the HyperMIMO lab.")
+    lines.append("SDNet wins where the channels of a site share a fixed structure (the static site: users that do not "
+                 "move, one channel with fresh noise) and ends at ZF level on UMi task 50, whose UEs each see their own "
+                 "scatterers (docs/sdnet/where-sdnet-wins.md).")
     return "\n".join(lines)

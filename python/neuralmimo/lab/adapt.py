@@ -87,22 +87,29 @@ def adapt_hypermimo(csi, base, out, *, steps: int = 2000, batch: int = 200, lr: 
     seconds = time.perf_counter() - t0
     model.eval()
     model.csi = csi_kind
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = name or time.strftime("adapted-%Y%m%d-%H%M%S")
-    # written next to the watch folder, not in it (a watcher would see it half-written), then renamed in
-    final, tmp = out / name, out.resolve().parent / f".{out.name}-{name}.tmp"
+    system["channel"] = {"name": "file", "args": {"mapping": str(Path(csi).resolve())}}
+    final = publish_bundle(lambda tmp: save_model(
+        model, HYPERMIMO_CODEC, tmp, system=system,
+        training={"adapted_from": {"path": str(bundle.path), "sha256": bundle.sha256},
+                  "csi": str(Path(csi).resolve()), "channels": int(chan.h.shape[0]), "steps": done["steps"],
+                  "batch": batch, "lr": list(lr), "seconds": seconds, "history": history,
+                  "channel_stats": channel_statistics(chan.h)}), out, name or time.strftime("adapted-%Y%m%d-%H%M%S"))
+    return AdaptResult(final, done["steps"], seconds, int(chan.h.shape[0]), history)
+
+
+def publish_bundle(write, watch, name: str) -> Path:
+    """Put a bundle into a receiver's watch folder ``watch/name`` atomically: ``write(folder)``
+    writes it next to the watch folder, not in it (a watcher would see it half-written), and the
+    folder is then renamed in. ``ValueError`` if ``watch/name`` exists."""
+    watch = Path(watch)
+    watch.mkdir(parents=True, exist_ok=True)
+    final, tmp = watch / name, watch.resolve().parent / f".{watch.name}-{name}.tmp"
     if final.exists():
         raise ValueError(f"{final} exists: choose another --name")
     shutil.rmtree(tmp, ignore_errors=True)
-    system["channel"] = {"name": "file", "args": {"mapping": str(Path(csi).resolve())}}
-    save_model(model, HYPERMIMO_CODEC, tmp, system=system,
-               training={"adapted_from": {"path": str(bundle.path), "sha256": bundle.sha256},
-                         "csi": str(Path(csi).resolve()), "channels": int(chan.h.shape[0]), "steps": done["steps"],
-                         "batch": batch, "lr": list(lr), "seconds": seconds, "history": history,
-                         "channel_stats": channel_statistics(chan.h)})
+    write(tmp)
     os.replace(tmp, final)  # the watch folder sees the whole bundle at once
-    return AdaptResult(final, done["steps"], seconds, int(chan.h.shape[0]), history)
+    return final
 
 
 class _OutOfTime(Exception):

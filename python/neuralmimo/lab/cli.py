@@ -234,9 +234,13 @@ def _add_umi(sub):
     g = s.add_parser("generate", help="generate and cache UMi tasks (needs Sionna)")
     g.add_argument("--tasks", default="0", help="task ids: a range a:b (exclusive) or a comma list (default 0)")
     g.add_argument("--ues", type=positive_int, default=10_000, help="UEs per task (default 10000, as in the paper)")
-    g.add_argument("--chunk", type=positive_int, default=500, help="UEs generated per Sionna call (default 500)")
+    g.add_argument("--chunk", type=positive_int, default=500, help="UEs generated per Sionna call with --drop-per-ue "
+                   "(default 500)")
     g.add_argument("--seed", type=non_negative_int, default=2024, help="dataset seed (default 2024)")
     g.add_argument("--cache-dir", type=Path, help="cache folder (default $NEURALMIMO_CACHE or ~/.cache/neuralmimo)")
+    g.add_argument("--drop-per-ue", action="store_true",
+                   help="an independent drop per UE (the generator before cache version 2, which the medium run and "
+                        "the shipped sdnet-learngene-umi50 used) instead of one spatially consistent scene per task")
     g.set_defaults(func=cmd_umi_generate)
 
 
@@ -250,7 +254,7 @@ def _task_ids(text: str) -> list[int]:
 def cmd_umi_generate(a) -> int:
     from ..channels.umi import UMiConfig, generate_task, task_centre
 
-    cfg = UMiConfig(ues_per_task=a.ues, chunk=a.chunk, seed=a.seed)
+    cfg = UMiConfig(ues_per_task=a.ues, chunk=a.chunk, seed=a.seed, spatial_consistency=not a.drop_per_ue)
     for t in _task_ids(a.tasks):
         path = generate_task(cfg, t, a.cache_dir)
         x, y = task_centre(cfg, t)
@@ -556,13 +560,14 @@ def cmd_adapt(a) -> int:
 
 
 def _add_loopback_neural(sub):
-    p = sub.add_parser("loopback-neural", help="the neural loopbacks (hypernetwork-DeepSIC, SDNet-learngene and "
-                       "HyperMIMO next to ZF/MMSE) with the lab evaluation of the same models (rx environment)")
+    p = sub.add_parser("loopback-neural", help="the neural loopbacks (hypernetwork-DeepSIC, SDNet on a static site and "
+                       "on UMi, HyperMIMO next to ZF/MMSE) with the lab evaluation of the same models (rx environment)")
     p.add_argument("--examples", type=Path, default=Path("examples"), help="folder with loopback_neural.grc, "
-                   "loopback_sdnet.grc and loopback_hypermimo.grc (default examples)")
+                   "loopback_sdnet_site.grc, loopback_sdnet.grc and loopback_hypermimo.grc (default examples)")
     p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped bundles (default models)")
     p.add_argument("--sed-frames", type=positive_int, default=100, help="frames (blocks) of the DeepSIC loopback (default 100)")
-    p.add_argument("--umi-frames", type=positive_int, default=1000, help="frames (UEs) of the SDNet loopback (default 1000)")
+    p.add_argument("--umi-frames", type=positive_int, default=1000, help="frames (one channel each) of each SDNet loopback "
+                   "(default 1000)")
     p.add_argument("--hypermimo-frames", type=positive_int, default=400,
                    help="frames of the HyperMIMO loopback (default 400)")
     p.add_argument("--out", type=Path, default=Path("out/loopback-neural"), help="folder for generated code and JSON")
@@ -659,6 +664,16 @@ def _add_pipelines(sub):
                            help="checkpoint every training loop every EPOCHS epochs (default 1)")
             q.add_argument("--threads", type=positive_int, help="torch threads of this process (default: the config's, or 2)")
             q.add_argument("--no-progress", action="store_true", help="hide progress bars")
+            if (name, step) == ("learngene", "individual"):
+                q.add_argument("--site", type=Path, metavar="LOG",
+                               help="per-site adaptation: train scratch and the run's learngene model on a site's "
+                                    "channels (a CSI Logger folder or a channel mapping file) into --out's site/ "
+                                    "folder; the run must hold a learngene (extract/)")
+                q.add_argument("--budget", type=float, default=0.0, metavar="SECONDS",
+                               help="with --site: stop each model's training after SECONDS (default: the config's epochs)")
+                q.add_argument("--watch", type=Path, metavar="DIR",
+                               help="with --site: also put the learngene model into a Neural MIMO Detector's watch "
+                                    "folder DIR (atomically; the block swaps it in at a frame boundary)")
             q.set_defaults(func=cmd_pipeline, pipeline=name, step=step)
 
 
@@ -684,14 +699,22 @@ def cmd_pipeline(a) -> int:
     device = training.init_distributed(str(device))
     torch.set_num_threads(a.threads or getattr(cfg, "threads", 2))
     run = a.resume or a.out or Path("out") / a.pipeline / cfg.name
+    if getattr(a, "site", None) is not None:  # learngene individual --site LOG
+        if a.budget < 0:
+            raise ValueError(f"--budget must be >= 0 seconds, got {a.budget:g}")
+        summary = mod.train_site(cfg, run, a.site, a.budget, a.watch, progress=not a.no_progress)
+        print((run / "site" / a.site.name / "report.md").read_text())
+        return 0 if summary else 1
+    if getattr(a, "watch", None) is not None or getattr(a, "budget", 0.0):
+        raise ValueError("--budget and --watch go with --site")
     steps = None if a.step == "run" else [a.step]
     with training.use_device(device):
         mod.run_pipeline(cfg, run, steps, progress=not a.no_progress, resume=a.resume is not None,
                          checkpoint_every=a.checkpoint_every)
     if not training.is_main():
         return 0
-    for report in (run / "compare" / "report.md", run / "report.md"):
-        if report.exists() and (a.step in ("run", "compare", "report")):
+    for report in (run / "compare" / "report.md", run / "report.md", run / "diversity" / "report.md"):
+        if report.exists() and (a.step in ("run", "compare", "report") or a.step == report.parent.name):
             print(report.read_text())
             break
     return 0

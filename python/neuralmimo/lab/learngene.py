@@ -18,9 +18,11 @@ the six expansion strategies ``embed-top`` ... ``inherit-bottom`` (``embed-botto
 from __future__ import annotations
 
 import contextlib
+import math
 import random
+import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +31,20 @@ from tqdm import tqdm
 
 from .. import training
 from ..bundle import load_model, save_model
-from ..channels.external import ChannelMapping, load_channels
+from ..channels.anchored import anchor_mix
+from ..channels.external import channel_set
+from ..channels.planewave import plane_wave_task
 from ..channels.umi import UMiConfig, load_task, normalise_channels
 from ..constellation import Constellation
 from ..detectors.sdnet.learngene import (STRATEGIES, GradientRecorder, LearngenePenalty, expand, layer_significance,
                                          learngene_tensors, load_learngene, save_learngene, segment_layers,
                                          select_segment, strategy_mapping)
 from ..detectors.sdnet.model import SDNET_CODEC, SDNet, count_trainable, sdnet_flops
-from ..detectors.sdnet.train import draw_batch, evaluate, linear_baselines, make_optimiser, train
+from ..detectors.sdnet.train import (baseline_decisions, draw_batch, evaluate, linear_baselines, make_optimiser,
+                                     sdnet_decisions, train)
 from ..drift import channel_statistics
+from ..metrics import error_rate_interval, wilson_interval
+from .adapt import publish_bundle
 from .figures import plt, save_figure
 from .runs import load_yaml, read_json, run_steps, section, write_json
 
@@ -52,8 +59,13 @@ EMBED_BOTTOM_ALIAS = {"embed-bottom": "inherit-bottom"}
 @dataclass
 class DataConfig:
     ues_per_task: int = 10_000
-    umi_seed: int = 2024
+    umi_seed: int = 2024           # seed of the tasks: UMi drops, or plane-wave geometries
     normalise: str = "ue"          # "ue": each channel to ||H||_F^2 = Nr Nt; "task": as cached
+    family: str = "umi"            # "umi": 38.901 UMi tasks (Sionna); "plane-waves": fixed-geometry tasks
+    spatial_consistency: bool = True  # UMi: each task one spatially consistent scene (False: a drop per UE)
+    paths: int = 9                 # plane-wave family: fixed paths per task
+    rho: float | None = None       # within-task diversity: rho*H0 + sqrt(1-rho^2)*H (channels.anchored)
+    anchor: int = 0                # H0 = this training channel of each task
     collective_tasks: list = field(default_factory=lambda: list(range(50)))
     target_tasks: list = field(default_factory=lambda: list(range(50, 55)))
     snr_db: float = 25.0
@@ -95,24 +107,39 @@ class CompareConfig:
 
 
 @dataclass
+class DiversityConfig:
+    """``learngene diversity``: scratch SDNet (the individual model's size and optimiser) on one
+    task per variant: the task mixed into its anchor at each ``rho``, and plane-wave tasks with
+    each number of ``plane_wave_paths``."""
+    task: int = 50
+    rho: list = field(default_factory=lambda: [1.0, 0.99, 0.97, 0.9, 0.7, 0.0])
+    plane_wave_paths: list = field(default_factory=lambda: [4, 9, 32])
+    epochs: int = 200
+    kbest_k: int = 32               # near-ML reference (K-best on the LS estimate)
+    seed: int = 3
+
+
+@dataclass
 class LearngeneConfig:
     name: str = "paper"
     data: DataConfig = field(default_factory=DataConfig)
     collective: CollectiveConfig = field(default_factory=CollectiveConfig)
     individual: IndividualConfig = field(default_factory=IndividualConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
     cache_dir: str | None = None
     device: str = "cpu"   # cpu, cuda or cuda:N (docs/training.md); --device overrides
 
     @classmethod
     def from_dict(cls, d: dict) -> "LearngeneConfig":
-        known = {"name", "data", "collective", "individual", "compare", "cache_dir", "device"}
+        known = {"name", "data", "collective", "individual", "compare", "diversity", "cache_dir", "device"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown learngene config keys {sorted(unknown)}")
         parts = {key: section(typ, d.get(key), key)
                  for key, typ in (("data", DataConfig), ("collective", CollectiveConfig),
-                                  ("individual", IndividualConfig), ("compare", CompareConfig))}
+                                  ("individual", IndividualConfig), ("compare", CompareConfig),
+                                  ("diversity", DiversityConfig))}
         return cls(name=d.get("name", "run"), cache_dir=d.get("cache_dir"),
                    device=training.device_name(d.get("device", "cpu")), **parts)
 
@@ -121,7 +148,8 @@ class LearngeneConfig:
         return cls.from_dict(load_yaml(path))
 
     def umi(self) -> UMiConfig:
-        return UMiConfig(ues_per_task=self.data.ues_per_task, seed=self.data.umi_seed)
+        return UMiConfig(ues_per_task=self.data.ues_per_task, seed=self.data.umi_seed,
+                         spatial_consistency=self.data.spatial_consistency)
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -130,12 +158,17 @@ class TaskSplits:
     """A UMi task's train/val/test channels, normalised per :attr:`DataConfig.normalise`."""
 
     def __init__(self, cfg: LearngeneConfig, task_id: int, nt: int | None = None):
-        if task_id in cfg.data.task_files:  # QuaDRiGa, ray tracer, measurements (docs/external-channels.md)
-            d = load_channels(ChannelMapping.load(cfg.data.task_files[task_id]))
+        if cfg.data.family not in TASK_FAMILIES:
+            raise ValueError(f"data.family must be one of {TASK_FAMILIES}, got {cfg.data.family!r}")
+        if task_id in cfg.data.task_files:  # QuaDRiGa, ray tracer, measurements, CSI logs (docs/external-channels.md)
+            d = channel_set(cfg.data.task_files[task_id])
             h = d["h"]
             if tuple(h.shape[1:]) != (32, 8):
                 raise ValueError(f"task {task_id} ({cfg.data.task_files[task_id]}): SDNet's tasks are 32x8 (Nr x Nt), "
                                  f"the file gives {h.shape[1]}x{h.shape[2]}: set antennas/users in the mapping")
+        elif cfg.data.family == "plane-waves":
+            d = plane_wave_task(task_id, cfg.data.ues_per_task, cfg.data.paths, seed=cfg.data.umi_seed)
+            h = d["h"]
         else:
             d = load_task(cfg.umi(), task_id, Path(cfg.cache_dir) if cfg.cache_dir else None)
             h = torch.from_numpy(d["h"])
@@ -145,6 +178,9 @@ class TaskSplits:
         split = torch.from_numpy(d["split"])
         self.task_id = task_id
         self.train, self.val, self.test = (h[split == s].contiguous() for s in (0, 1, 2))
+        if cfg.data.rho is not None:  # the same anchor as the registry's `anchored` channel (its train split)
+            h0 = self.train[cfg.data.anchor]
+            self.train, self.val, self.test = (anchor_mix(x, h0, cfg.data.rho) for x in (self.train, self.val, self.test))
 
     def val_batch(self, cfg: LearngeneConfig, constellation: Constellation):
         g = torch.Generator().manual_seed(10_000 + self.task_id)
@@ -156,16 +192,31 @@ class TaskSplits:
         return draw_batch(self.test, snr, constellation, cfg.data.n_pilots, g, cfg.data.test_vectors_per_ue)
 
 
+TASK_FAMILIES = ("umi", "plane-waves")
+
+
+def task_channel(cfg: LearngeneConfig, task) -> dict:
+    """The channel spec (``channels.registry``) of ``task``'s test split: what a loopback or
+    ``neuralmimo sim`` draws to test a model of this task (the collective model's list of tasks
+    is kept as it is: a record, not a channel)."""
+    d = cfg.data
+    if isinstance(task, int) and task in d.task_files:
+        spec = {"name": "file", "args": {"mapping": str(d.task_files[task]), "split": "test"}}
+    elif d.family == "plane-waves":
+        spec = {"name": "plane-waves", "args": {"task_id": task, "paths": d.paths, "ues_per_task": d.ues_per_task,
+                                                "seed": d.umi_seed, "split": "test"}}
+    else:
+        spec = {"name": "umi-task", "args": {"task_id": task, "normalise": d.normalise, "ues_per_task": d.ues_per_task,
+                                             "seed": d.umi_seed, "spatial_consistency": d.spatial_consistency}}
+    if d.rho is not None and isinstance(task, int):
+        spec = {"name": "anchored", "args": {"rho": d.rho, "anchor": d.anchor, "base": spec}}
+    return spec
+
+
 def _system(cfg: LearngeneConfig, task, nt: int = 8, nr: int = 32) -> dict:
     """The bundle system section: a model for ``task`` (a task id, or the collective model's list)."""
-    channel = None
-    if isinstance(task, int) and task in cfg.data.task_files:
-        channel = {"name": "file", "args": {"mapping": str(cfg.data.task_files[task]), "split": "test"}}
     return {"nt": nt, "nr": nr, "modulation": cfg.data.modulation, "n_pilots": cfg.data.n_pilots,
-            "snr_db": [cfg.data.snr_db], "snr_convention": "project",
-            "channel": channel or {"name": "umi-task", "args": {"task_id": task, "normalise": cfg.data.normalise,
-                                                     "ues_per_task": cfg.data.ues_per_task,
-                                                     "seed": cfg.data.umi_seed}}}
+            "snr_db": [cfg.data.snr_db], "snr_convention": "project", "channel": task_channel(cfg, task)}
 
 
 # ------------------------------------------------------------------------------------ baselines
@@ -391,6 +442,108 @@ def step_individual(cfg: LearngeneConfig, run: Path, progress: bool = True) -> l
     return results
 
 
+# ------------------------------------------------------------------------------------------ site
+
+SITE_TASK = 999  # the task id a site's channels take in the run (seeds its validation and test draws)
+
+
+def train_site(cfg: LearngeneConfig, run: Path, site: Path, budget_s: float = 0.0, watch: Path | None = None,
+               progress: bool = True) -> dict:
+    """Learngene as per-site adaptation: a site is a task. Train an individual SDNet from scratch
+    and one initialised from the run's learngene (``inherit-<selected segment>``) on the site's
+    channels -- a CSI log folder (:mod:`neuralmimo.csilog`) or a channel mapping file -- each for
+    ``individual.epochs`` epochs or until ``budget_s`` seconds (0: no budget), recording the wall
+    time at which each first beats MMSE on the site's validation vectors (its 95 % upper bound
+    below MMSE's SER). Bundles, metrics, a plot and ``report.md`` go to ``RUN/site/<site name>/``;
+    with ``watch``, the learngene model's bundle is also put into a receiver's watch folder
+    atomically (:func:`~neuralmimo.lab.adapt.publish_bundle`), where a *Neural MIMO Detector*
+    swaps it in at a frame boundary."""
+    extract = run / "extract" / "metrics.json"
+    if not extract.exists():
+        raise ValueError(f"{run}: no learngene to start from (extract/metrics.json): run `neuralmimo learngene run` "
+                         f"(or its collective and extract steps) into this folder first")
+    site = Path(site)
+    scfg = replace(cfg, data=replace(cfg.data, task_files={**cfg.data.task_files, SITE_TASK: str(site)}, rho=None))
+    ic = cfg.individual
+    const = Constellation(cfg.data.modulation)
+    splits = TaskSplits(scfg, SITE_TASK)
+    val = splits.val_batch(scfg, const)
+    mmse_val = linear_baselines(val, const)["mmse"]
+    n_val = val.indices.numel()
+    test_batch = splits.test_batch(scfg, const)
+    out = run / "site" / site.name
+    learngene = f"inherit-{read_json(extract)['selected']}"
+    records = {}
+    for scheme in ("scratch", learngene):
+        model, penalty, info = _init_individual(scfg, run, scheme, seed=ic.seed * 100 + SITE_TASK)
+        opt = make_optimiser(model, ic.lr)
+        hist, t0, beat = [], time.perf_counter(), None
+        for e in tqdm(range(ic.epochs), desc=f"site {site.name}: {scheme}", unit="epoch", disable=not progress):
+            rec = train(model, opt, splits.train, epochs=1, epoch_offset=e, snr_db=cfg.data.snr_db, constellation=const,
+                        n_pilots=cfg.data.n_pilots, batch_size=ic.batch_size, seed=ic.seed * 7 + SITE_TASK, val=val,
+                        penalty=penalty)[0]
+            rec["elapsed_s"] = time.perf_counter() - t0
+            hist.append(rec)
+            if beat is None and wilson_interval(round(rec["val_ser"] * n_val), n_val)[1] < mmse_val:
+                beat = {"epoch": rec["epoch"], "seconds": rec["elapsed_s"]}
+            if budget_s and rec["elapsed_s"] >= budget_s:
+                break
+        test = evaluate(model, test_batch, const)
+        records[scheme] = {"scheme": scheme, "history": hist, "beats_mmse": beat, "test": test,
+                           "epochs": len(hist), "seconds": hist[-1]["elapsed_s"], "init": info}
+        save_model(model, SDNET_CODEC, out / scheme / "bundle", system=_system(scfg, SITE_TASK),
+                   training={"role": "site", "site": str(site.resolve()), "scheme": scheme, "epochs": len(hist),
+                             "budget_s": budget_s, "config": asdict(ic), "test": test, "beats_mmse": beat,
+                             "channel_stats": channel_statistics(splits.train)},
+                   learngene=info if scheme != "scratch" else None)
+    summary = {"site": str(site.resolve()), "channels": [int(x.shape[0]) for x in (splits.train, splits.val, splits.test)],
+               "mmse_val": mmse_val, "val_symbols": n_val, "budget_s": budget_s, "schemes": records}
+    if watch is not None:
+        summary["published"] = str(publish_bundle(lambda tmp: shutil.copytree(out / learngene / "bundle", tmp), watch,
+                                                  f"sdnet-site-{site.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    write_json(out / "metrics.json", summary)
+    plot_site(records, mmse_val, out / "convergence.png", site.name)
+    (out / "report.md").write_text(format_site(cfg, summary))
+    return summary
+
+
+def plot_site(records: dict, mmse_val: float, path: Path, name: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for scheme, r in records.items():
+        pts = [(h["elapsed_s"], h["val_ser"]) for h in r["history"] if h["val_ser"] > 0]
+        ax.semilogy([t for t, _ in pts], [v for _, v in pts], marker=".", label=scheme)
+        if r["beats_mmse"]:
+            ax.axvline(r["beats_mmse"]["seconds"], color=ax.lines[-1].get_color(), ls=":", lw=1)
+    ax.axhline(mmse_val, color="tab:orange", ls="--", lw=1, label="MMSE (validation)")
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("SER (validation)")
+    ax.set_title(f"site {name}: time to beat MMSE (dotted)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)
+
+
+def format_site(cfg: LearngeneConfig, summary: dict) -> str:
+    n = summary["channels"]
+    lines = [f"# Learngene as per-site adaptation: {Path(summary['site']).name}", "",
+             f"Site channels: {summary['site']} ({n[0]} train / {n[1]} val / {n[2]} test). SDNet Nconv="
+             f"{cfg.individual.n_conv}, up to {cfg.individual.epochs} epochs"
+             + (f" or {summary['budget_s']:g} s" if summary["budget_s"] else "") +
+             f"; {cfg.data.modulation.upper()} at {cfg.data.snr_db} dB. MMSE on the validation vectors: "
+             f"{summary['mmse_val']:.2e} ({summary['val_symbols']} symbols). 'Beats MMSE': the first epoch whose "
+             f"validation SER's 95 % upper bound is below MMSE's.", "",
+             "| scheme | beats MMSE after | epochs trained | test SER | test ZF | test MMSE |", "|---|---|---|---|---|---|"]
+    for scheme, r in summary["schemes"].items():
+        b = r["beats_mmse"]
+        when = f"{b['seconds']:.0f} s (epoch {b['epoch']})" if b else "never"
+        t = r["test"]
+        lines.append(f"| {scheme} | {when} | {r['epochs']} | {t['sdnet']:.2e} | {t['zf']:.2e} | {t['mmse']:.2e} |")
+    if summary.get("published"):
+        lines += ["", f"Published for hot-swap: `{summary['published']}`."]
+    lines += ["", "![convergence](convergence.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
 # -------------------------------------------------------------------------------------- compare
 
 def _individual_metrics(run: Path, task: int, scheme: str, nt: int = 8) -> dict:
@@ -411,7 +564,8 @@ def step_compare(cfg: LearngeneConfig, run: Path, progress: bool = True) -> dict
     out.mkdir(parents=True, exist_ok=True)
     schemes = _scheme_list(cfg)
     const = Constellation(cfg.data.modulation)
-    results = {"ser_25db": {}, "snr_sweep": {}, "reach_epoch": {}, "baselines": {}}
+    results = {"ser_25db": {}, "snr_sweep": {}, "reach_epoch": {}, "beat_mmse_epoch": {}, "baselines": {}}
+    learngene = f"inherit-{read_json(run / 'extract' / 'metrics.json')['selected']}"  # the selected segment
     for t in cfg.data.target_tasks:
         ms = {s: _individual_metrics(run, t, s) for s in schemes}
         first = next(iter(ms.values()))["test"]
@@ -424,18 +578,22 @@ def step_compare(cfg: LearngeneConfig, run: Path, progress: bool = True) -> dict
                          rename={"inherit-bottom": "embed-bottom (= inherit-bottom)"}, baselines=lines)
         plot_convergence({s: ms[s]["history"] for s in ms if s.startswith("inherit") or s == "scratch"},
                          out / f"fig10b_inheriting_task{t:03d}.png", f"task {t}: inheriting strategies", baselines=lines)
-        plot_convergence({s: ms[s]["history"] for s in ("scratch", "transfer", "inherit-bottom") if s in ms},
+        plot_convergence({s: ms[s]["history"] for s in ("scratch", "transfer", learngene) if s in ms},
                          out / f"fig11_convergence_task{t:03d}.png", f"task {t}: scratch vs transfer vs learngene",
-                         rename={"inherit-bottom": "learngene (bottom)"}, baselines=lines)
+                         rename={learngene: f"learngene ({learngene})"}, baselines=lines)
         if "scratch" in ms:
             final_scratch = ms["scratch"]["history"][-1]["val_ser"]
             results["reach_epoch"][t] = {s: first_epoch_reaching(m["history"], final_scratch)
                                          for s, m in ms.items() if s != "scratch"}
+        splits = TaskSplits(cfg, t)
+        # the first epoch below MMSE on the very validation vectors the curves are measured on
+        mmse_val = linear_baselines(splits.val_batch(cfg, const), const)["mmse"]
+        results["beat_mmse_epoch"][t] = {"mmse_val": mmse_val, **{
+            s: next((r["epoch"] for r in m["history"] if r["val_ser"] < mmse_val), None) for s, m in ms.items()}}
         # Fig. 12: SER vs SNR of the trained target models on the test split
         sweep = {}
-        splits = TaskSplits(cfg, t)
         models = {s: load_model(individual_dir(run, t, s) / "bundle", SDNET_CODEC)[0]
-                  for s in ("scratch", "transfer", "inherit-bottom") if s in ms}
+                  for s in ("scratch", "transfer", learngene) if s in ms}
         for snr in tqdm(cfg.compare.snr_sweep, desc=f"task {t} SNR sweep", unit="snr", leave=False,
                         disable=not progress):
             data = splits.test_batch(cfg, const, snr)
@@ -494,6 +652,191 @@ def complexity_table(cfg: LearngeneConfig) -> list[dict]:
     ]
 
 
+# ------------------------------------------------------------------------------------ diversity
+
+def diversity_variants(cfg: LearngeneConfig) -> list[dict]:
+    """The variants of ``learngene diversity``: the target task mixed into its anchor at each
+    ``rho`` (``data.family``'s task), then plane-wave tasks with each number of paths."""
+    dv = cfg.diversity
+    out = [{"name": f"rho-{float(r):g}", "family": cfg.data.family, "rho": float(r), "paths": cfg.data.paths}
+           for r in dv.rho]
+    out += [{"name": f"plane-waves-{int(p)}", "family": "plane-waves", "rho": None, "paths": int(p)}
+            for p in dv.plane_wave_paths]
+    return out
+
+
+def _variant_config(cfg: LearngeneConfig, v: dict) -> LearngeneConfig:
+    return replace(cfg, data=replace(cfg.data, family=v["family"], rho=v["rho"], paths=v["paths"]))
+
+
+def detector_errors(model: SDNet, data, const: Constellation, kbest_k: int) -> dict:
+    """SDNet, ZF, MMSE and K-best on the same vectors: SER per complex symbol with a 95 %
+    interval that accounts for the errors of one channel being dependent
+    (:func:`~neuralmimo.metrics.error_rate_interval` over channels)."""
+    decisions = {"sdnet": sdnet_decisions(model, data, const)}
+    decisions.update({k: baseline_decisions(data, const, k, kbest_k) for k in ("zf", "mmse", "kbest")})
+    channels = data.y.shape[0]
+    per_channel_symbols = data.indices.numel() // channels
+    out = {}
+    for name, idx in decisions.items():
+        errors = (idx != data.indices).reshape(channels, -1).sum(1)
+        out[name] = {"ser": float(errors.sum()) / data.indices.numel(), "errors": int(errors.sum()),
+                     "ci": list(error_rate_interval(errors, per_channel_symbols))}
+    out["symbols"] = data.indices.numel()
+    return out
+
+
+def learning_trend(history: list[dict], window: float = 0.1) -> dict:
+    """Whether a learning curve has flattened: the mean validation SER of the last ``window``
+    of the epochs against the window before it; ``falling`` when it dropped by more than two
+    standard errors of the difference (epoch-to-epoch spread within the windows)."""
+    ser = torch.tensor([r["val_ser"] for r in history], dtype=torch.float64)
+    w = max(2, int(round(window * len(ser))))
+    if len(ser) < 2 * w:
+        return {"last": float(ser[-1]), "before": float("nan"), "change": float("nan"), "falling": None}
+    last, before = ser[-w:], ser[-2 * w:-w]
+    se = math.sqrt(float(last.var() / w + before.var() / w))
+    drop = float(before.mean() - last.mean())
+    return {"last": float(last.mean()), "before": float(before.mean()), "change": -drop / float(before.mean() or 1.0),
+            "falling": drop > 2 * se}
+
+
+def train_diversity_variant(cfg: LearngeneConfig, run: Path, v: dict, show_progress: bool = True) -> dict:
+    """Train one scratch SDNet on a variant's task, test it next to ZF, MMSE and K-best, store
+    bundle + metrics in ``RUN/diversity/NAME``."""
+    dv, ic = cfg.diversity, cfg.individual
+    vcfg = _variant_config(cfg, v)
+    const = Constellation(cfg.data.modulation)
+    splits = TaskSplits(vcfg, dv.task)
+    torch.manual_seed(dv.seed)
+    model = SDNet(8, 32, ic.n_conv)
+    t0 = time.perf_counter()
+    with training.checkpoint_stage(f"diversity/{v['name']}"):
+        hist = train(model, make_optimiser(model, ic.lr), splits.train, epochs=dv.epochs, snr_db=cfg.data.snr_db,
+                     constellation=const, n_pilots=cfg.data.n_pilots, batch_size=ic.batch_size, seed=dv.seed * 7 + dv.task,
+                     val=splits.val_batch(vcfg, const), progress=tqdm if show_progress else None, desc=v["name"])
+    seconds = time.perf_counter() - t0
+    test = detector_errors(model, splits.test_batch(vcfg, const), const, dv.kbest_k)
+    rec = {"variant": v, "task": dv.task, "test": test, "trend": learning_trend(hist), "history": hist,
+           "seconds": seconds}
+    if training.writer():
+        folder = run / "diversity" / v["name"]
+        save_model(model, SDNET_CODEC, folder / "bundle", system=_system(vcfg, dv.task),
+                   training={"role": "diversity", "task": dv.task, "variant": v, "epochs": dv.epochs,
+                             "config": asdict(ic), "test": {k: test[k]["ser"] for k in ("sdnet", "zf", "mmse", "kbest")},
+                             "seconds": seconds, "channel_stats": channel_statistics(splits.train)})
+        write_json(folder / "metrics.json", rec)
+    return rec
+
+
+def step_diversity(cfg: LearngeneConfig, run: Path, progress: bool = True) -> list[dict]:
+    """SDNet against ZF, MMSE and near-ML as a task's channels share less structure: one scratch
+    model per variant (:func:`diversity_variants`), a table, the SER-vs-rho plot and the
+    learning curves (``RUN/diversity/``)."""
+    variants = diversity_variants(cfg)
+    for v in training.each_job(variants):
+        train_diversity_variant(cfg, run, v, show_progress=progress)
+    training.barrier()
+    if not training.is_main():
+        return []
+    out = run / "diversity"
+    recs = [read_json(out / v["name"] / "metrics.json") for v in variants]
+    write_json(out / "results.json", {"config": asdict(cfg.diversity), "variants": [
+        {k: r[k] for k in ("variant", "test", "trend", "seconds")} for r in recs]})
+    plot_diversity(recs, out / "ser_vs_rho.png", cfg)
+    plot_diversity_learning(recs, out / "learning_curves.png")
+    (out / "report.md").write_text(format_diversity(cfg, recs))
+    return recs
+
+
+def _gain(test: dict) -> float:
+    return test["mmse"]["ser"] / test["sdnet"]["ser"] if test["sdnet"]["ser"] > 0 else math.inf
+
+
+def _beats_mmse(test: dict) -> bool:
+    """SDNet's 95 % interval lies entirely below MMSE's."""
+    return test["sdnet"]["ci"][1] < test["mmse"]["ci"][0]
+
+
+def format_diversity(cfg: LearngeneConfig, recs: list[dict]) -> str:
+    dv, ic = cfg.diversity, cfg.individual
+    lines = [f"# Where SDNet wins: within-task diversity ({cfg.name})", "",
+             f"Scratch SDNet (Nconv={ic.n_conv}, batch {ic.batch_size}, lr {ic.lr}) trained {dv.epochs} epochs on task "
+             f"{dv.task} of each variant ({cfg.data.ues_per_task} channels per task, 81/9/10 % split), "
+             f"{cfg.data.modulation.upper()} at {cfg.data.snr_db} dB (project convention), LS estimates from "
+             f"{cfg.data.n_pilots} pilots. `rho-R`: the task's channels H_u mixed into its anchor H_0 (training channel "
+             f"{cfg.data.anchor}) as R*H_0 + sqrt(1-R^2)*H_u, re-normalised; `1-rho^2` is each channel's energy share "
+             f"independent of the anchor. `plane-waves-P`: P plane waves with fixed angles and powers, i.i.d. gains per "
+             f"channel. SER per complex symbol on the test split ({cfg.data.test_vectors_per_ue} vectors per channel), "
+             f"every detector on the same vectors; [95 % interval over channels]. K-best: K={dv.kbest_k} (near-ML) on "
+             f"the same LS estimate. `trend`: mean validation SER over the last 10 % of epochs relative to the 10 % "
+             f"before (falling = dropped by > 2 standard errors: more epochs would help).", "",
+             "| variant | 1-rho^2 | SDNet | ZF | MMSE | K-best | MMSE/SDNet | SDNet beats MMSE | trend |",
+             "|---|---:|---|---|---|---|---:|---|---|"]
+
+    def cell(t):
+        return f"{t['ser']:.2e} [{t['ci'][0]:.1e}, {t['ci'][1]:.1e}]"
+
+    for r in recs:
+        v, t, tr = r["variant"], r["test"], r["trend"]
+        share = "-" if v["rho"] is None else f"{1 - v['rho'] ** 2:.3f}"
+        trend = "-" if tr["falling"] is None else f"{100 * tr['change']:+.0f} % ({'falling' if tr['falling'] else 'flat'})"
+        lines.append(f"| {v['name']} | {share} | {cell(t['sdnet'])} | {cell(t['zf'])} | {cell(t['mmse'])} | "
+                     f"{cell(t['kbest'])} | {_gain(t):.2f} | {'yes' if _beats_mmse(t) else 'no'} | {trend} |")
+    lines += ["", "![SER vs rho](ser_vs_rho.png)", "", "![learning curves](learning_curves.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot_diversity(recs: list[dict], path: Path, cfg: LearngeneConfig) -> None:
+    """SER of SDNet, ZF, MMSE and K-best against rho (left) and plane-wave paths (right)."""
+    groups = [[r for r in recs if r["variant"]["rho"] is not None], [r for r in recs if r["variant"]["rho"] is None]]
+    groups = [g for g in groups if g]
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2), squeeze=False)
+    style = {"sdnet": ("SDNet", "tab:blue", "o", "-"), "zf": ("ZF", "tab:red", "s", "--"),
+             "mmse": ("MMSE", "tab:orange", "^", "--"),
+             "kbest": (f"K-best K={cfg.diversity.kbest_k} (no error: drawn at its 95 % bound)", "k", "x", ":")}
+    for ax, g in zip(axes[0], groups):
+        xs = range(len(g))
+        for key, (label, color, marker, ls) in style.items():
+            ser = [r["test"][key]["ser"] for r in g]
+            lo = [r["test"][key]["ci"][0] for r in g]
+            hi = [r["test"][key]["ci"][1] for r in g]
+            # a zero-error point is drawn at its upper bound (no value on a log axis)
+            y = [s if s > 0 else h for s, h in zip(ser, hi)]
+            err = [[max(0.0, yy - l) for yy, l in zip(y, lo)], [max(0.0, h - yy) for yy, h in zip(y, hi)]]
+            ax.errorbar(list(xs), y, yerr=err, label=label, color=color, marker=marker, ls=ls, capsize=3)
+        if g[0]["variant"]["rho"] is not None:
+            ax.set_xticks(list(xs), [f"{r['variant']['rho']:g}\n({1 - r['variant']['rho'] ** 2:.2f})" for r in g])
+            ax.set_xlabel("rho  (independent energy share 1-rho^2)")
+            ax.set_title(f"{cfg.data.family} task {cfg.diversity.task} mixed into one of its channels")
+        else:
+            ax.set_xticks(list(xs), [str(r["variant"]["paths"]) for r in g])
+            ax.set_xlabel("fixed plane waves per task")
+            ax.set_title("plane-wave tasks (fixed geometry, i.i.d. gains)")
+        ax.set_yscale("log")
+        ax.set_ylabel("SER (test, 95 % interval)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def plot_diversity_learning(recs: list[dict], path: Path) -> None:
+    """Validation SER per epoch over the variant's test MMSE SER: below 1, SDNet beats MMSE."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in recs:
+        mmse = r["test"]["mmse"]["ser"]
+        pts = [(h["epoch"], h["val_ser"] / mmse) for h in r["history"] if h["val_ser"] > 0 and mmse > 0]
+        ax.semilogy([e for e, _ in pts], [v for _, v in pts], label=r["variant"]["name"])
+    ax.axhline(1.0, color="tab:orange", ls="--", lw=1, label="MMSE")
+    ax.set_ylim(top=10.0)  # the first epochs (ratios of 10-10^4) tell nothing about the end
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("SDNet validation SER / MMSE test SER")
+    ax.set_title("learning curves (flat at the end: trained out)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, path)
+
+
 # ---------------------------------------------------------------------------------------- plots
 
 def plot_rho_heatmap(rho: list[dict[int, float]], tasks: list[int], path: Path) -> None:
@@ -547,9 +890,9 @@ def plot_convergence(histories: dict, path: Path, title: str, rename: dict | Non
 def plot_snr_sweep(sweep: dict, path: Path, task: int) -> None:
     snrs = [float(s) for s in sweep]
     fig, ax = plt.subplots(figsize=(6, 4))
-    keys = [k for k in ("zf", "mmse", "scratch", "transfer", "inherit-bottom") if k in next(iter(sweep.values()))]
+    keys = [k for k in next(iter(sweep.values())) if k in ("zf", "mmse", "scratch", "transfer") or k.startswith("inherit-")]
     for k in keys:
-        label = {"inherit-bottom": "learngene", "zf": "ZF", "mmse": "MMSE"}.get(k, k)
+        label = {"zf": "ZF", "mmse": "MMSE"}.get(k, f"learngene ({k})" if k.startswith("inherit-") else k)
         pts = [(x, sweep[s][k]) for x, s in zip(snrs, sweep) if sweep[s][k] > 0]  # zero-error points omitted
         ax.semilogy([x for x, _ in pts], [v for _, v in pts], marker="o", label=label)
     ax.set_xlabel("SNR (dB, project convention)")
@@ -595,6 +938,12 @@ def format_report(cfg: LearngeneConfig, results: dict, schemes: list[str]) -> st
         for t, row in results["reach_epoch"].items():
             lines.append(f"| {t} | " + " | ".join(str(row.get(s)) for s in schemes if s != "scratch") + " |")
         lines.append("")
+    if results.get("beat_mmse_epoch"):
+        lines += ["## Epoch at which each scheme first beats MMSE (validation SER below MMSE's on the same vectors)", "",
+                  "| task | MMSE (validation) | " + " | ".join(schemes) + " |", "|---|---|" + "---|" * len(schemes)]
+        for t, row in results["beat_mmse_epoch"].items():
+            lines.append(f"| {t} | {row['mmse_val']:.2e} | " + " | ".join(str(row.get(s)) for s in schemes) + " |")
+        lines.append("")
     lines += ["## SER vs SNR (Fig. 12)", ""]
     for t, sweep in results["snr_sweep"].items():
         keys = list(next(iter(sweep.values())))
@@ -621,18 +970,22 @@ def format_report(cfg: LearngeneConfig, results: dict, schemes: list[str]) -> st
 
 
 STEPS = {"baselines": step_baselines, "collective": step_collective, "extract": step_extract,
-         "individual": step_individual, "compare": step_compare}
+         "individual": step_individual, "compare": step_compare, "diversity": step_diversity}
+RUN_STEPS = ["baselines", "collective", "extract", "individual", "compare"]  # `run`; diversity is its own study
 STEP_HELP = {"baselines": "ZF/MMSE on the target tasks before training (Table I)",
              "collective": "train the collective model over the tasks in sequence, recording gradient significance",
              "extract": "select the learngene layers from the rho trends and export learngene bundles",
              "individual": "train individual models: scratch, transfer and the six expansion strategies",
-             "compare": "figures 8-13, Table IV and report.md"}
+             "compare": "figures 8-13, Table IV and report.md",
+             "diversity": "where SDNet wins: scratch SDNet vs ZF/MMSE/K-best as a task's channels share less "
+                          "structure (rho sweep, plane-wave paths); table, plot, learning curves"}
 
 
-PARALLEL_STEPS = {"collective", "individual"}  # run in every process under torchrun (docs/training.md)
+PARALLEL_STEPS = {"collective", "individual", "diversity"}  # run in every process under torchrun (docs/training.md)
 
 
 def run_pipeline(cfg: LearngeneConfig, run: Path, steps=None, progress: bool = True, **options) -> None:
     """Run the pipeline's ``steps`` (default all) into ``run``; ``options``: ``resume``,
     ``checkpoint_every`` (:func:`~neuralmimo.lab.runs.run_steps`)."""
-    run_steps("learngene", STEPS, cfg, run, steps, progress, parallel=PARALLEL_STEPS, **options)
+    run_steps("learngene", STEPS, cfg, run, RUN_STEPS if steps is None else steps, progress, parallel=PARALLEL_STEPS,
+              **options)

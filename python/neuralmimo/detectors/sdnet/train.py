@@ -27,7 +27,7 @@ from ...metrics import symbol_errors
 from ...realvalued import vec_to_complex, vec_to_real
 from ...snr import noise_variance
 from ...training import shard, train_loop
-from ..classical import linear_detect
+from ..classical import kbest_detect, linear_detect
 from .model import SDNet, predict, sdnet_input
 
 
@@ -71,13 +71,25 @@ def evaluate(model: SDNet, data: DetectionBatch, constellation: Constellation, b
 
 def linear_baselines(data: DetectionBatch, constellation: Constellation) -> dict:
     """ZF and MMSE SER with the batch's LS estimates (MMSE uses the estimated noise variance)."""
-    res = {}
+    return {kind: symbol_errors(baseline_decisions(data, constellation, kind), data.indices).rate
+            for kind in ("zf", "mmse")}
+
+
+def baseline_decisions(data: DetectionBatch, constellation: Constellation, kind: str, kbest_k: int = 32) -> torch.Tensor:
+    """Point indices ``(n, Nt)`` (the order of ``data.indices``) of ZF, MMSE (estimated noise
+    variance) or K-best (``kind="kbest"``, ``kbest_k`` survivors: near-ML) on the LS estimates."""
     nt = data.h_ls.shape[-1]
-    for kind in ("zf", "mmse"):
+    if kind == "kbest":
+        idx = kbest_detect(data.y, data.h_ls, constellation, kbest_k)
+    else:
         x_hat, _ = linear_detect(data.y, data.h_ls, data.noise_var, kind, constellation)
-        idx_hat = constellation.hard_decision(x_hat).transpose(-1, -2).reshape(-1, nt)
-        res[kind] = symbol_errors(idx_hat, data.indices).rate
-    return res
+        idx = constellation.hard_decision(x_hat)
+    return idx.transpose(-1, -2).reshape(-1, nt)
+
+
+def sdnet_decisions(model: SDNet, data: DetectionBatch, constellation: Constellation) -> torch.Tensor:
+    """SDNet's point indices ``(n, Nt)`` (nearest point to its real-valued output)."""
+    return constellation.hard_decision(vec_to_complex(predict(model, data.inputs)))
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
