@@ -509,11 +509,11 @@ def train_site(cfg: LearngeneConfig, run: Path, site: Path, budget_s: float = 0.
 
 def plot_site(records: dict, mmse_val: float, path: Path, name: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for scheme, r in records.items():
+    for (scheme, r), color in zip(records.items(), ("tab:blue", "tab:green")):  # orange is MMSE's
         pts = [(h["elapsed_s"], h["val_ser"]) for h in r["history"] if h["val_ser"] > 0]
-        ax.semilogy([t for t, _ in pts], [v for _, v in pts], marker=".", label=scheme)
+        ax.semilogy([t for t, _ in pts], [v for _, v in pts], marker=".", color=color, label=scheme)
         if r["beats_mmse"]:
-            ax.axvline(r["beats_mmse"]["seconds"], color=ax.lines[-1].get_color(), ls=":", lw=1)
+            ax.axvline(r["beats_mmse"]["seconds"], color=color, ls=":", lw=1)
     ax.axhline(mmse_val, color="tab:orange", ls="--", lw=1, label="MMSE (validation)")
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("SER (validation)")
