@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..snr import complex_noise
@@ -69,6 +70,19 @@ class ChannelModel:
     def block_process(self, seed: int = 0) -> "BlockFadingProcess":
         """Successive block-fading channels of this model, reproducible from ``seed``."""
         return BlockFadingProcess(self, seed)
+
+
+TASK_SPLIT = (0.81, 0.09)  # train, val fractions of a task's channels; the rest is test
+
+
+def task_split_codes(n: int) -> np.ndarray:
+    """0/1/2 (train/val/test) codes of a task's ``n`` channels in order: the first 81 % train,
+    the next 9 % val, the rest test (UMi and plane-wave tasks, [LG] Sec. V-A); int8."""
+    n_train, n_val = int(round(TASK_SPLIT[0] * n)), int(round(TASK_SPLIT[1] * n))
+    codes = np.full(n, 2, dtype=np.int8)
+    codes[:n_train] = 0
+    codes[n_train:n_train + n_val] = 1
+    return codes
 
 
 class StoredChannels(ChannelModel):

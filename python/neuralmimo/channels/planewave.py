@@ -22,22 +22,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from .base import StoredChannels
-
-SPLIT_FRACTIONS = (0.81, 0.09)  # train, val; the rest is test (as the UMi tasks)
-
-
-def split_codes(n: int) -> np.ndarray:
-    """0/1/2 (train/val/test) codes of ``n`` channels in the tasks' 81/9/10 % split, in order."""
-    n_train, n_val = int(round(SPLIT_FRACTIONS[0] * n)), int(round(SPLIT_FRACTIONS[1] * n))
-    codes = np.full(n, 2, dtype=np.int8)
-    codes[:n_train] = 0
-    codes[n_train:n_train + n_val] = 1
-    return codes
-
+from .base import StoredChannels, task_split_codes
 
 def plane_wave_task(task_id: int, ues_per_task: int, paths: int, nr: int = 32, nt: int = 8,
                     seed: int = 2024) -> dict:
@@ -61,7 +48,7 @@ def plane_wave_task(task_id: int, ues_per_task: int, paths: int, nr: int = 32, n
                           torch.randn(ues_per_task, paths, generator=g, dtype=torch.float64)) * (power / 2).sqrt()
     h = torch.einsum("rl,nl,tl->nrt", steer(nr, aoa), gains, steer(nt, aod).conj())
     h = h / h.abs().square().mean((-2, -1), keepdim=True).sqrt()
-    return {"h": h.to(torch.complex64), "split": split_codes(ues_per_task)}
+    return {"h": h.to(torch.complex64), "split": task_split_codes(ues_per_task)}
 
 
 class PlaneWaveTaskChannel(StoredChannels):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..bundle import file_sha256
-from .base import StoredChannels
+from .base import StoredChannels, task_split_codes
 
 CACHE_VERSION = 2  # 2: spatially consistent scenes (spatial_consistency), cache keys carry the version
 
@@ -195,10 +195,7 @@ def generate_task(cfg: UMiConfig, task_id: int, cache_dir: Path | None = None, p
     scale = float(np.sqrt(np.mean(np.abs(h) ** 2)))
     h = (h / scale).astype(np.complex64)
     n = cfg.ues_per_task
-    n_train, n_val = int(round(0.81 * n)), int(round(0.09 * n))
-    split = np.zeros(n, dtype=np.int8)
-    split[n_train:n_train + n_val] = 1
-    split[n_train + n_val:] = 2
+    split = task_split_codes(n)
     positions = _ue_positions(cfg, task_id, 0, n).numpy()
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, h=h, positions=positions, split=split)
