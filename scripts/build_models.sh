@@ -3,6 +3,7 @@
 #   scripts/build_models.sh sdnet-learngene-umi50      # learngene pipeline, medium scale (~1 h, 2 cores)
 #   scripts/build_models.sh hypernet-deepsic-sed-n12   # DeepSIC training on the synthetic channel (~8 min)
 #   scripts/build_models.sh hypernet-deepsic-tv-n12    # DeepSIC training on the time-varying channel (~8 min)
+#   scripts/build_models.sh hypernet-deepsic-complex-kron12x8  # complex-baseband DeepSIC hypernetwork, Kronecker (~4 min)
 #   scripts/build_models.sh hypermimo-ls12x6-drop0     # HyperMIMO, local scattering drop 0, LS CSI (~4 min)
 #   scripts/build_models.sh wesnet-hf-30x60            # R-WeSNet-HF 30x60 BPSK (the cpu config trains six variants, ~40 min)
 #   scripts/build_models.sh sdnet-static-site-umi50    # SDNet for a static site: learngene pipeline on static UMi sites (~20 min)
@@ -24,6 +25,9 @@ case "${1:-}" in
   hypernet-deepsic-tv-n12)
     .venv/rx/bin/neuralmimo deepsic train --config configs/deepsic/tv_n12.yaml --out out/deepsic/tv_n12
     copy out/deepsic/tv_n12/train/hypernetwork hypernet-deepsic-tv-n12 ;;
+  hypernet-deepsic-complex-kron12x8)
+    .venv/rx/bin/neuralmimo deepsic train --config configs/deepsic/complex_kronecker.yaml --out out/deepsic-complex/kronecker
+    copy out/deepsic-complex/kronecker/train/hypernetwork hypernet-deepsic-complex-kron12x8 ;;
   hypermimo-ls12x6-drop0)
     .venv/rx/bin/neuralmimo hypermimo train --config configs/hypermimo/ship_drop0.yaml --out out/hypermimo/ship_drop0
     copy out/hypermimo/ship_drop0/train/drop0-ls hypermimo-ls12x6-drop0 ;;
@@ -36,5 +40,5 @@ case "${1:-}" in
     .venv/lab/bin/neuralmimo learngene run --config configs/learngene/static-site.yaml --out out/learngene/static-site
     selected=$(.venv/lab/bin/python -c "import json; print(json.load(open('out/learngene/static-site/extract/metrics.json'))['selected'])")
     copy "out/learngene/static-site/individual/task_050/inherit-$selected/bundle" sdnet-static-site-umi50 ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

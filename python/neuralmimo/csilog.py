@@ -139,6 +139,26 @@ def _read_manifest(folder: Path) -> dict:
     return m
 
 
+def frames_since(folder, frame: int) -> int:
+    """Frames numbered ``frame`` or later in a log's written chunks, from its manifest alone (a
+    chunk that straddles ``frame`` counts its frames from ``frame`` to its last); 0 while the
+    log does not exist yet."""
+    try:
+        m = _read_manifest(Path(folder))
+    except CSILogError:
+        return 0
+    n = 0
+    for c in m["chunks"]:
+        first, last, count = c.get("first_frame"), c.get("last_frame"), c.get("frames", 0)
+        if not isinstance(first, int) or not isinstance(last, int):
+            continue
+        if first >= frame:
+            n += count
+        elif last >= frame:
+            n += min(count, last - frame + 1)
+    return n
+
+
 @dataclass
 class CSILog:
     """A CSI log read back: ``h (n, Nr, Nt)`` complex64, ``noise_var (n,)``, ``frame (n,)``."""

@@ -86,6 +86,19 @@ class ErrorRate:
         return f"{kind}={self.rate:.3e} [{lo:.2e}, {hi:.2e}] ({self.errors}/{self.trials} per {self.unit})"
 
 
+def snr_at(ser_target: float, snrs, sers) -> float:
+    """SNR (dB) where a measured SER curve crosses ``ser_target``, by linear interpolation of
+    ``log10(SER)`` between the two points around it (``nan`` if it does not cross; a zero SER
+    counts as 1e-12)."""
+    snrs = [float(x) for x in snrs]
+    logs = [math.log10(max(float(x), 1e-12)) for x in sers]
+    t = math.log10(ser_target)
+    for i in range(len(snrs) - 1):
+        if (logs[i] - t) * (logs[i + 1] - t) <= 0 and logs[i] != logs[i + 1]:
+            return snrs[i] + (t - logs[i]) * (snrs[i + 1] - snrs[i]) / (logs[i + 1] - logs[i])
+    return float("nan")
+
+
 def symbol_errors(idx_hat: torch.Tensor, idx: torch.Tensor) -> ErrorRate:
     """SER per complex symbol from point indices of equal shape."""
     return ErrorRate(int((idx_hat != idx).sum()), idx.numel(), "complex symbol")

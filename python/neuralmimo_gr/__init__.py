@@ -7,6 +7,7 @@ them is described in :mod:`gnuradio.neuralmimo._common`.
 
 from neuralmimo import __version__  # noqa: F401
 
+from .background_retrainer import background_retrainer  # noqa: F401
 from .csi_logger import csi_logger  # noqa: F401
 from .error_rate_probe import error_rate_probe  # noqa: F401
 from .frame_recorder import frame_recorder  # noqa: F401

@@ -305,12 +305,13 @@ def _sdnet_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_
     return _records(tb, wall, name, {"zf": test["zf"], "mmse": test["mmse"], name: test["sdnet"]}, int(test["symbols"]))
 
 
-def _hypermimo_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float,
-                        lab_frames: int = 4000) -> list[dict]:
-    """The HyperMIMO loopback and the same bundle in the lab: ``lab_frames`` frames of the
-    flowgraph's drop, SNR, convention and pilots (:func:`~neuralmimo.datasets.draw_channel_batch`
-    with LS CSI: orthogonal DFT pilots, as the frame source sends), detected by the bundle's
-    detector, MMSE and ZF."""
+def _bundle_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float, name: str,
+                     lab_frames: int = 4000) -> list[dict]:
+    """A loopback of a self-contained detector bundle (HyperMIMO, complex hypernetwork-DeepSIC)
+    and the same bundle in the lab: ``lab_frames`` frames of the flowgraph's channel, SNR,
+    convention and pilots (:func:`~neuralmimo.datasets.draw_channel_batch` with LS CSI:
+    orthogonal DFT pilots, as the frame source sends), detected by the bundle's detector, MMSE
+    and ZF."""
     import torch
 
     from neuralmimo.detectors import SystemSpec, linear_detect, load_detector
@@ -323,27 +324,35 @@ def _hypermimo_loopback(grc: Path, model: Path, out_dir: Path, frames: int, time
     det = load_detector(model, SystemSpec(nr, lay.nt, const.name))
     b = draw_batch(channel, const, lab_frames, lay.n_data, chan.snr_db(), torch.Generator().manual_seed(5),
                    convention=chan.snr_convention, csi="ls", n_pilots=lay.n_pilots)
-    ser = {"HyperMIMO": float((const.hard_decision(det.detect(b.y, b.h, b.noise_var)) != b.idx).double().mean())}
+    ser = {name: float((const.hard_decision(det.detect(b.y, b.h, b.noise_var)) != b.idx).double().mean())}
     for kind in ("zf", "mmse"):
         x, _ = linear_detect(b.y, b.h, b.noise_var, kind, const)
         ser[kind] = float((const.hard_decision(x) != b.idx).double().mean())
-    return _records(tb, wall, "HyperMIMO", ser, lab_frames * lay.n_data * lay.nt)
+    return _records(tb, wall, name, ser, lab_frames * lay.n_data * lay.nt)
 
 
 def neural_loopback_demo(examples: Path, models: Path, out_dir: Path, sed_frames: int = 100, umi_frames: int = 1000,
-                         hypermimo_frames: int = 400, timeout_s: float = 900, progress: bool = True) -> list[dict]:
-    """``loopback_neural.grc`` (hypernetwork-DeepSIC), ``loopback_sdnet_site.grc`` (SDNet on the
-    static site it was trained for), ``loopback_sdnet.grc`` (SDNet-learngene on UMi task 50) and
-    ``loopback_hypermimo.grc`` (HyperMIMO), each detector's flowgraph SER next to the lab
-    evaluation of the same model and settings: :func:`~neuralmimo.lab.deepsic.run_transmission`
-    on the same channel sequence, the test SER the learngene pipeline recorded in the SDNet
-    bundles' manifests, and :func:`_hypermimo_loopback`'s draw of the same drop."""
+                         hypermimo_frames: int = 400, complex_frames: int = 400, timeout_s: float = 900,
+                         progress: bool = True) -> list[dict]:
+    """``loopback_neural.grc`` (hypernetwork-DeepSIC), ``loopback_deepsic_complex.grc`` (the
+    complex-baseband hypernetwork-DeepSIC on a complex Kronecker channel),
+    ``loopback_sdnet_site.grc`` (SDNet on the static site it was trained for),
+    ``loopback_sdnet.grc`` (SDNet-learngene on UMi task 50) and ``loopback_hypermimo.grc``
+    (HyperMIMO), each detector's flowgraph SER next to the lab evaluation of the same model and
+    settings: :func:`~neuralmimo.lab.deepsic.run_transmission` on the same channel sequence, the
+    test SER the learngene pipeline recorded in the SDNet bundles' manifests, and
+    :func:`_bundle_loopback`'s draw of the same channel."""
     quiet_info_logs()
     hyper, sdnet = models / "hypernet-deepsic-sed-n12", models / "sdnet-learngene-umi50"
     site, hm = models / "sdnet-static-site-umi50", models / "hypermimo-ls12x6-drop0"
+    cx = models / "hypernet-deepsic-complex-kron12x8"
     if progress:
         print(f"loopback_neural: {sed_frames} frames, hypernetwork-DeepSIC {hyper} ...", flush=True)
     records = _hypernetwork_loopback(examples / "loopback_neural.grc", hyper, out_dir, sed_frames, timeout_s)
+    if progress:
+        print(f"loopback_deepsic_complex: {complex_frames} frames, complex hypernetwork-DeepSIC {cx} ...", flush=True)
+    records += _bundle_loopback(examples / "loopback_deepsic_complex.grc", cx, out_dir, complex_frames, timeout_s,
+                                "DeepSIC complex", lab_frames=2000)
     if progress:
         print(f"loopback_sdnet_site: {umi_frames} frames, SDNet {site} ...", flush=True)
     records += _sdnet_loopback(examples / "loopback_sdnet_site.grc", site, out_dir, umi_frames, timeout_s,
@@ -353,7 +362,8 @@ def neural_loopback_demo(examples: Path, models: Path, out_dir: Path, sed_frames
     records += _sdnet_loopback(examples / "loopback_sdnet.grc", sdnet, out_dir, umi_frames, timeout_s)
     if progress:
         print(f"loopback_hypermimo: {hypermimo_frames} frames, HyperMIMO {hm} ...", flush=True)
-    return records + _hypermimo_loopback(examples / "loopback_hypermimo.grc", hm, out_dir, hypermimo_frames, timeout_s)
+    return records + _bundle_loopback(examples / "loopback_hypermimo.grc", hm, out_dir, hypermimo_frames, timeout_s,
+                                      "HyperMIMO")
 
 
 def format_neural_demo(records: list[dict]) -> str:
@@ -371,8 +381,8 @@ def format_neural_demo(records: list[dict]) -> str:
     lines.append("SER per complex symbol; ± is the 95 % half-width (flowgraph: Wilson or over frames; lab: Wilson). "
                  "Lab: hypernetwork-DeepSIC through the DeepSIC pipeline on the same channel sequence (random BPSK "
                  "pilots instead of the flowgraph's DFT pilots); SDNet: the test SER in the bundle's manifest "
-                 "(learngene pipeline, the task's test channels x 50 vectors); HyperMIMO: the bundle on 4,000 frames "
-                 "of the same drop, SNR and pilots drawn by the HyperMIMO lab.")
+                 "(learngene pipeline, the task's test channels x 50 vectors); HyperMIMO and complex DeepSIC: the "
+                 "bundle on 4,000 / 2,000 frames of the same channel, SNR and pilots drawn by the lab.")
     lines.append("SDNet wins where the channels of a site share a fixed structure (the static site: users that do not "
                  "move, one channel with fresh noise) and ends at ZF level on UMi task 50, whose UEs each see their own "
                  "scatterers (docs/sdnet/where-sdnet-wins.md).")

@@ -59,6 +59,7 @@ class mimo_channel(gr.sync_block):
         self._process = self._build_model(self.channel).block_process(seed)
         self.snr_convention = snr_convention
         self._pending_model = None
+        self.channel_changes: list[tuple[int, ChannelSpec]] = []  # (first fading block, spec) of each set_channel
         self._noise_seed = int(seed) + 1
         self._noise_block: tuple[int, torch.Tensor] | None = None
         self._h = None
@@ -118,10 +119,11 @@ class mimo_channel(gr.sync_block):
         return noise_variance(self._snr_db, self.snr_convention, channel_energy=m.mean_energy, nr=self.nr, nt=self.nt)
 
     # ----------------------------------------------------------------- streaming
-    def _next_h(self) -> torch.Tensor:
+    def _next_h(self, block: int) -> torch.Tensor:
         if self._pending_model is not None:
             self._process = self._pending_model.block_process(self._process.generator.initial_seed())
             self._pending_model = None
+            self.channel_changes.append((int(block), self.channel))
         return self._process.next()
 
     def _unit_noise(self, block: int, length: int) -> torch.Tensor:
@@ -158,7 +160,7 @@ class mimo_channel(gr.sync_block):
                 j = first_in + pos
                 block, within = divmod(j, self.block_length)
                 if within == 0 or self._h is None:
-                    self._h = self._next_h()
+                    self._h = self._next_h(block)
                 end = min(n, pos + self.block_length - within)
                 noise = self._unit_noise(block, self.block_length)[:, within:within + end - pos]
                 y[:, pos:end] = transmit(self._h, x[:, pos:end], nv, unit_noise=noise)

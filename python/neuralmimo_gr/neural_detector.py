@@ -17,7 +17,7 @@ from gnuradio import gr
 from neuralmimo.bundle import MANIFEST, BundleError
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import SystemSpec, load_detector
-from neuralmimo.drift import DriftMonitor, parse_statistics
+from neuralmimo.drift import REAL_CHANNEL_TOLERANCE, DriftMonitor, imaginary_fraction, parse_statistics
 
 from ._common import (FRAME_START, MODEL, N_USERS, EstimateTags, FailureLog, big_buffers, detect_groups,
                       frame_segments, guarded_work, mark_stale, tag_int, write_streams)
@@ -136,6 +136,7 @@ class neural_detector(gr.sync_block):
                              f"{drift_threshold}")
         self.drift_window, self.drift_threshold = int(drift_window), float(drift_threshold)
         self._monitor: DriftMonitor | None = None
+        self._family_unchecked = False  # set at every swap: a real-channel model is checked once
         self.drift_events: list[dict] = []
         self.torch_threads = int(torch_threads)  # of this block's streaming thread (see _common.guarded_work)
         self.nr, self.nt, self.llr_output = int(nr), int(nt), bool(llr_output)
@@ -237,8 +238,29 @@ class neural_detector(gr.sync_block):
         m = self._monitor
         return None if m is None else m.state()
 
+    def _check_family(self, offset: int) -> None:
+        """Warn once per model (log + ``channel-family`` on ``status``) when a model trained for
+        real-valued channels sees a complex channel estimate."""
+        det = self._active
+        if not det.real_channels_only:
+            self._family_unchecked = False
+            return
+        frac = imaginary_fraction(self._estimate.h)
+        if frac <= REAL_CHANNEL_TOLERANCE:
+            return
+        self._family_unchecked = False
+        d = det.describe()
+        channel = ((det.bundle.system.get("channel") or {}).get("name") if det.bundle is not None else None) or "?"
+        msg = (f"{self.name()}: model {d['path'] or d['architecture']} was trained for real-valued channels "
+               f"({channel}) and reads Re y only, but this channel estimate is complex ({100 * frac:.0f} % of its "
+               "energy imaginary): expect an SER near 0.5; use a hypernet-deepsic-complex model")
+        self.logger.warn(msg)
+        self._status({"event": "channel-family", "trained_for": "real", "imaginary_fraction": frac,
+                      "frame": self._frame_number, "offset": int(offset), "message": msg, "time": _now()})
+
     def _new_monitor(self, det) -> None:
         """A monitor against ``det``'s training statistics (streaming thread, at a swap)."""
+        self._family_unchecked = True
         self._monitor = None
         bundle = getattr(det, "bundle", None)
         stats = ((bundle.manifest.get("training") or {}).get("channel_stats") if bundle is not None else None)
@@ -547,8 +569,11 @@ class neural_detector(gr.sync_block):
             self.swaps.append(info)
             self._status(info)
             self._new_monitor(pending)
-        if self._monitor is not None and self._estimate.h is not h_before:  # this frame's estimate was accepted
-            self._watch_drift(offset)
+        if self._estimate.h is not h_before:  # this frame's estimate was accepted
+            if self._monitor is not None:
+                self._watch_drift(offset)
+            if self._family_unchecked and self._active is not None:
+                self._check_family(offset)
 
     @guarded_work("zeros")
     def work(self, input_items, output_items):

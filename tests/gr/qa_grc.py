@@ -18,7 +18,7 @@ EXPECTED_BLOCKS = {"neuralmimo_mimo_frame_source", "neuralmimo_mimo_channel", "n
                    "neuralmimo_linear_detector", "neuralmimo_error_rate_probe", "neuralmimo_neural_detector",
                    "neuralmimo_rrc_pulse_shaper", "neuralmimo_rrc_matched_filter", "neuralmimo_radio_impairments",
                    "neuralmimo_frame_sync", "neuralmimo_frame_recorder", "neuralmimo_sigmf_source",
-                   "neuralmimo_csi_logger"}
+                   "neuralmimo_csi_logger", "neuralmimo_background_retrainer"}
 
 
 @pytest.fixture(scope="module")

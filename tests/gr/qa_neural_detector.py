@@ -16,6 +16,7 @@ from gnuradio.neuralmimo import neural_detector
 from gnuradio.neuralmimo._common import csi_to_pmt
 from neuralmimo.bundle import MANIFEST, WEIGHTS, file_sha256, save_bundle, save_model
 from neuralmimo.detectors import SystemSpec, load_detector
+from neuralmimo.detectors.deepsic.complex import COMPLEX_HYPERNET_CODEC, PhaseInvariantHypernetwork, SoftICModuleSpec
 from neuralmimo.detectors.deepsic.model import HYPERNET_CODEC, ModularHypernetwork, ModuleSpec
 from neuralmimo.detectors.sdnet.model import SDNET_CODEC, SDNet
 
@@ -180,6 +181,67 @@ def test_hypernetwork_deepsic_block_equals_core_with_varying_users(tmp_path):
         assert np.all(llr[f, :, k:] == 0)
         # exact posterior LLRs: their sign is the MAP decision (BPSK point index 1 = +1 = bit 1)
         assert np.array_equal(llr[f, :, :k] > 0, out[f, :k].real.T > 0)
+
+
+def test_complex_hypernetwork_block_equals_core_with_varying_users(tmp_path):
+    """hypernet-deepsic-complex in the block: the core's decisions for every frame's K, absent
+    users zero, and no channel-family warning on a complex channel (it is made for one)."""
+    torch.manual_seed(5)
+    path = save_model(PhaseInvariantHypernetwork(SoftICModuleSpec(NR, "qpsk"), 3), COMPLEX_HYPERNET_CODEC,
+                      tmp_path / "c", system={"nr": NR, "nt": 3, "modulation": "qpsk"})
+    g = torch.Generator().manual_seed(6)
+    n_frames, nt = 6, 3
+    h = torch.randn(n_frames, NR, nt, dtype=torch.complex64, generator=g)
+    x = torch.exp(0.5j * torch.pi * (torch.randint(0, 4, (n_frames, nt, ND), generator=g) + 0.5)).to(torch.complex64)
+    y = h @ x + 0.1 * torch.randn(n_frames, NR, ND, dtype=torch.complex64, generator=g)
+    nv = torch.full((n_frames,), 0.01)
+    users = [3, 2, 2, 1, 3, 2]
+    tag_list = []
+    for f in range(n_frames):
+        tag_list += [tag(f * ND, "frame_start", pmt.from_long(f)), tag(f * ND, "csi", csi_to_pmt(h[f])),
+                     tag(f * ND, "noise_var", pmt.from_double(float(nv[f]))), tag(f * ND, "n_users", pmt.from_long(users[f]))]
+    det = neural_detector(NR, nt, "qpsk", str(path))
+    assert det.wait_idle()
+    tb = gr.top_block()
+    src = sources(tb, y.transpose(0, 1).reshape(NR, -1).numpy(), tag_list)
+    snk = sinks(tb, nt)
+    for r in range(NR):
+        tb.connect(src[r], (det, r))
+    for k in range(nt):
+        tb.connect((det, k), snk[k])
+    status = blocks.message_debug()
+    tb.msg_connect((det, "status"), (status, "store"))
+    tb._keep += [det, status]
+    run(tb)
+    out = np.stack([data(s) for s in snk]).reshape(nt, n_frames, ND).transpose(1, 0, 2)
+    x_ref = load_detector(path, SystemSpec(NR, nt, "qpsk")).detect(y, h, nv, users)
+    assert np.array_equal(out, x_ref.numpy())
+    for f, k in enumerate(users):
+        assert np.all(out[f, k:] == 0) and np.all(np.abs(out[f, :k]) > 0.99)
+    assert not [e for e in _status(status) if e.get("event") == "channel-family"]
+
+
+def test_real_channel_model_on_complex_channel_warns_once(tmp_path):
+    """The paper's receiver (Re y only) on complex estimates: one channel-family event naming the
+    share of imaginary energy, however many frames follow; on real estimates none."""
+    torch.manual_seed(3)
+    path = save_model(ModularHypernetwork(ModuleSpec(NR), NT), HYPERNET_CODEC, tmp_path / "h",
+                      system={"nr": NR, "nt": NT, "modulation": "bpsk", "channel": {"name": "deepsic-sed", "args": {}}})
+    for complex_channel in (True, False):
+        h, y, nv = _frames(12, seed=7)
+        if not complex_channel:
+            h = h.real.to(torch.complex64)
+        det = neural_detector(NR, NT, "bpsk", str(path))
+        assert det.wait_idle()
+        tb, snk, status = _flowgraph(y, _tags(h, nv), det)
+        run(tb)
+        events = [e for e in _status(status) if e.get("event") == "channel-family"]
+        if complex_channel:
+            assert len(events) == 1 and events[0]["trained_for"] == "real"
+            assert 0.3 < events[0]["imaginary_fraction"] < 0.7 and "deepsic-sed" in events[0]["message"]
+        else:
+            assert events == []
+        assert len(data(snk[0])) == 12 * ND  # nothing lost
 
 
 def test_hot_swap_many_times_lands_on_frame_boundaries(bundles):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from dataclasses import replace
 
-from neuralmimo.lab.ota import LinkSettings, false_starts, impaired, run_link, snr_at
+from neuralmimo.lab.ota import LinkSettings, false_starts, impaired, run_link
+from neuralmimo.metrics import snr_at
 
 pytestmark = pytest.mark.timeout(600)
 BASE = LinkSettings()

@@ -261,30 +261,41 @@ class FileChannel(StoredChannels):
     """Channels drawn (with replacement) from a file's ``split`` (``train``, ``val``, ``test``
     or ``all``) through a :class:`ChannelMapping`; the ``file`` channel model."""
 
-    def __init__(self, mapping, split: str = "all"):
+    def __init__(self, mapping, split: str = "all", since_frame: int | None = None):
         if split != "all" and split not in self.SPLITS:  # before reading a file
             raise ChannelFileError(f"split must be train, val, test or all, got {split!r}")
-        data = channel_set(mapping)
+        data = channel_set(mapping, since_frame)
         self.mapping = data["mapping"]
         self.h = self.split_of(data["h"], data["split"], split, data["source"])
         self.nr, self.nt = int(self.h.shape[1]), int(self.h.shape[2])
         self.real_valued = self.mapping is not None and not self.mapping.complex
 
 
-def channel_set(source) -> dict:
+def channel_set(source, since_frame: int | None = None) -> dict:
     """The channels of a mapping file (or :class:`ChannelMapping`) or of a receiver's CSI log
     folder (split 81/9/10 % by a seeded shuffle): :func:`load_channels`' ``{"h", "split"}`` plus
-    ``"mapping"`` (``None`` for a CSI log) and ``"source"`` (the file or folder read)."""
+    ``"mapping"`` (``None`` for a CSI log) and ``"source"`` (the file or folder read).
+    ``since_frame``: of a CSI log, only the frames numbered from it on (what the receiver saw
+    after its users moved)."""
     if not isinstance(source, ChannelMapping) and is_csi_log(source):  # a receiver's own CSI log
         log = read_csi_log(source)
-        return {"h": log.h, "split": split_by_fractions(log.h.shape[0], (0.81, 0.09, 0.10)), "mapping": None,
+        h = log.h
+        if since_frame is not None:
+            h = h[torch.from_numpy(log.frame >= int(since_frame))]
+            if h.shape[0] == 0:
+                raise ChannelFileError(f"{source}: the CSI log holds no frame numbered {since_frame} or later "
+                                       f"(its last is {int(log.frame.max())})")
+        return {"h": h, "split": split_by_fractions(h.shape[0], (0.81, 0.09, 0.10)), "mapping": None,
                 "source": Path(source)}
+    if since_frame is not None:
+        raise ChannelFileError(f"{source}: since_frame selects frames of a CSI log, not of a channel file")
     mapping = source if isinstance(source, ChannelMapping) else ChannelMapping.load(source)
     return {**load_channels(mapping), "mapping": mapping, "source": mapping.file}
 
 
 
-def make_file_channel(nr: int, nt: int, mapping: str, split: str = "all") -> FileChannel:
+def make_file_channel(nr: int, nt: int, mapping: str, split: str = "all", since_frame: int | None = None) -> FileChannel:
     """The ``file`` channel by name (``channels.make_channel``): ``mapping`` is a mapping file, or
-    a CSI log folder (:mod:`neuralmimo.csilog`, split 81/9/10 % by a seeded shuffle)."""
-    return FileChannel(mapping, split)
+    a CSI log folder (:mod:`neuralmimo.csilog`, split 81/9/10 % by a seeded shuffle; with
+    ``since_frame`` only its frames from that number on)."""
+    return FileChannel(mapping, split, since_frame)

@@ -50,6 +50,12 @@ class FrameDetector:
     serves_fewer_users = False
     options: dict[str, Param] = {}
 
+    @property
+    def real_channels_only(self) -> bool:
+        """The model was trained for real-valued channels (it reads ``Re y`` only): on a complex
+        channel its output is meaningless, and the neural detector block warns once."""
+        return bool(self.hyperparameters.get("real_channel", False))
+
     def __init__(self, model: torch.nn.Module, hyperparameters: dict, system: SystemSpec, bundle: Bundle | None = None):
         self.model, self.hyperparameters, self.bundle = model, hyperparameters, bundle
         self.system = system

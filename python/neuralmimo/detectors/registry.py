@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..bundle import BundleError, ModelCodec, is_sha256, load_bundle, load_model, read_manifest
 from .base import FrameDetector, SystemSpec
-from .deepsic import JOINT_CODEC, HyperDeepSICDetector
+from .deepsic import JOINT_CODEC, ComplexHyperDeepSICDetector, HyperDeepSICDetector
 from .detnet import DetNetDetector, WeSNetDetector
 from .mmnet import HyperMIMODetector
 from .sdnet import SDNetDetector
@@ -28,6 +28,7 @@ from .sdnet.learngene import LEARNGENE_CODEC
 REGISTRY: dict[str, type[FrameDetector]] = {
     "sdnet": SDNetDetector,
     "hypernet-deepsic": HyperDeepSICDetector,
+    "hypernet-deepsic-complex": ComplexHyperDeepSICDetector,
     "hypermimo": HyperMIMODetector,
     "detnet": DetNetDetector,
     "wesnet": WeSNetDetector,

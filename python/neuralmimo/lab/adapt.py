@@ -1,11 +1,12 @@
-"""Site adaptation: fine-tune a HyperMIMO bundle on a site's recorded channel estimates and hand
-the new bundle to a running receiver (``neuralmimo adapt``).
+"""Site adaptation: fine-tune a HyperMIMO or hypernetwork-DeepSIC bundle on a site's recorded
+channel estimates and hand the new bundle to a running receiver (``neuralmimo adapt``).
 
 The CSI log (written by the *CSI Logger* block, :mod:`neuralmimo.csilog`) or any channel file
 (:mod:`neuralmimo.channels.external`) gives the site's channels; symbols and noise are drawn
 synthetically on top of them at SNRs uniform in the base model's training range, exactly as the
 HyperMIMO pipeline trains ([HM] Sec. IV-B, the paper's "re-trained in the background when the
-channel statistics change significantly"). The process lowers its own priority, stops at its
+channel statistics change significantly"); a hypernetwork-DeepSIC gets blocks of every ``K`` in
+``2..K_max`` with random pilots, as the DeepSIC pipeline trains ([MH] Sec. III-A3). The process lowers its own priority, stops at its
 time budget, and writes the bundle into ``--out`` atomically (a hidden temporary folder next to
 it renamed into place), so a *Neural MIMO Detector* watching that folder swaps it in at a frame boundary
 and never sees a half-written bundle.
@@ -21,13 +22,17 @@ from pathlib import Path
 
 import torch
 
-from ..bundle import BundleError, load_model, save_model
+from ..bundle import BundleError, load_model, read_manifest, save_model
 from ..channels.external import FileChannel
 from ..constellation import Constellation
-from ..datasets import draw_channel_batch
+from ..datasets import draw_channel_batch, draw_frames
+from ..detectors.deepsic.complex import COMPLEX_HYPERNET_CODEC
+from ..detectors.deepsic.model import HYPERNET_CODEC, ModuleSpec
+from ..detectors.deepsic.train import front_end, train_hypernetwork
 from ..detectors.mmnet.model import HYPERMIMO_CODEC
 from ..detectors.mmnet.train import train_hypermimo
-from ..drift import channel_statistics
+from ..drift import REAL_CHANNEL_TOLERANCE, channel_statistics, imaginary_fraction
+from ..snr import noise_variance
 
 
 @dataclass
@@ -41,13 +46,14 @@ class AdaptResult:
 
 def adapt_hypermimo(csi, base, out, *, steps: int = 2000, batch: int = 200, lr: tuple[float, float] = (3e-4, 3e-5),
                     budget_s: float = 0.0, seed: int = 0, name: str | None = None, nice: int = 10,
-                    progress=None) -> AdaptResult:
+                    progress=None, since_frame: int | None = None) -> AdaptResult:
     """Fine-tune the HyperMIMO bundle ``base`` on the channels of ``csi`` (a CSI log folder or a
     channel mapping file) for ``steps`` steps or until ``budget_s`` seconds (0: no budget) and
     write the result as ``out/name`` (default ``adapted-<time>``) atomically.
 
     The SNR range and CSI kind are the base bundle's; the learning rate decays from ``lr[0]`` to
     ``lr[1]`` (smaller than a training from scratch: the start is a trained model).
+    ``since_frame``: train on the CSI log's frames from this number on only.
     """
     if nice:
         try:
@@ -60,7 +66,7 @@ def adapt_hypermimo(csi, base, out, *, steps: int = 2000, batch: int = 200, lr: 
     if len(snr) != 2:
         raise BundleError(f"{base}: a HyperMIMO bundle records its training SNR range [lo, hi] in system.snr_db, "
                           f"got {snr!r}")
-    chan = FileChannel(csi, split="train")
+    chan = FileChannel(csi, split="train", since_frame=since_frame)
     if (chan.nr, chan.nt) != (system["nr"], system["nt"]):
         raise ValueError(f"{csi}: the channels are {chan.nr}x{chan.nt}, the model is for "
                          f"{system['nr']}x{system['nt']}")
@@ -87,7 +93,7 @@ def adapt_hypermimo(csi, base, out, *, steps: int = 2000, batch: int = 200, lr: 
     seconds = time.perf_counter() - t0
     model.eval()
     model.csi = csi_kind
-    system["channel"] = {"name": "file", "args": {"mapping": str(Path(csi).resolve())}}
+    system["channel"] = _log_channel(csi, since_frame)
     final = publish_bundle(lambda tmp: save_model(
         model, HYPERMIMO_CODEC, tmp, system=system,
         training={"adapted_from": {"path": str(bundle.path), "sha256": bundle.sha256},
@@ -95,6 +101,103 @@ def adapt_hypermimo(csi, base, out, *, steps: int = 2000, batch: int = 200, lr: 
                   "batch": batch, "lr": list(lr), "seconds": seconds, "history": history,
                   "channel_stats": channel_statistics(chan.h)}), out, name or time.strftime("adapted-%Y%m%d-%H%M%S"))
     return AdaptResult(final, done["steps"], seconds, int(chan.h.shape[0]), history)
+
+
+DEEPSIC_CODECS = {"hypernet-deepsic": HYPERNET_CODEC, "hypernet-deepsic-complex": COMPLEX_HYPERNET_CODEC}
+ADAPTABLE = ("hypermimo", *DEEPSIC_CODECS)
+
+
+def adapt_bundle(csi, base, out, **options) -> AdaptResult:
+    """:func:`adapt_hypermimo` or :func:`adapt_deepsic`, by the base bundle's architecture."""
+    _, manifest = read_manifest(base)
+    arch = manifest["architecture"]["name"]
+    if arch == "hypermimo":
+        return adapt_hypermimo(csi, base, out, **options)
+    if arch in DEEPSIC_CODECS:
+        return adapt_deepsic(csi, base, out, **options)
+    raise BundleError(f"{base}: a {arch} bundle cannot be adapted; adapt takes {', '.join(ADAPTABLE)}")
+
+
+def adapt_deepsic(csi, base, out, *, steps: int = 2000, batch: int = 32, lr: float = 3e-4, budget_s: float = 0.0,
+                  seed: int = 0, name: str | None = None, nice: int = 10, progress=None,
+                  block_length: int = 232, since_frame: int | None = None) -> AdaptResult:
+    """Fine-tune the hypernetwork-DeepSIC bundle ``base`` (either architecture) on the channels of
+    ``csi`` for ``steps`` mini-batches of ``batch`` blocks or until ``budget_s`` seconds, and write
+    the result as ``out/name`` atomically.
+
+    Training blocks: ``block_length`` symbols with the bundle's ``n_pilots`` random pilots, every
+    ``K`` in ``2..K_max`` equally often, channels drawn from the log, SNR uniform in the bundle's
+    training range in its SNR convention. A model of the paper's real receiver refuses a log of
+    complex channels (it reads ``Re y`` only).
+    """
+    if nice:
+        try:
+            os.nice(int(nice))
+        except OSError:
+            pass
+    _, manifest = read_manifest(base)
+    codec = DEEPSIC_CODECS.get(manifest["architecture"]["name"])
+    if codec is None:
+        raise BundleError(f"{base}: not a hypernetwork-DeepSIC bundle")
+    model, bundle = load_model(base, codec)
+    system = dict(bundle.system)
+    snr, convention = system.get("snr_db") or [], system.get("snr_convention") or "deepsic"
+    if len(snr) != 2:
+        raise BundleError(f"{base}: the bundle records no training SNR range [lo, hi] in system.snr_db ({snr!r})")
+    chan = FileChannel(csi, split="train", since_frame=since_frame)
+    k_max, n_pilots = int(system["nt"]), int(system.get("n_pilots") or 32)
+    if (chan.nr, chan.nt) != (system["nr"], k_max):
+        raise ValueError(f"{csi}: the channels are {chan.nr}x{chan.nt}, the model is for {system['nr']}x{k_max}")
+    real = bool(bundle.hyperparameters.get("real_channel", False))
+    if real and imaginary_fraction(chan.h) > REAL_CHANNEL_TOLERANCE:
+        raise ValueError(f"{csi}: the logged channels are complex and {base} reads Re y only (the paper's real "
+                         "receiver): adapt a hypernet-deepsic-complex model")
+    if block_length <= n_pilots:
+        raise ValueError(f"block_length {block_length} must exceed the {n_pilots} pilots")
+    g = torch.Generator().manual_seed(seed)
+    k_values = list(range(2, k_max + 1))
+    per_k = max(1, -(-steps * batch // len(k_values)))  # enough blocks for `steps` mini-batches in one epoch
+    ks = torch.tensor([k for k in k_values for _ in range(min(per_k, 500))])  # memory: ~80 MB at 12x8
+    snr_db = snr[0] + (snr[1] - snr[0]) * torch.rand(len(ks), generator=g, dtype=torch.float64)
+    p_ref = noise_variance(0.0, convention, channel_energy=1.0, nr=1, nt=1)
+    blocks = draw_frames(chan.sample(len(ks), g), Constellation(system["modulation"]), n_pilots,
+                         block_length - n_pilots, (p_ref / 10 ** (snr_db / 10)).float(), g, pilots="random", n_users=ks)
+    fe = front_end(blocks, ModuleSpec(int(system["nr"]), system["modulation"], real))
+    deadline = time.monotonic() + budget_s if budget_s > 0 else None
+    done = {"steps": 0}
+
+    def tick():
+        if (deadline is not None and time.monotonic() > deadline) or done["steps"] >= steps:
+            raise _OutOfTime
+        done["steps"] += 1
+
+    t0 = time.perf_counter()
+    model.train()
+    try:
+        history = train_hypernetwork(model, fe, blocks, epochs=max(1, -(-steps * batch // len(ks))), lr=lr,
+                                     batch_blocks=batch, symbols_per_block=block_length, seed=seed, progress=progress,
+                                     before_batch=tick)
+    except _OutOfTime:
+        history = [{"stopped": "time budget" if done["steps"] < steps else "steps", "steps": done["steps"]}]
+    seconds = time.perf_counter() - t0
+    model.eval()
+    system["channel"] = _log_channel(csi, since_frame)
+    final = publish_bundle(lambda tmp: save_model(
+        model, codec, tmp, system=system,
+        training={"adapted_from": {"path": str(bundle.path), "sha256": bundle.sha256},
+                  "csi": str(Path(csi).resolve()), "channels": int(chan.h.shape[0]), "steps": done["steps"],
+                  "batch_blocks": batch, "block_length": block_length, "lr": lr, "seconds": seconds,
+                  "history": history, "channel_stats": channel_statistics(chan.h)}),
+        out, name or time.strftime("adapted-%Y%m%d-%H%M%S"))
+    return AdaptResult(final, done["steps"], seconds, int(chan.h.shape[0]), history)
+
+
+def _log_channel(csi, since_frame: int | None) -> dict:
+    """The ``file`` channel spec of the recorded channels a bundle was adapted on."""
+    args = {"mapping": str(Path(csi).resolve())}
+    if since_frame is not None:
+        args["since_frame"] = int(since_frame)
+    return {"name": "file", "args": args}
 
 
 def publish_bundle(write, watch, name: str) -> Path:

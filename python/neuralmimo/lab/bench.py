@@ -357,8 +357,41 @@ def bench_neural(frames: int = 8, frame_data: int = 1024, repeats: int = 3, thre
     rows.append({"model": f"hypernet-DeepSIC N={n_rx} Kmax={k_max} K={k} BPSK", "reference": "-", "vectors": n,
                  "ref_vps": None, "vps": n / t_hyper, "ratio": None, "flops_ref": None, "flops": flops,
                  "gflops_ref": None, "gflops": flops * n / t_hyper / 1e9, "max_abs_diff": None})
+    rows.append(_bench_complex_deepsic(frames, frame_data, repeats, g))
     rows.append(_bench_hypermimo(frames, frame_data, repeats, g))
     return rows
+
+
+def _bench_complex_deepsic(frames: int, frame_data: int, repeats: int, g: torch.Generator, nr: int = 12,
+                           k: int = 8) -> dict:
+    """The complex-baseband hypernetwork-DeepSIC (random weights, Q = 3) against joint DeepSIC's
+    fixed complex-input modules (``[Re y; Im y]``, Q = 3) on the same QPSK frames: the issue's
+    runtime budget is 2x joint DeepSIC."""
+    from ..detectors.deepsic import ComplexHyperDeepSICDetector, PhaseInvariantHypernetwork, SoftICModuleSpec
+    from ..detectors.deepsic.model import deepsic_detect, init_modules, noise_std_per_dim, rx_features
+
+    const = Constellation("qpsk")
+    torch.manual_seed(5)
+    det = ComplexHyperDeepSICDetector.from_model(PhaseInvariantHypernetwork(SoftICModuleSpec(nr, "qpsk"), k).eval())
+    h = torch.randn(frames, nr, k, dtype=torch.complex64, generator=g)
+    y = h @ const.symbols(const.random_indices((frames, k, frame_data), g)) + complex_noise((frames, nr, frame_data), 0.1, g)
+    nv = torch.full((frames,), 0.1)
+    spec = ModuleSpec(nr, "qpsk", False)
+    theta = init_modules(k, spec, g)
+
+    def joint():
+        feats = rx_features(y, spec, noise_std_per_dim(nv))
+        return deepsic_detect(theta.expand(frames, -1, -1), feats, spec, 3)
+
+    t_model = _best_time(lambda: det.detect(y, h, nv), repeats)
+    t_joint = _best_time(joint, repeats)
+    n = frames * frame_data
+    joint_flops = 2 * 3 * k * (spec.n_inputs(k) * spec.hidden + spec.hidden * spec.num_classes)
+    flops = det.flops_per_vector(frame_data, k)
+    return {"model": f"hypernet-DeepSIC complex N={nr} K={k} QPSK", "reference": "joint DeepSIC",
+            "vectors": n, "ref_vps": n / t_joint, "vps": n / t_model, "ratio": t_joint / t_model,
+            "flops_ref": joint_flops, "flops": flops, "gflops_ref": joint_flops * n / t_joint / 1e9,
+            "gflops": flops * n / t_model / 1e9, "max_abs_diff": None}
 
 
 def _bench_hypermimo(frames: int, frame_data: int, repeats: int, g: torch.Generator, nr: int = 12, nu: int = 6) -> dict:

@@ -531,15 +531,22 @@ def cmd_replay(a) -> int:
 
 
 def _add_adapt(sub):
-    p = sub.add_parser("adapt", help="fine-tune a HyperMIMO bundle on a site's recorded channels (a CSI Logger folder or "
+    p = sub.add_parser("adapt", help="fine-tune a HyperMIMO or hypernetwork-DeepSIC bundle on a site's recorded channels "
+                       "(a CSI Logger folder or "
                        "a channel mapping file) in the background and write the new bundle atomically into a folder "
                        "a Neural MIMO Detector watches")
     p.add_argument("--csi", type=Path, required=True, help="CSI log folder (CSI Logger block) or channel mapping file")
-    p.add_argument("--base", type=Path, required=True, help="the HyperMIMO bundle to start from")
+    p.add_argument("--base", type=Path, required=True, help="the bundle to start from (hypermimo, hypernet-deepsic or "
+                   "hypernet-deepsic-complex)")
     p.add_argument("--out", type=Path, required=True, help="folder for the new bundle (the detector's watch_dir)")
     p.add_argument("--name", help="the new bundle's folder name (default adapted-<time>)")
     p.add_argument("--steps", type=positive_int, default=2000, help="training steps (default 2000)")
-    p.add_argument("--batch", type=positive_int, default=200, help="channels per step (default 200)")
+    p.add_argument("--batch", type=positive_int, help="channels (HyperMIMO, default 200) or blocks (DeepSIC, default "
+                   "32) per step")
+    p.add_argument("--since-frame", type=non_negative_int, help="train on the CSI log's frames from this frame number "
+                   "on only (what the receiver saw after its users moved)")
+    p.add_argument("--lr", type=positive_number, help="learning rate (HyperMIMO: decays from it to a tenth, default "
+                   "3e-4; DeepSIC: constant, default 3e-4)")
     p.add_argument("--budget-s", type=non_negative_float, default=0.0, help="stop after this many seconds (0: none)")
     p.add_argument("--nice", type=non_negative_int, default=10, help="lower this process's priority by N (default 10)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
@@ -550,26 +557,92 @@ def _add_adapt(sub):
 def cmd_adapt(a) -> int:
     import torch
 
-    from .adapt import adapt_hypermimo
+    from .adapt import adapt_bundle
 
     torch.set_num_threads(a.threads)
-    r = adapt_hypermimo(a.csi, a.base, a.out, steps=a.steps, batch=a.batch, budget_s=a.budget_s, seed=a.seed,
-                        name=a.name, nice=a.nice)
+    extra = {} if a.batch is None else {"batch": a.batch}
+    if a.since_frame is not None:
+        extra["since_frame"] = a.since_frame
+    if a.lr is not None:
+        from ..bundle import read_manifest
+
+        hypermimo = read_manifest(a.base)[1]["architecture"]["name"] == "hypermimo"
+        extra["lr"] = (a.lr, a.lr / 10) if hypermimo else a.lr
+    r = adapt_bundle(a.csi, a.base, a.out, steps=a.steps, budget_s=a.budget_s, seed=a.seed, name=a.name,
+                     nice=a.nice, **extra)
     print(f"{r.bundle}: {r.steps} steps on {r.frames} recorded channels in {r.seconds:.1f} s")
     return 0
 
 
+def _add_adapt_demo(sub):
+    p = sub.add_parser("adapt-demo", help="a loopback whose users move: drift, background re-training, hot swap and "
+                       "SER recovery in one running flowgraph (rx environment)")
+    p.add_argument("--model", type=Path, default=Path("models/hypermimo-ls12x6-drop0"),
+                   help="the bundle trained for the old positions (default models/hypermimo-ls12x6-drop0)")
+    p.add_argument("--out", type=Path, default=Path("out/adapt-demo"), help="run folder (default out/adapt-demo)")
+    p.add_argument("--old-channel", default="{name: local-scattering, args: {seed: 0}}",
+                   help="the channel before the move (default local-scattering drop 0)")
+    p.add_argument("--new-channel", default="{name: local-scattering, args: {seed: 5}}",
+                   help="the channel after the move (default local-scattering drop 5)")
+    p.add_argument("--snr-db", type=finite_float, default=8.0, help="SNR, hypermimo convention (default 8)")
+    p.add_argument("--frame-rate", type=positive_number, default=150.0, help="frames per second (default 150)")
+    p.add_argument("--move-frame", type=positive_int, default=1500, help="the users move at this frame (default 1500)")
+    p.add_argument("--min-frames", type=positive_int, default=1500,
+                   help="frames logged after the drift before re-training (default 1500)")
+    p.add_argument("--post-frames", type=positive_int, default=2000, help="frames after the swap (default 2000)")
+    p.add_argument("--budget-s", type=positive_number, default=150.0, help="re-training time budget (default 150 s)")
+    p.add_argument("--steps", type=positive_int, default=10000, help="re-training steps at most (default 10000)")
+    p.add_argument("--lr", type=positive_number, help="re-training learning rate (adapt's default otherwise)")
+    p.add_argument("--reference", type=Path, help="a bundle trained offline on the new positions: compare the adapted "
+                   "model with it on the new positions (SNR at SER 1e-3)")
+    p.add_argument("--compare-snr", type=parse_snr_range, default="2:2:12",
+                   help="SNR points of that comparison (default 2:2:12)")
+    p.add_argument("--compare-frames", type=positive_int, default=3000, help="frames per comparison point (default 3000)")
+    p.add_argument("--no-progress", action="store_true", help="quiet")
+    p.set_defaults(func=cmd_adapt_demo)
+
+
+def cmd_adapt_demo(a) -> int:
+    from ..channels import ChannelSpec
+
+    demo = _gr("adapt_demo")
+    s = demo.AdaptDemoSettings(model=a.model, out=a.out, old_channel=ChannelSpec.parse(a.old_channel).to_dict(),
+                               new_channel=ChannelSpec.parse(a.new_channel).to_dict(), snr_db=a.snr_db,
+                               frame_rate=a.frame_rate, move_frame=a.move_frame, min_frames=a.min_frames,
+                               post_frames=a.post_frames, budget_s=a.budget_s, steps=a.steps, lr=a.lr)
+    res = demo.run_adapt_demo(s, progress=not a.no_progress)
+    print(demo.format_adapt_demo(res))
+    if res["swap_bundle"] is not None:
+        bundles = {"old model": a.model, "adapted": res["swap_bundle"]}
+        if a.reference is not None:
+            bundles["offline (new)"] = a.reference
+        c = demo.compare_on_channel(bundles, s.new_channel, s, a.compare_snr, a.compare_frames)
+        print(demo.format_comparison(c))
+        res_json = json.loads((a.out / "results.json").read_text())
+        res_json["comparison"] = c
+        if a.reference is not None:
+            gap = c["snr_at_target"]["adapted"] - c["snr_at_target"]["offline (new)"]
+            res_json["adapted_minus_offline_db_at_1e-3"] = gap
+            print(f"adapted vs offline on the new positions at SER 1e-3: {gap:+.2f} dB")
+        _write_json(a.out / "results.json", res_json)
+    print(f"plot: {a.out / 'adapt_demo.png'}; results: {a.out / 'results.json'}")
+    return 0 if res["swap_bundle"] is not None and res["lost_vectors"] == 0 else 1
+
+
 def _add_loopback_neural(sub):
-    p = sub.add_parser("loopback-neural", help="the neural loopbacks (hypernetwork-DeepSIC, SDNet on a static site and "
-                       "on UMi, HyperMIMO next to ZF/MMSE) with the lab evaluation of the same models (rx environment)")
+    p = sub.add_parser("loopback-neural", help="the neural loopbacks (hypernetwork-DeepSIC on a real and on a complex "
+                       "channel, SDNet on a static site and on UMi, HyperMIMO next to ZF/MMSE) with the lab evaluation of the same models (rx environment)")
     p.add_argument("--examples", type=Path, default=Path("examples"), help="folder with loopback_neural.grc, "
-                   "loopback_sdnet_site.grc, loopback_sdnet.grc and loopback_hypermimo.grc (default examples)")
+                   "loopback_deepsic_complex.grc, loopback_sdnet_site.grc, loopback_sdnet.grc and loopback_hypermimo.grc "
+                   "(default examples)")
     p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped bundles (default models)")
     p.add_argument("--sed-frames", type=positive_int, default=100, help="frames (blocks) of the DeepSIC loopback (default 100)")
     p.add_argument("--umi-frames", type=positive_int, default=1000, help="frames (one channel each) of each SDNet loopback "
                    "(default 1000)")
     p.add_argument("--hypermimo-frames", type=positive_int, default=400,
                    help="frames of the HyperMIMO loopback (default 400)")
+    p.add_argument("--complex-frames", type=positive_int, default=400,
+                   help="frames of the complex hypernetwork-DeepSIC loopback (default 400)")
     p.add_argument("--out", type=Path, default=Path("out/loopback-neural"), help="folder for generated code and JSON")
     p.add_argument("--no-progress", action="store_true", help="quiet")
     p.set_defaults(func=cmd_loopback_neural)
@@ -579,7 +652,7 @@ def cmd_loopback_neural(a) -> int:
     loopback = _gr("loopback")
     a.out.mkdir(parents=True, exist_ok=True)
     records = loopback.neural_loopback_demo(a.examples, a.models, a.out, a.sed_frames, a.umi_frames,
-                                            a.hypermimo_frames, progress=not a.no_progress)
+                                            a.hypermimo_frames, a.complex_frames, progress=not a.no_progress)
     print(loopback.format_neural_demo(records))
     _write_json(a.out / "loopback_neural.json", records)
     return 0
@@ -739,6 +812,12 @@ def _add_bundle(sub):
                      "(weights untouched)")
     q.add_argument("path", type=Path, help="bundle folder")
     q.set_defaults(func=cmd_bundle_upgrade)
+    q = s.add_parser("stats", help="write the training channel statistics (the drift monitor's reference) into a "
+                     "bundle's manifest, from the channel its system section records (weights untouched)")
+    q.add_argument("path", type=Path, help="bundle folder")
+    q.add_argument("--frames", type=positive_int, default=2000, help="channels drawn (default 2000)")
+    q.add_argument("--force", action="store_true", help="replace statistics the bundle already has")
+    q.set_defaults(func=cmd_bundle_stats)
 
 
 def cmd_bundle_inspect(a) -> int:
@@ -792,6 +871,27 @@ def cmd_bundle_upgrade(a) -> int:
     return 0
 
 
+def cmd_bundle_stats(a) -> int:
+    from ..bundle import MANIFEST, load_bundle, read_manifest
+    from ..channels import make_channel
+    from ..detectors.registry import codec_of
+    from ..drift import model_statistics
+
+    directory, manifest = read_manifest(a.path)
+    load_bundle(directory, codec_of(manifest["architecture"]["name"]))  # a valid bundle first
+    system, training = manifest["system"], manifest.setdefault("training", {})
+    if training.get("channel_stats") is not None and not a.force:
+        raise ValueError(f"{directory} already records channel statistics (--force replaces them)")
+    if not system.get("channel"):
+        raise ValueError(f"{directory}: the manifest records no training channel (system.channel)")
+    channel = make_channel(system["channel"], system["nr"], system["nt"])
+    training["channel_stats"] = model_statistics(channel, a.frames)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    print(f"{directory}: channel statistics of {a.frames} channels of {system['channel']['name']} written "
+          "(weights unchanged)")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="neuralmimo", description="gr-neuralmimo lab tools: simulate, train, evaluate, "
@@ -804,6 +904,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loopback(sub)
     _add_loopback_neural(sub)
     _add_adapt(sub)
+    _add_adapt_demo(sub)
     _add_replay(sub)
     _add_ota_report(sub)
     _add_companion(sub)

@@ -43,19 +43,27 @@ from ..channels import ChannelSpec, beamformed_gains, make_channel, user_counts
 from ..constellation import Constellation
 from ..datasets import Frames, draw_frames
 from ..detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect
+from ..detectors.deepsic.complex import COMPLEX_HYPERNET_CODEC, PhaseInvariantHypernetwork, SoftICModuleSpec
 from ..detectors.deepsic.model import (HYPERNET_CODEC, JOINT_CODEC, JointModules, ModularHypernetwork, ModuleSpec,
                                        deepsic_detect, init_modules, resize_modules)
 from ..detectors.deepsic.train import front_end, train_hypernetwork, train_joint, train_online
 from ..drift import model_statistics
+from ..metrics import snr_at
 from ..snr import noise_variance
 from .figures import plt, save_figure
 from .runs import load_yaml, read_json, run_steps, section, write_json
 
 METHODS = ("joint", "online", "hypernetwork", "mmse", "ml")
+HYPERNET_CODECS = {"hypernet-deepsic": HYPERNET_CODEC, "hypernet-deepsic-complex": COMPLEX_HYPERNET_CODEC}
+SNR_CONVENTIONS = ("deepsic", "hypermimo")
+
+
+ARCHITECTURES = ("hypernet-deepsic", "hypernet-deepsic-complex")
 
 
 @dataclass
 class ReceiverConfig:
+    architecture: str = "hypernet-deepsic"  # or hypernet-deepsic-complex (complex baseband, docs/deepsic/complex.md)
     n_rx: int = 12
     k_max: int = 12
     modulation: str = "bpsk"
@@ -65,8 +73,16 @@ class ReceiverConfig:
     real_channel: bool | None = None  # default: BPSK (the paper's receiver on real channels)
 
     def spec(self) -> ModuleSpec:
+        """The modules of joint and online DeepSIC (and of the paper's hypernetwork)."""
         real = self.real_channel if self.real_channel is not None else self.modulation == "bpsk"
         return ModuleSpec(self.n_rx, self.modulation, real, self.module_hidden)
+
+    def hypernetwork(self) -> ModularHypernetwork | PhaseInvariantHypernetwork:
+        """A fresh hypernetwork of the configured architecture."""
+        if self.architecture == "hypernet-deepsic-complex":
+            return PhaseInvariantHypernetwork(SoftICModuleSpec(self.n_rx, self.modulation, hidden=self.module_hidden),
+                                              self.k_max, tuple(self.hyper_hidden), self.iterations)
+        return ModularHypernetwork(self.spec(), self.k_max, tuple(self.hyper_hidden), self.iterations)
 
 
 @dataclass
@@ -127,19 +143,29 @@ class DeepSICConfig:
     scenarios: list = field(default_factory=list)
     threads: int = 2
     device: str = "cpu"   # cpu, cuda or cuda:N (docs/training.md); --device overrides
+    # deepsic: the paper's (noise 10^(-SNR/10) per real dimension); hypermimo: per-user SNR,
+    # noise 10^(-SNR/10) per complex dimension, the same for every K (users join and leave)
+    snr_convention: str = "deepsic"
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeepSICConfig":
         d = dict(d)
-        known = {"name", "receiver", "training", "online", "scenarios", "threads", "device"}
+        known = {"name", "receiver", "training", "online", "scenarios", "threads", "device", "snr_convention"}
         if set(d) - known:
             raise ValueError(f"unknown keys {sorted(set(d) - known)} in DeepSIC config")
         cfg = cls(name=d.get("name", "deepsic"), threads=int(d.get("threads", 2)),
                   device=training.device_name(d.get("device", "cpu")),
+                  snr_convention=str(d.get("snr_convention", "deepsic")),
                   receiver=section(ReceiverConfig, d.get("receiver"), "receiver"),
                   training=section(TrainingConfig, d.get("training"), "training"),
                   online=section(OnlineConfig, d.get("online"), "online"),
                   scenarios=[section(ScenarioConfig, s, f"scenario {i}") for i, s in enumerate(d.get("scenarios") or [])])
+        if cfg.receiver.architecture not in ARCHITECTURES:
+            raise ValueError(f"receiver.architecture must be one of {ARCHITECTURES}, got {cfg.receiver.architecture!r}")
+        if cfg.snr_convention not in SNR_CONVENTIONS:
+            raise ValueError(f"snr_convention must be one of {SNR_CONVENTIONS}, got {cfg.snr_convention!r}")
+        if cfg.receiver.architecture == "hypernet-deepsic-complex" and cfg.spec.real_channel:
+            raise ValueError("the complex-baseband hypernetwork needs a complex receiver (real_channel false)")
         train_channel = ChannelSpec.parse(cfg.training.channel)
         make_channel(train_channel, cfg.receiver.n_rx, cfg.receiver.k_max)  # refuses bad names and arguments early
         for s in cfg.scenarios:
@@ -168,16 +194,14 @@ class DeepSICConfig:
     def constellation(self) -> Constellation:
         return Constellation(self.receiver.modulation)
 
+    def noise_var(self, snr_db) -> torch.Tensor:
+        """Complex noise variance per antenna for SNRs in the config's convention (float32 tensor)."""
+        snr = torch.as_tensor(snr_db, dtype=torch.float64)
+        p_ref = noise_variance(0.0, self.snr_convention, channel_energy=1.0, nr=1, nt=1)  # neither depends on H
+        return (p_ref / 10.0 ** (snr / 10.0)).float()
+
 
 # ----------------------------------------------------------------------------------------- data
-def deepsic_noise_var(snr_db) -> torch.Tensor:
-    """Complex noise variance per antenna for SNRs in the ``deepsic`` convention (float32 tensor)."""
-    snr = torch.as_tensor(snr_db, dtype=torch.float64)
-    # the deepsic reference power does not depend on the channel
-    p_ref = noise_variance(0.0, "deepsic", channel_energy=1.0, nr=1, nt=1)
-    return (p_ref / 10.0 ** (snr / 10.0)).float()
-
-
 def receiver_channel(model, spec: ModuleSpec):
     """``h -> h`` as the paper's receiver sees it: a real receiver on a complex model gets
     :func:`~neuralmimo.channels.beamformed_gains`, otherwise the channel is used as it is."""
@@ -200,7 +224,7 @@ def training_blocks(cfg: DeepSICConfig) -> Frames:
     snr = lo + (hi - lo) * torch.rand(len(ks), generator=g, dtype=torch.float64)
     model = make_channel(ChannelSpec.parse(tr.channel).with_defaults(seed=tr.seed), cfg.receiver.n_rx, km)
     h = receiver_channel(model, cfg.spec)(model.sample(len(ks), g))
-    return draw_frames(h, cfg.constellation, tr.n_pilots, tr.block_length - tr.n_pilots, deepsic_noise_var(snr), g,
+    return draw_frames(h, cfg.constellation, tr.n_pilots, tr.block_length - tr.n_pilots, cfg.noise_var(snr), g,
                        pilots="random", n_users=ks)
 
 
@@ -223,7 +247,7 @@ class Transmission:
 # ------------------------------------------------------------------------------------ training
 def _system(cfg: DeepSICConfig) -> dict:
     return {"nr": cfg.receiver.n_rx, "nt": cfg.receiver.k_max, "modulation": cfg.receiver.modulation,
-            "n_pilots": cfg.training.n_pilots, "snr_convention": "deepsic", "snr_db": cfg.training.snr_db,
+            "n_pilots": cfg.training.n_pilots, "snr_convention": cfg.snr_convention, "snr_db": cfg.training.snr_db,
             "channel": ChannelSpec.parse(cfg.training.channel).to_dict()}
 
 
@@ -235,7 +259,7 @@ def step_train(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
     fe = front_end(blocks, spec)
     t_data = time.perf_counter() - t0
     torch.manual_seed(tr.seed)
-    hyper = ModularHypernetwork(spec, cfg.receiver.k_max, tuple(cfg.receiver.hyper_hidden), cfg.receiver.iterations)
+    hyper = cfg.receiver.hypernetwork()
     bar = tqdm if progress else None
     t0 = time.perf_counter()
     with training.checkpoint_stage("train/hypernetwork"):  # data-parallel under torchrun
@@ -255,7 +279,7 @@ def step_train(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
                   "symbols": int(blocks.labels.shape[0] * blocks.labels.shape[-1])}
     train_channel = make_channel(ChannelSpec.parse(tr.channel).with_defaults(seed=tr.seed), cfg.receiver.n_rx,
                                  cfg.receiver.k_max)
-    save_model(hyper, HYPERNET_CODEC, run / "train" / "hypernetwork", system=_system(cfg),
+    save_model(hyper, HYPERNET_CODECS[cfg.receiver.architecture], run / "train" / "hypernetwork", system=_system(cfg),
                training={**provenance, "history": h_hist,
                          "channel_stats": model_statistics(train_channel)})  # for the block's drift monitor
     modules = JointModules(spec, list(joint), cfg.receiver.iterations)
@@ -273,20 +297,16 @@ def step_train(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
 # ---------------------------------------------------------------------------------- evaluation
 @dataclass
 class Receivers:
-    hyper: ModularHypernetwork
+    hyper: ModularHypernetwork | PhaseInvariantHypernetwork
     joint: dict[int, torch.Tensor]
-
-    @property
-    def spec(self) -> ModuleSpec:
-        return self.hyper.spec
 
     @property
     def iterations(self) -> int:
         return self.hyper.iterations
 
 
-def load_receivers(run: Path) -> Receivers:
-    hyper, _ = load_model(run / "train" / "hypernetwork", HYPERNET_CODEC)
+def load_receivers(cfg: DeepSICConfig, run: Path) -> Receivers:
+    hyper, _ = load_model(run / "train" / "hypernetwork", HYPERNET_CODECS[cfg.receiver.architecture])
     joint, _ = load_model(run / "train" / "joint", JOINT_CODEC)
     return Receivers(hyper, joint.thetas())
 
@@ -305,8 +325,8 @@ def run_transmission(cfg: DeepSICConfig, sc: ScenarioConfig, rx: Receivers, snr_
     const = cfg.constellation
     tx = Transmission(cfg, sc)
     g = torch.Generator().manual_seed(sc.seed * 7919 + int(round(snr_db * 100)) + 13 * n_pilots)
-    nv = float(deepsic_noise_var(snr_db))
-    spec, q = rx.spec, rx.iterations
+    nv = float(cfg.noise_var(snr_db))
+    spec, q = cfg.spec, rx.iterations  # joint and online DeepSIC's modules
     ser = {m: [] for m in methods}
     seconds = {m: 0.0 for m in methods}
     online_theta = None
@@ -324,9 +344,8 @@ def run_transmission(cfg: DeepSICConfig, sc: ScenarioConfig, rx: Receivers, snr_
         feats_info = fe.feats[0, n_pilots:]
         if "hypernetwork" in methods:
             t0 = time.perf_counter()
-            with torch.no_grad():
-                theta = rx.hyper.generate(fe.h_cols[0, :k])
-            det = deepsic_detect(theta, feats_info, spec, q)
+            h_in, v_in = rx.hyper.inputs(fe)
+            det = rx.hyper.detect(h_in[0, :k], fe.noise_var[0], v_in[0, n_pilots:])
             seconds["hypernetwork"] += time.perf_counter() - t0 + t_front
             ser["hypernetwork"].append(_ser(det, labels))
         if "joint" in methods:
@@ -371,7 +390,7 @@ def _nanmean(v: list[float]) -> float | None:
 
 
 def step_evaluate(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
-    rx = load_receivers(run)
+    rx = load_receivers(cfg, run)
     results = {}
     for sc in cfg.scenarios:
         out_dir = run / "scenarios" / sc.name
@@ -406,9 +425,10 @@ def complexity(cfg: DeepSICConfig, n_users: int, n_pilots: int, n_info: int) -> 
     the pilots, each a forward and a backward pass (about 3 forward passes: ``alpha_T = 3 Q steps``).
     The hypernetwork runs once per user (``|phi|`` MACs) and LS costs ``(N + K) K B_pilot`` MACs.
     """
-    spec, q, steps = cfg.spec, cfg.receiver.iterations, cfg.online.steps
-    theta = spec.n_params(n_users)
-    phi = ModularHypernetwork(spec, cfg.receiver.k_max, tuple(cfg.receiver.hyper_hidden)).n_hyper_params()
+    q, steps = cfg.receiver.iterations, cfg.online.steps
+    hyper = cfg.receiver.hypernetwork()
+    theta = hyper.spec.n_params(n_users)
+    phi = hyper.n_hyper_params()
     a_i, a_t = q, 3 * q * steps
     ls = (cfg.receiver.n_rx + n_users) * n_users * n_pilots
     c_online = (a_t * n_pilots + a_i * n_info) * theta * n_users
@@ -479,6 +499,27 @@ def plot_sweep(r: dict, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
+SER_TARGET = 1e-2
+
+
+def snr_crossings(results: dict) -> dict:
+    """For every SNR sweep: the SNR (dB) at which each method's mean SER crosses
+    :data:`SER_TARGET` (``nan`` when it does not) and the hypernetwork's gain over MMSE."""
+    out = {}
+    for name, r in results.items():
+        if r.get("sweep") != "snr_db":
+            continue
+        c = {}
+        for m in METHODS:
+            pts = [(v, p["mean_ser"].get(m)) for v, p in zip(r["values"], r["points"])]
+            pts = [(v, s) for v, s in pts if s is not None]
+            c[m] = snr_at(SER_TARGET, [v for v, _ in pts], [s for _, s in pts]) if len(pts) > 1 else float("nan")
+        gain = c["mmse"] - c["hypernetwork"]
+        c["gain_over_mmse_db"] = None if math.isnan(gain) else gain
+        out[name] = c
+    return out
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3e}"
 
@@ -506,16 +547,30 @@ def step_report(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
                          + " | ".join(_fmt(p["mean_ser"].get(m)) for m in METHODS) + " |")
         if "points" not in r:
             runtime_rows.append((name, r))
-    lines += ["", "ML is evaluated on the same blocks where 2^K <= 65536 candidates "
-              "(otherwise n/a); MMSE and ML use the LS estimate and the pilot-residual noise variance.", ""]
+    lines += ["", f"ML is evaluated on the same blocks where |S|^K <= {ML_MAX_CANDIDATES} candidates "
+              "(otherwise n/a); MMSE and ML use the LS estimate and the pilot-residual noise variance. "
+              f"SNRs in the `{cfg.snr_convention}` convention.", ""]
+    crossings = snr_crossings(results)
+    if crossings:
+        lines += [f"## SNR needed for SER {SER_TARGET:g} (log-interpolated between sweep points)", "",
+                  "| scenario | " + " | ".join(LABEL[m] for m in METHODS) + " | hypernetwork gain over MMSE |",
+                  "|---|" + "---|" * (len(METHODS) + 1)]
+        for name, c in crossings.items():
+            gain = c.get("gain_over_mmse_db")
+            lines.append(f"| {name} | " + " | ".join("not reached" if math.isnan(c[m]) else f"{c[m]:.2f} dB"
+                                                      for m in METHODS)
+                         + f" | {'n/a' if gain is None else f'{gain:.2f} dB'} |")
+        lines += ["", "Not reached: the method's SER does not cross the target inside the sweep.", ""]
     if runtime_rows:
         lines += ["## Runtime over the transmission (Table I), measured in this run", "",
-                  "| scenario | blocks | joint [s] | online [s] | hypernetwork [s] | MMSE [s] | online / hypernetwork |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| scenario | blocks | joint [s] | online [s] | hypernetwork [s] | MMSE [s] | online / hypernetwork "
+                  "| hypernetwork / joint |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, r in runtime_rows:
             s = r["seconds"]
             lines.append(f"| {name} | {len(r['n_users'])} | {s['joint']:.2f} | {s['online']:.2f} | "
-                         f"{s['hypernetwork']:.2f} | {s['mmse']:.2f} | {s['online'] / max(s['hypernetwork'], 1e-9):.0f}x |")
+                         f"{s['hypernetwork']:.2f} | {s['mmse']:.2f} | {s['online'] / max(s['hypernetwork'], 1e-9):.0f}x "
+                         f"| {s['hypernetwork'] / max(s['joint'], 1e-9):.2f}x |")
         lines += ["", f"Single process, {cfg.threads} torch threads, CPU; each time includes the LS front end "
                   "(online: training on the pilots + detection; hypernetwork: weight generation + detection).", ""]
     lines += ["## Complexity (Proposition 1 / Corollary 1) from the parameter counts", "",
@@ -534,7 +589,8 @@ def step_report(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
     summary = {"scenarios": {n: ({"mean_ser": r["mean_ser"], "seconds": r["seconds"]} if "points" not in r else
                                  {"sweep": r["sweep"], "values": r["values"],
                                   "mean_ser": [p["mean_ser"] for p in r["points"]]}) for n, r in results.items()},
-               "complexity": comp, "train_seconds": train["seconds"]}
+               "complexity": comp, "train_seconds": train["seconds"], "snr_at_ser_target": crossings,
+               "ser_target": SER_TARGET}
     write_json(run / "results.json", summary)
     return summary
 

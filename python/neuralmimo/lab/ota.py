@@ -20,6 +20,7 @@ from neuralmimo.constellation import Constellation
 from neuralmimo.detectors.classical import linear_detect
 from neuralmimo.estimation import LSChannelEstimator
 from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.metrics import snr_at
 from neuralmimo.framesync import FrameSynchronizer
 from neuralmimo.preamble import Preamble, cfo_crb
 from neuralmimo.pulse import INTERP_HALF, matched_filter, rrc_taps, shape
@@ -201,17 +202,6 @@ def run_link(s: LinkSettings, snr_db: float, frames: int, seed: int = 0) -> Link
     res.genie_errors = int((const.hard_decision(xg) != idx).sum())
     res.genie_symbols = int(idx.numel())
     return res
-
-
-def snr_at(ser_target: float, snrs, sers) -> float:
-    """SNR (dB) where a measured SER curve crosses ``ser_target``, by linear interpolation of
-    ``log10(SER)`` between the two points around it (``nan`` if it does not cross)."""
-    snrs, sers = np.asarray(snrs, float), np.log10(np.maximum(np.asarray(sers, float), 1e-12))
-    t = np.log10(ser_target)
-    for i in range(len(snrs) - 1):
-        if (sers[i] - t) * (sers[i + 1] - t) <= 0 and sers[i] != sers[i + 1]:
-            return float(snrs[i] + (t - sers[i]) * (snrs[i + 1] - snrs[i]) / (sers[i + 1] - sers[i]))
-    return float("nan")
 
 
 def impaired(s: LinkSettings, **extra) -> LinkSettings:

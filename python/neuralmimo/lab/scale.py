@@ -65,7 +65,6 @@ def family_training(family: str, length: int, seed: int = 0, config: Path | None
             return hist, length * n
         return model, run
     if family == "deepsic":
-        from ..detectors.deepsic.model import ModularHypernetwork
         from ..detectors.deepsic.train import front_end, train_hypernetwork
         from .deepsic import DeepSICConfig, training_blocks
 
@@ -74,8 +73,7 @@ def family_training(family: str, length: int, seed: int = 0, config: Path | None
         blocks = training_blocks(cfg)
         fe = front_end(blocks, cfg.spec)
         torch.manual_seed(seed)
-        model = ModularHypernetwork(cfg.spec, cfg.receiver.k_max, tuple(cfg.receiver.hyper_hidden),
-                                    cfg.receiver.iterations)
+        model = cfg.receiver.hypernetwork()
 
         def run():
             hist = train_hypernetwork(model, fe, blocks, epochs=length, lr=tr.hyper_lr,

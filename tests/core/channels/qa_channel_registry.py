@@ -46,7 +46,7 @@ def test_every_model_builds_from_its_name_and_accepted_args_are_listed():
             assert {"task_id", "normalise", "ues_per_task", "seed"} <= set(entry.accepted_args())
             continue
         if name == "file":  # needs a file: tests/core/channels/qa_external.py
-            assert entry.accepted_args() == ["mapping", "split"]
+            assert entry.accepted_args() == ["mapping", "since_frame", "split"]
             continue
         if name == "anchored":  # needs a base channel: tests/core/channels/qa_anchored.py
             assert entry.accepted_args() == ["anchor", "base", "rho"]

@@ -104,3 +104,23 @@ def test_missing_file_and_unknown_format(tmp_path):
         load_channels(ChannelMapping.load(_mapping(tmp_path, file="none.npz", h="H", axes=["sample", "rx", "tx"])))
     with pytest.raises(ChannelFileError, match="is not one of"):
         ChannelMapping.load(_mapping(tmp_path, file="c.csv", h="H", axes=["sample", "rx", "tx"]))
+
+
+def test_csi_log_since_frame_keeps_the_later_frames(tmp_path, h):
+    """``since_frame`` keeps a CSI log's frames numbered from it on (what a receiver saw after its
+    users moved); none left, or a channel file, is a one-line error."""
+    from neuralmimo.csilog import CSILogWriter
+
+    w = CSILogWriter(tmp_path / "log", NR, NT, chunk_frames=7)
+    for f in range(20):
+        w.add(100 + f, h[f], 0.1)
+    w.close()
+    log = str(tmp_path / "log")
+    chan = make_channel({"name": "file", "args": {"mapping": log, "since_frame": 110}}, NR, NT)
+    kept = {tuple(x.flatten().tolist()) for x in chan.h}
+    assert kept == {tuple(torch.from_numpy(x).flatten().tolist()) for x in h[10:20]}
+    with pytest.raises(ChannelFileError, match="no frame numbered 200 or later"):
+        make_channel({"name": "file", "args": {"mapping": log, "since_frame": 200}}, NR, NT)
+    m = _mapping(tmp_path, file="x.npz", h="H", axes=["sample", "rx", "tx"])
+    with pytest.raises(ChannelFileError, match="not of a channel file"):
+        make_channel({"name": "file", "args": {"mapping": str(m), "since_frame": 1}}, NR, NT)

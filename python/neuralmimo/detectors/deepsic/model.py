@@ -278,6 +278,22 @@ class ModularHypernetwork(nn.Module):
         theta = self(torch.cat([h_cols, pad], -2), active)
         return theta[..., :k, :self.spec.n_params(k)]
 
+    def inputs(self, fe):
+        """What this hypernetwork reads of a :class:`~.train.FrontEnd`: the noise-normalised real
+        columns and vectors."""
+        return fe.h_cols, fe.feats
+
+    def unrolled_logits(self, h_cols: torch.Tensor, noise_var: torch.Tensor, feats: torch.Tensor,
+                        active: torch.Tensor) -> list[torch.Tensor]:
+        """Training: every iteration's logits for padded blocks (``noise_var`` is already in the features)."""
+        return deepsic_logits(self(h_cols, active), feats, self.spec, self.iterations, active)
+
+    def detect(self, h_cols: torch.Tensor, noise_var: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """Hard decisions ``(K, B)`` of one frame (``h_cols (K, F)``, ``feats (B, F)``)."""
+        with torch.no_grad():
+            theta = self.generate(h_cols)
+        return deepsic_detect(theta, feats, self.spec, self.iterations)
+
     def n_hyper_params(self) -> int:
         """``|phi_hyper|``: the MLP's weights and biases (embeddings not included)."""
         return sum(p.numel() for p in self.net.parameters())

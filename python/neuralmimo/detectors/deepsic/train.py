@@ -20,6 +20,7 @@ import torch
 
 from ...datasets import Frames
 from ...training import current_device, shard, train_loop
+from .complex import PhaseInvariantHypernetwork
 from .model import (ModularHypernetwork, ModuleSpec, channel_features, deepsic_logits, init_modules, noise_std_per_dim,
                     rx_features, unrolled_loss)
 
@@ -33,6 +34,8 @@ class FrontEnd:
     noise_std : ``(T,)`` its standard deviation per real dimension (the features' unit)
     feats : ``(T, L, F)`` received vectors divided by ``noise_std``
     h_cols : ``(T, K_max, F)`` the estimate's columns divided by ``noise_std``
+    y_vec : ``(T, L, N)`` the received vectors as they are (complex; the complex receiver's input)
+    h_vec : ``(T, K_max, N)`` the estimate's columns as they are (complex)
     """
 
     h_ls: torch.Tensor
@@ -40,6 +43,8 @@ class FrontEnd:
     noise_std: torch.Tensor
     feats: torch.Tensor
     h_cols: torch.Tensor
+    y_vec: torch.Tensor
+    h_vec: torch.Tensor
 
 
 def front_end(blocks: Frames, spec: ModuleSpec) -> FrontEnd:
@@ -48,19 +53,22 @@ def front_end(blocks: Frames, spec: ModuleSpec) -> FrontEnd:
         blocks.estimate()
     std = noise_std_per_dim(blocks.noise_var_hat.float())  # the features are float32
     return FrontEnd(blocks.h_ls, blocks.noise_var_hat, std, rx_features(blocks.y, spec, std),
-                    channel_features(blocks.h_ls, spec, std))
+                    channel_features(blocks.h_ls, spec, std), blocks.y.mT, blocks.h_ls.mT)
 
 
-def train_hypernetwork(model: ModularHypernetwork, fe: FrontEnd, blocks: Frames, *, epochs: int,
+def train_hypernetwork(model: ModularHypernetwork | PhaseInvariantHypernetwork, fe: FrontEnd, blocks: Frames, *, epochs: int,
                        lr: float = 5e-4, batch_blocks: int = 32, symbols_per_block: int = 250,
-                       epoch_k_sets: list | None = None, seed: int = 0, progress=None) -> list[dict]:
+                       epoch_k_sets: list | None = None, seed: int = 0, progress=None,
+                       before_batch=None) -> list[dict]:
     """Offline training of ``phi_hyper``, ``e_self``, ``e_pad`` ([MH] Sec. III-A3) with Adam, for
-    the model's ``iterations``.
+    the model's ``iterations``; either hypernetwork (the paper's, or the complex-baseband
+    :class:`~.complex.PhaseInvariantHypernetwork`, which reads the complex columns and vectors).
 
     Every epoch visits each training block's symbols once, in chunks of ``symbols_per_block``;
     each mini-batch holds ``batch_blocks`` blocks drawn across all ``K`` (padded to ``K_max``), so
     every ``K`` is mixed into every step. ``epoch_k_sets[e]`` (optional) restricts epoch ``e`` to
-    blocks whose ``K`` is in that set. Returns the per-epoch history (mean loss, ``K`` seen).
+    blocks whose ``K`` is in that set. ``before_batch`` (optional) is called before every
+    mini-batch (a time budget raises from it). Returns the per-epoch history (mean loss, ``K`` seen).
     """
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -69,6 +77,7 @@ def train_hypernetwork(model: ModularHypernetwork, fe: FrontEnd, blocks: Frames,
     chunks = max(1, length // symbols_per_block)
     ks = blocks.n_users
     k_seen = {}
+    h_all, feats_all = model.inputs(fe)
 
     def batches(epoch):
         allowed = torch.ones(n_blocks, dtype=torch.bool)
@@ -82,20 +91,21 @@ def train_hypernetwork(model: ModularHypernetwork, fe: FrontEnd, blocks: Frames,
         perm = torch.rand(n_blocks, length, generator=g).argsort(-1)
         perm = perm[:, :chunks * symbols_per_block].unflatten(-1, (chunks, symbols_per_block))
         for i in range(0, items.shape[0], batch_blocks):
+            if before_batch is not None:
+                before_batch()
             part = shard(torch.arange(i, min(i + batch_blocks, items.shape[0])))  # this process's share
             if part is None:
                 continue
             b, c = items[part].T
             sel = perm[b, c]  # (nb, symbols_per_block)
-            feats = torch.gather(fe.feats[b], 1, sel[..., None].expand(-1, -1, fe.feats.shape[-1]))
+            feats = torch.gather(feats_all[b], 1, sel[..., None].expand(-1, -1, feats_all.shape[-1]))
             labels = torch.gather(labels_all[b], 2, sel[:, None, :].expand(-1, labels_all.shape[1], -1))
-            yield fe.h_cols[b], blocks.active[b], feats, labels  # whole tensors: the loop moves them to the device
+            yield h_all[b], fe.noise_var[b], blocks.active[b], feats, labels  # the loop moves them to the device
 
     def step(batch):
-        h_cols, active, feats, labels = batch
-        theta = model(h_cols, active)
-        loss = unrolled_loss(deepsic_logits(theta, feats, model.spec, model.iterations, active), labels, active)
-        return loss, float(loss.detach()), float(h_cols.shape[0])
+        h, noise_var, active, feats, labels = batch
+        loss = unrolled_loss(model.unrolled_logits(h, noise_var, feats, active), labels, active)
+        return loss, float(loss.detach()), float(h.shape[0])
 
     model.train()
     history = train_loop(opt, step, batches, epochs=epochs, progress=progress, desc="hypernetwork epochs",
