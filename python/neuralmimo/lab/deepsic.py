@@ -398,7 +398,7 @@ def step_evaluate(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
         if sweep is None:
             r = run_transmission(cfg, sc, rx, float(sc.snr_db), int(sc.n_pilots), progress=progress)
             r["mean_ser"] = {m: _nanmean(v) for m, v in r["ser"].items()}
-            plot_ser_vs_block(r, out_dir / "ser_vs_block.png", sc.title or sc.name)
+            plot_ser_vs_block(r, out_dir / "ser_vs_block.png", sc.title or sc.name, method_labels(cfg))
         else:
             key, values = sweep
             points = []
@@ -409,7 +409,7 @@ def step_evaluate(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
                 p["mean_ser"] = {m: _nanmean(s) for m, s in p["ser"].items()}
                 points.append(p)
             r = {"sweep": key, "values": values, "points": points}
-            plot_sweep(r, out_dir / f"ser_vs_{key}.png", sc.title or sc.name)
+            plot_sweep(r, out_dir / f"ser_vs_{key}.png", sc.title or sc.name, method_labels(cfg))
         r["scenario"] = asdict(sc)
         write_json(out_dir / "metrics.json", r)
         results[sc.name] = r
@@ -457,7 +457,14 @@ def plot_training(hist: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def plot_ser_vs_block(r: dict, path: Path, title: str) -> None:
+def method_labels(cfg: DeepSICConfig) -> dict:
+    """:data:`LABEL` with the hypernetwork named by the configured architecture."""
+    if cfg.receiver.architecture == "hypernet-deepsic-complex":
+        return {**LABEL, "hypernetwork": "hypernetwork-DeepSIC (complex)"}
+    return LABEL
+
+
+def plot_ser_vs_block(r: dict, path: Path, title: str, labels: dict = LABEL) -> None:
     """Aggregated SER (mean over blocks ``1..t``) vs block index, as Figs. 3-6; ``K[t]`` below."""
     fig, (ax, axk) = plt.subplots(2, 1, figsize=(6, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for m, v in r["ser"].items():
@@ -467,7 +474,7 @@ def plot_ser_vs_block(r: dict, path: Path, title: str) -> None:
             continue
         cum = torch.cumsum(torch.where(ok, vals, 0), 0) / torch.cumsum(ok.double(), 0).clamp(min=1)
         c, mk = STYLE[m]
-        ax.plot(range(1, len(v) + 1), cum.tolist(), color=c, marker=mk, markevery=max(1, len(v) // 10), label=LABEL[m])
+        ax.plot(range(1, len(v) + 1), cum.tolist(), color=c, marker=mk, markevery=max(1, len(v) // 10), label=labels[m])
     ax.set_yscale("log")
     ax.set_ylabel("aggregated SER")
     ax.set_title(title)
@@ -480,14 +487,14 @@ def plot_ser_vs_block(r: dict, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def plot_sweep(r: dict, path: Path, title: str) -> None:
+def plot_sweep(r: dict, path: Path, title: str, labels: dict = LABEL) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for m in METHODS:
         ys = [p["mean_ser"].get(m) for p in r["points"]]
         if all(y is None for y in ys):
             continue
         c, mk = STYLE[m]
-        ax.plot([x for x, y in zip(r["values"], ys) if y], [y for y in ys if y], color=c, marker=mk, label=LABEL[m])
+        ax.plot([x for x, y in zip(r["values"], ys) if y], [y for y in ys if y], color=c, marker=mk, label=labels[m])
     ax.set_yscale("log")
     ax.set_xlabel({"snr_db": "SNR [dB]", "n_pilots": "pilots per block B_pilot"}[r["sweep"]])
     if r["sweep"] == "n_pilots":
@@ -527,15 +534,21 @@ def _fmt(x) -> str:
 def step_report(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
     results = {sc.name: read_json(run / "scenarios" / sc.name / "metrics.json") for sc in cfg.scenarios}
     train = read_json(run / "train" / "history.json")
+    labels = method_labels(cfg)
     lines = [f"# DeepSIC: joint, online and modular hypernetwork -- `{cfg.name}`", "",
+             f"Hypernetwork architecture: `{cfg.receiver.architecture}`" + (
+                 " (soft-IC MMSE modules 3+(K-1) -> 16 -> |S| correcting the Gaussian log-likelihood, "
+                 "docs/deepsic/complex.md); joint and online DeepSIC keep the paper's modules."
+                 if cfg.receiver.architecture == "hypernet-deepsic-complex" else "."), "",
              f"Receiver: N = {cfg.receiver.n_rx}, K_max = {cfg.receiver.k_max}, {cfg.receiver.modulation.upper()}, "
-             f"Q = {cfg.receiver.iterations} iterations, modules {cfg.spec.rx_features}+(K-1) -> "
+             f"Q = {cfg.receiver.iterations} iterations, paper modules {cfg.spec.rx_features}+(K-1)"
+             f"{'' if cfg.spec.soft_per_user == 1 else f'x{cfg.spec.soft_per_user}'} -> "
              f"{cfg.receiver.module_hidden} -> {cfg.spec.num_classes}; training channel `{cfg.training.channel}`, "
              f"{cfg.training.symbols_per_k} symbols per K in {cfg.k_values[0]}..{cfg.k_values[-1]}.", "",
              f"Training time: hypernetwork {train['seconds']['hypernetwork']:.0f} s, joint (all K) "
              f"{train['seconds']['joint']:.0f} s.", "",
              "## Mean SER over the blocks", "",
-             "| scenario | SNR [dB] | pilots | K[t] | " + " | ".join(LABEL[m] for m in METHODS) + " |",
+             "| scenario | SNR [dB] | pilots | K[t] | " + " | ".join(labels[m] for m in METHODS) + " |",
              "|---|---|---|---|" + "---|" * len(METHODS)]
     runtime_rows = []
     for name, r in results.items():
@@ -553,7 +566,7 @@ def step_report(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
     crossings = snr_crossings(results)
     if crossings:
         lines += [f"## SNR needed for SER {SER_TARGET:g} (log-interpolated between sweep points)", "",
-                  "| scenario | " + " | ".join(LABEL[m] for m in METHODS) + " | hypernetwork gain over MMSE |",
+                  "| scenario | " + " | ".join(labels[m] for m in METHODS) + " | hypernetwork gain over MMSE |",
                   "|---|" + "---|" * (len(METHODS) + 1)]
         for name, c in crossings.items():
             gain = c.get("gain_over_mmse_db")

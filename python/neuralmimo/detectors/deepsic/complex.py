@@ -55,7 +55,7 @@ from torch import nn
 
 from ...bundle import ModelCodec, Param
 from ...constellation import MODULATIONS, Constellation
-from .model import ModuleSpec, interference_index, module_logits
+from .model import ModuleSpec, interference_index, module_logits, pad_users
 
 CONTEXT_PER_SLOT = 3  # [ln SNR / 10, |correlation|, is-self]
 CONTEXT_GLOBAL = 2    # [ln linear-MMSE SINR / 10, K / K_max]
@@ -230,19 +230,10 @@ class PhaseInvariantHypernetwork(nn.Module):
         slot = torch.where(active[..., None, :, None], slot, self.e_pad)
         return self.net(torch.cat([slot.flatten(-2), glob], -1))
 
-    def _padded(self, h: torch.Tensor):
-        k = h.shape[-2]
-        if not 1 <= k <= self.k_max:
-            raise ValueError(f"{k} users, this hypernetwork serves 1..{self.k_max}")
-        pad = h.new_zeros(*h.shape[:-2], self.k_max - k, h.shape[-1])
-        active = torch.zeros(*h.shape[:-2], self.k_max, dtype=torch.bool, device=h.device)
-        active[..., :k] = True
-        return torch.cat([h, pad], -2), active
-
     def generate(self, h: torch.Tensor, noise_var: torch.Tensor) -> torch.Tensor:
         """Modules ``(..., K, |theta^(K)|)`` of the ``K`` users whose columns are ``h (..., K, N)``."""
         k = h.shape[-2]
-        hp, active = self._padded(h)
+        hp, active = pad_users(h, self.k_max)
         return self(hp, noise_var, active)[..., :k, :self.spec.n_params(k)]
 
     def inputs(self, fe):

@@ -222,6 +222,19 @@ def channel_features(h: torch.Tensor, spec: ModuleSpec, noise_std: torch.Tensor)
 
 
 # --------------------------------------------------------------------------- hypernetwork
+def pad_users(cols: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``K`` users' columns ``cols (..., K, F)`` padded with zero slots to ``K_max``, and the
+    ``(..., K_max)`` mask of the present ones (the first ``K``); ``ValueError`` unless
+    ``1 <= K <= K_max``."""
+    k = cols.shape[-2]
+    if not 1 <= k <= k_max:
+        raise ValueError(f"{k} users, this hypernetwork serves 1..{k_max}")
+    pad = cols.new_zeros(*cols.shape[:-2], k_max - k, cols.shape[-1])
+    active = torch.zeros(*cols.shape[:-2], k_max, dtype=torch.bool, device=cols.device)
+    active[..., :k] = True
+    return torch.cat([cols, pad], -2), active
+
+
 class ModularHypernetwork(nn.Module):
     """Modular hypernetwork ``G_phi`` with its user embeddings, [MH] eqs. (9)-(11).
 
@@ -270,12 +283,8 @@ class ModularHypernetwork(nn.Module):
         """Modules of the ``K`` users whose channel columns are ``h_cols (..., K, F)`` ([MH] Algorithm 1):
         ``(..., K, |theta^(K)|)``, the first ``|theta^(K)|`` outputs of each user's hypernetwork run."""
         k = h_cols.shape[-2]
-        if not 1 <= k <= self.k_max:
-            raise ValueError(f"{k} users, this hypernetwork serves 1..{self.k_max}")
-        pad = h_cols.new_zeros(*h_cols.shape[:-2], self.k_max - k, h_cols.shape[-1])
-        active = torch.zeros(*h_cols.shape[:-2], self.k_max, dtype=torch.bool, device=h_cols.device)
-        active[..., :k] = True
-        theta = self(torch.cat([h_cols, pad], -2), active)
+        padded, active = pad_users(h_cols, self.k_max)
+        theta = self(padded, active)
         return theta[..., :k, :self.spec.n_params(k)]
 
     def inputs(self, fe):
