@@ -5,6 +5,7 @@
 #   scripts/build_models.sh hypernet-deepsic-tv-n12    # DeepSIC training on the time-varying channel (~8 min)
 #   scripts/build_models.sh hypernet-deepsic-complex-kron12x8  # complex-baseband DeepSIC hypernetwork, Kronecker (~4 min)
 #   scripts/build_models.sh hypermimo-ls12x6-drop0     # HyperMIMO, local scattering drop 0, LS CSI (~4 min)
+#   scripts/build_models.sh hypermimo-ls12x6-drop5     # the same for drop 5: adapt-demo's offline reference (~4 min)
 #   scripts/build_models.sh wesnet-hf-30x60            # R-WeSNet-HF 30x60 BPSK (the cpu config trains six variants, ~40 min)
 #   scripts/build_models.sh sdnet-static-site-umi50    # SDNet for a static site: learngene pipeline on static UMi sites (~20 min)
 # Training is seeded; a rebuilt bundle has the same architecture and system config, and weights
@@ -31,6 +32,9 @@ case "${1:-}" in
   hypermimo-ls12x6-drop0)
     .venv/rx/bin/neuralmimo hypermimo train --config configs/hypermimo/ship_drop0.yaml --out out/hypermimo/ship_drop0
     copy out/hypermimo/ship_drop0/train/drop0-ls hypermimo-ls12x6-drop0 ;;
+  hypermimo-ls12x6-drop5)
+    .venv/rx/bin/neuralmimo hypermimo train --config configs/hypermimo/ship_drop5.yaml --out out/hypermimo/ship_drop5
+    copy out/hypermimo/ship_drop5/train/drop5-ls hypermimo-ls12x6-drop5 ;;
   wesnet-hf-30x60)
     .venv/rx/bin/neuralmimo wesnet train --config configs/wesnet/cpu.yaml --out out/wesnet/cpu
     copy out/wesnet/cpu/train/r-wesnet-hf wesnet-hf-30x60 ;;
@@ -40,5 +44,5 @@ case "${1:-}" in
     .venv/lab/bin/neuralmimo learngene run --config configs/learngene/static-site.yaml --out out/learngene/static-site
     selected=$(.venv/lab/bin/python -c "import json; print(json.load(open('out/learngene/static-site/extract/metrics.json'))['selected'])")
     copy "out/learngene/static-site/individual/task_050/inherit-$selected/bundle" sdnet-static-site-umi50 ;;
-  *) sed -n '2,11p' "$0"; exit 2 ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

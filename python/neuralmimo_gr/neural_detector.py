@@ -267,15 +267,23 @@ class neural_detector(gr.sync_block):
         if stats is None:
             return
         try:
-            self._monitor = DriftMonitor(parse_statistics(stats, det.nr, det.nt), self.drift_window,
-                                         self.drift_threshold)
+            r, p = parse_statistics(stats, det.nr, det.nt)
+            # a hypernetwork's nt is its K_max: the flowgraph's streams are its first self.nt users
+            self._monitor = DriftMonitor((r, p[:self.nt]), self.drift_window, self.drift_threshold)
         except ValueError as exc:
             self.failures.report("bad-channel-stats", f"{self.name()}: {det.describe()['path']}: {exc}: the drift "
                                  "monitor is off for this model")
             self._status({"event": "drift-monitor", "state": "off", "reason": str(exc), "time": _now()})
 
     def _watch_drift(self, offset: int) -> None:
-        event = self._monitor.update(self._estimate.h)
+        try:
+            event = self._monitor.update(self._estimate.h)
+        except Exception as exc:  # noqa: BLE001 - the monitor must never cost a frame its detection
+            self.failures.report("drift-monitor-failed", f"{self.name()}: the drift monitor failed "
+                                 f"({type(exc).__name__}: {exc}); it is off for this model")
+            self._status({"event": "drift-monitor", "state": "off", "reason": str(exc), "time": _now()})
+            self._monitor = None
+            return
         if event is None:
             return
         info = {"event": "drift" if event == "drift" else "drift-back", **self._monitor.state(),
@@ -573,7 +581,12 @@ class neural_detector(gr.sync_block):
             if self._monitor is not None:
                 self._watch_drift(offset)
             if self._family_unchecked and self._active is not None:
-                self._check_family(offset)
+                try:
+                    self._check_family(offset)
+                except Exception as exc:  # noqa: BLE001 - a check must never cost a frame its detection
+                    self._family_unchecked = False
+                    self.failures.report("family-check-failed", f"{self.name()}: the channel-family check failed "
+                                         f"({type(exc).__name__}: {exc})")
 
     @guarded_work("zeros")
     def work(self, input_items, output_items):

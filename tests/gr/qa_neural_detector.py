@@ -221,6 +221,28 @@ def test_complex_hypernetwork_block_equals_core_with_varying_users(tmp_path):
     assert not [e for e in _status(status) if e.get("event") == "channel-family"]
 
 
+def test_hypernetwork_with_statistics_serves_fewer_streams_than_k_max(tmp_path):
+    """A hypernetwork's channel statistics are for K_max users; in a flowgraph with fewer streams
+    the drift monitor compares those streams, and detection is the core's (the monitor never
+    costs a frame)."""
+    from neuralmimo.drift import channel_statistics
+
+    torch.manual_seed(3)
+    g = torch.Generator().manual_seed(8)
+    stats = channel_statistics(torch.randn(500, NR, 3, generator=g).to(torch.complex64))
+    path = save_model(ModularHypernetwork(ModuleSpec(NR), 3), HYPERNET_CODEC, tmp_path / "h",
+                      system={"nr": NR, "nt": 3, "modulation": "bpsk"}, training={"channel_stats": stats})
+    h, y, nv = _frames(10, seed=9)
+    h = h.real.to(torch.complex64)
+    det = neural_detector(NR, NT, "bpsk", str(path), drift_window=4)
+    assert det.wait_idle()
+    tb, snk, status = _flowgraph(y, _tags(h, nv), det)
+    run(tb)
+    out = np.stack([data(s) for s in snk]).reshape(NT, 10, ND).transpose(1, 0, 2)
+    assert np.array_equal(out, load_detector(path, SystemSpec(NR, NT, "bpsk")).detect(y, h, nv).numpy())
+    assert det.problems() == {} and det.drift()["frames"] == 10
+
+
 def test_real_channel_model_on_complex_channel_warns_once(tmp_path):
     """The paper's receiver (Re y only) on complex estimates: one channel-family event naming the
     share of imaginary energy, however many frames follow; on real estimates none."""

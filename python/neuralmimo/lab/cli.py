@@ -593,8 +593,9 @@ def _add_adapt_demo(sub):
     p.add_argument("--budget-s", type=positive_number, default=150.0, help="re-training time budget (default 150 s)")
     p.add_argument("--steps", type=positive_int, default=10000, help="re-training steps at most (default 10000)")
     p.add_argument("--lr", type=positive_number, help="re-training learning rate (adapt's default otherwise)")
-    p.add_argument("--reference", type=Path, help="a bundle trained offline on the new positions: compare the adapted "
-                   "model with it on the new positions (SNR at SER 1e-3)")
+    p.add_argument("--reference", type=Path, default=Path("models/hypermimo-ls12x6-drop5"),
+                   help="a bundle trained offline on the new positions: compare the adapted model with it on the new "
+                   "positions (SNR at SER 1e-3; default models/hypermimo-ls12x6-drop5, skipped if absent)")
     p.add_argument("--compare-snr", type=parse_snr_range, default="2:2:12",
                    help="SNR points of that comparison (default 2:2:12)")
     p.add_argument("--compare-frames", type=positive_int, default=3000, help="frames per comparison point (default 3000)")
@@ -614,13 +615,14 @@ def cmd_adapt_demo(a) -> int:
     print(demo.format_adapt_demo(res))
     if res["swap_bundle"] is not None:
         bundles = {"old model": a.model, "adapted": res["swap_bundle"]}
-        if a.reference is not None:
-            bundles["offline (new)"] = a.reference
+        reference = a.reference if a.reference is not None and a.reference.exists() else None
+        if reference is not None:
+            bundles["offline (new)"] = reference
         c = demo.compare_on_channel(bundles, s.new_channel, s, a.compare_snr, a.compare_frames)
         print(demo.format_comparison(c))
         res_json = json.loads((a.out / "results.json").read_text())
         res_json["comparison"] = c
-        if a.reference is not None:
+        if reference is not None:
             gap = c["snr_at_target"]["adapted"] - c["snr_at_target"]["offline (new)"]
             res_json["adapted_minus_offline_db_at_1e-3"] = gap
             print(f"adapted vs offline on the new positions at SER 1e-3: {gap:+.2f} dB")
