@@ -19,6 +19,12 @@ class _FrameHypernetworkDetector(FrameDetector):
     serves_fewer_users = True
     options = {"iterations": Param("int", 1, 32)}
 
+    @classmethod
+    def from_model(cls, hyper: ModularHypernetwork | PhaseInvariantHypernetwork) -> "_FrameHypernetworkDetector":
+        """A detector around an in-memory hypernetwork (benchmarks, lab code); no bundle."""
+        hp = cls.codec.hyperparameters(hyper)
+        return cls(hyper, hp, SystemSpec(hyper.spec.n_rx, hyper.k_max, hyper.spec.modulation))
+
     def _logits(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor, q: int) -> torch.Tensor:
         """``y (S, Nr, n)``, ``h (S, Nr, K)``, ``noise_var (S,)`` -> last-iteration logits ``(S, K, n, |S|)``."""
         raise NotImplementedError
@@ -59,12 +65,6 @@ class HyperDeepSICDetector(_FrameHypernetworkDetector):
 
     codec = HYPERNET_CODEC
 
-    @classmethod
-    def from_model(cls, hyper: ModularHypernetwork) -> "HyperDeepSICDetector":
-        """A detector around an in-memory hypernetwork (benchmarks, lab code); no bundle."""
-        hp = cls.codec.hyperparameters(hyper)
-        return cls(hyper, hp, SystemSpec(hyper.spec.n_rx, hyper.k_max, hyper.spec.modulation))
-
     def _logits(self, y, h, noise_var, q):
         spec = self.model.spec
         std = noise_std_per_dim(noise_var)
@@ -92,12 +92,6 @@ class ComplexHyperDeepSICDetector(_FrameHypernetworkDetector):
     """
 
     codec = COMPLEX_HYPERNET_CODEC
-
-    @classmethod
-    def from_model(cls, hyper: PhaseInvariantHypernetwork) -> "ComplexHyperDeepSICDetector":
-        """A detector around an in-memory hypernetwork (benchmarks, lab code); no bundle."""
-        hp = cls.codec.hyperparameters(hyper)
-        return cls(hyper, hp, SystemSpec(hyper.spec.n_rx, hyper.k_max, hyper.spec.modulation))
 
     def _logits(self, y, h, noise_var, q):
         return self.model.frame_logits(h.mT.to(torch.complex64), noise_var, y.mT.to(torch.complex64), q)
