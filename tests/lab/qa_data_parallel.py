@@ -27,10 +27,24 @@ LENGTH = {"sdnet": 3, "deepsic": 4, "hypermimo": 400, "wesnet": 200}
 SLICED = ("sdnet", "deepsic")
 
 
+def _torchrun(args: list[str]) -> None:
+    """``torchrun`` with 2 processes, started once more when a process died by SIGABRT: seen once
+    in a full CI run (hypermimo; "terminate called without an active exception" from rank 0, a C++
+    thread torn down inside the torch/gloo runtime, no Python traceback), not reproduced in 3 runs
+    of the test alone. The crash is reported; a second one fails the test."""
+    try:
+        torchrun(args, processes=2, threads=1)
+    except RuntimeError as e:
+        if "SIGABRT" not in str(e):
+            raise
+        print(f"torchrun: a process died by SIGABRT; starting it once more:\n{str(e)[-600:]}")
+        torchrun(args, processes=2, threads=1)
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("family", list(LENGTH))
 def test_two_processes_hold_identical_weights_and_match_one_process(family, tmp_path):
-    torchrun(["--family", family, "--length", str(LENGTH[family]), "--out", str(tmp_path)], processes=2, threads=1)
+    _torchrun(["--family", family, "--length", str(LENGTH[family]), "--out", str(tmp_path)])
     w0, w1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
     meta = json.loads((tmp_path / "rank0.json").read_text())
