@@ -107,8 +107,7 @@ class BackgroundRetrainer:
             code = self._proc.poll()
             elapsed = time.monotonic() - self._started
             if code is None and elapsed > self.settings.budget_s + self.settings.grace_s:
-                self._proc.kill()
-                self._proc.wait()
+                self.stop()
                 self.state = "idle"
                 return self._emit({"event": "retrain-failed", "reason": f"adapt ran past its budget by "
                                    f"{self.settings.grace_s:.0f} s and was stopped", "seconds": elapsed})

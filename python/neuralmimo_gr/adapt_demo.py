@@ -145,10 +145,11 @@ def run_adapt_demo(s: AdaptDemoSettings, progress: bool = True) -> dict:
             for e in tb.det.drift_events[seen_drift:]:
                 log(e["event"], frame=e["frame"], distance=round(e["distance"], 3))
             seen_drift = len(tb.det.drift_events)
-            for e in tb.retrainer.events()[seen_rt:]:
+            new = tb.retrainer.events()[seen_rt:]
+            for e in new:
                 log(e["event"], **{k: v for k, v in e.items() if k in ("frame", "bundle", "reason", "since_frame",
                                                                        "seconds", "frames")})
-            seen_rt += len(tb.retrainer.events()[seen_rt:])
+            seen_rt += len(new)
             if state["swap"] is None and state["moved"] is not None:
                 swaps = [w for w in tb.det.swaps if "adapted-" in str(w.get("path"))]
                 if swaps:

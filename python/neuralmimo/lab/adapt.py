@@ -55,11 +55,7 @@ def adapt_hypermimo(csi, base, out, *, steps: int = 2000, batch: int = 200, lr: 
     ``lr[1]`` (smaller than a training from scratch: the start is a trained model).
     ``since_frame``: train on the CSI log's frames from this number on only.
     """
-    if nice:
-        try:
-            os.nice(int(nice))  # a background job: the flowgraph keeps the CPU it needs
-        except OSError:
-            pass
+    _lower_priority(nice)
     model, bundle = load_model(base, HYPERMIMO_CODEC)  # BundleError for anything but a valid HyperMIMO bundle
     system = dict(bundle.system)
     snr = system.get("snr_db") or []
@@ -130,11 +126,7 @@ def adapt_deepsic(csi, base, out, *, steps: int = 2000, batch: int = 32, lr: flo
     training range in its SNR convention. A model of the paper's real receiver refuses a log of
     complex channels (it reads ``Re y`` only).
     """
-    if nice:
-        try:
-            os.nice(int(nice))
-        except OSError:
-            pass
+    _lower_priority(nice)
     _, manifest = read_manifest(base)
     codec = DEEPSIC_CODECS.get(manifest["architecture"]["name"])
     if codec is None:
@@ -190,6 +182,15 @@ def adapt_deepsic(csi, base, out, *, steps: int = 2000, batch: int = 32, lr: flo
                   "history": history, "channel_stats": channel_statistics(chan.h)}),
         out, name or time.strftime("adapted-%Y%m%d-%H%M%S"))
     return AdaptResult(final, done["steps"], seconds, int(chan.h.shape[0]), history)
+
+
+def _lower_priority(nice: int) -> None:
+    """A background job: the flowgraph keeps the CPU it needs (no-op where not permitted)."""
+    if nice:
+        try:
+            os.nice(int(nice))
+        except OSError:
+            pass
 
 
 def _log_channel(csi, since_frame: int | None) -> dict:
