@@ -1,5 +1,5 @@
 """Background re-trainer: a detector's drift event starts ``neuralmimo adapt`` on the CSI log,
-and the new bundle lands in the detector's watch folder (:mod:`neuralmimo.retrain`)."""
+and the new bundle lands in the detector's watch folder (:mod:`neuralmimo.site.retrain`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pmt
 from gnuradio import gr
 
-from neuralmimo.retrain import BackgroundRetrainer, RetrainSettings
+from neuralmimo.site.retrain import BackgroundRetrainer, RetrainSettings
 
 _PORT_IN, _PORT_OUT = pmt.intern("status"), pmt.intern("status")
 

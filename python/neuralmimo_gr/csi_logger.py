@@ -1,4 +1,4 @@
-"""CSI logger: every frame's channel and noise-variance estimate to a CSI log (``neuralmimo.csilog``)."""
+"""CSI logger: every frame's channel and noise-variance estimate to a CSI log (``neuralmimo.site.csilog``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from neuralmimo.csilog import CSILogWriter
+from neuralmimo.site.csilog import CSILogWriter
 
-from ._common import CSI, CSI_STALE, FRAME_START, NOISE_VAR, FailureLog, pmt_to_csi, tag_float, tag_int
+from ._common import FailureLog
+from .tags import CSI, CSI_STALE, FRAME_START, NOISE_VAR, pmt_to_csi, tag_float, tag_int
 
 
 class csi_logger(gr.sync_block):

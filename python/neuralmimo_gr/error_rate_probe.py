@@ -11,10 +11,11 @@ import torch
 from gnuradio import gr
 
 from neuralmimo.constellation import Constellation
-from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
 from neuralmimo.metrics import ErrorRate, error_rate_interval
 
-from ._common import FRAME_START, FailureLog, guarded_work, stack_streams, tag_int, tags_by_key
+from ._common import FailureLog, guarded_work, stack_streams, tags_by_key
+from .tags import FRAME_START, tag_int
 
 MATCH_SEARCH = 8  # frame numbers tried either side of an unmatched frame's own
 

@@ -1,4 +1,4 @@
-"""Frame recorder: ``Nr`` receive streams to a SigMF Collection (``neuralmimo.capture``)."""
+"""Frame recorder: ``Nr`` receive streams to a SigMF Collection (``neuralmimo.receiver.capture``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from neuralmimo.capture import CaptureWriter
-from neuralmimo.sync import timeline_position
+from neuralmimo.receiver.capture import CaptureWriter
+from neuralmimo.receiver.alignment import timeline_position
 
-from ._common import RX_TIME, FailureLog, rx_time_value, tags_by_key
+from ._common import FailureLog, tags_by_key
+from .tags import RX_TIME, rx_time_value
 
 
 class frame_recorder(gr.sync_block):

@@ -9,13 +9,13 @@ import pmt
 from gnuradio import gr
 
 from neuralmimo.constellation import Constellation
-from neuralmimo.frames import FrameLayout
-from neuralmimo.framesync import FrameSynchronizer
-from neuralmimo.preamble import Preamble
-from neuralmimo.sync import timeline_position
+from neuralmimo.receiver.frames import FrameLayout
+from neuralmimo.receiver.framesync import FrameSynchronizer
+from neuralmimo.receiver.preamble import Preamble
+from neuralmimo.receiver.alignment import timeline_position
 
-from ._common import (CFO, FRAME_START, RX_TIME, SYNC_METRIC, TIMING, USER_CFO, FailureLog, big_buffers, guarded_work,
-                      rx_time_value, tags_by_key)
+from ._common import FailureLog, big_buffers, guarded_work, tags_by_key
+from .tags import CFO, FRAME_START, RX_TIME, SYNC_METRIC, TIMING, USER_CFO, rx_time_value
 from .pulse_shaping import rrc_taps
 
 SYNC_PORT = "sync"
@@ -39,7 +39,7 @@ class frame_sync(gr.basic_block):
     outputs each frame's ``Np + Nd`` pilot and data vectors at one sample per symbol, timed,
     CFO-corrected and phase-tracked, with the tags the LS estimator frames by
     (``ls_channel_estimator(framing="tags")``). Everything is the core's
-    ``neuralmimo.framesync.FrameSynchronizer`` (its docstring has the method):
+    ``neuralmimo.receiver.framesync.FrameSynchronizer`` (its docstring has the method):
 
     * detection by the preamble's autocorrelation summed over all antennas, with a threshold set by
       ``pfa`` (false frame starts per frame length of noise), verified by the correlation with the

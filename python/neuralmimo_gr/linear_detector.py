@@ -12,8 +12,9 @@ from gnuradio import gr
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
 
-from ._common import (DETECTOR, EstimateTags, FailureLog, big_buffers, detect_groups, frame_segments, guarded_work,
-                      mark_stale, write_streams)
+from ._common import (EstimateTags, FailureLog, big_buffers, detect_groups, frame_segments, guarded_work, mark_stale,
+                      write_streams)
+from .tags import DETECTOR
 
 LINEAR_DETECTORS = ("zf", "mmse")
 

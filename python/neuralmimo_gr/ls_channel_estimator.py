@@ -7,18 +7,18 @@ import pmt
 import torch
 from gnuradio import gr
 
-from neuralmimo.estimation import LSChannelEstimator, estimate_problems
-from neuralmimo.frames import FrameLayout
-from neuralmimo.sync import PilotAligner, timeline_position, unexplained_fraction
+from neuralmimo.receiver.estimation import LSChannelEstimator, estimate_problems
+from neuralmimo.receiver.frames import FrameLayout
+from neuralmimo.receiver.alignment import PilotAligner, timeline_position, unexplained_fraction
 
-from ._common import (CSI, CSI_STALE, FRAME_START, NOISE_VAR, RX_TIME, FailureLog, big_buffers, csi_to_pmt,
-                      guarded_work, rx_time_value, tag_int, tags_by_key)
+from ._common import FailureLog, big_buffers, guarded_work, tags_by_key
+from .tags import CSI, CSI_STALE, FRAME_START, NOISE_VAR, RX_TIME, csi_to_pmt, rx_time_value, tag_int
 
 FRAMING_MODES = ("tags", "count")
 
 
 class ls_channel_estimator(gr.basic_block):
-    """LS channel estimation from each frame's pilots ([LG] eq. (5), ``neuralmimo.estimation``).
+    """LS channel estimation from each frame's pilots ([LG] eq. (5), ``neuralmimo.receiver.estimation``).
 
     Inputs: ``nr`` complex streams, one per receive antenna (what ``uhd_usrp_source`` with
     ``nchan = Nr`` gives; a stream of ``Nr``-vectors goes through ``blocks.vector_to_streams``).
@@ -31,7 +31,7 @@ class ls_channel_estimator(gr.basic_block):
     is the frame number); ``"count"`` assumes a frame every ``Np + Nd`` samples from the first
     sample (frame numbers from 0), e.g. for a USRP receiver started in time with the
     transmitter. Count framing re-acquires after samples are lost or inserted
-    (:mod:`neuralmimo.sync`): a frame whose pilot residual (its noise variance or the fraction
+    (:mod:`neuralmimo.receiver.alignment`): a frame whose pilot residual (its noise variance or the fraction
     of the pilot energy the LS fit leaves) rises clearly above its running median has its pilots
     searched again within half a frame of where they were expected, and framing
     moves to a start that fits clearly better (``reacquired``; needs ``Np > Nt``). With ``samp_rate`` > 0 it
@@ -204,7 +204,7 @@ class ls_channel_estimator(gr.basic_block):
                          n_in: int) -> int:
         """Count framing: how many of ``frames`` are aligned, given each frame's unexplained
         pilot fraction and residual noise variance. At the first suspect frame
-        (:class:`neuralmimo.sync.PilotAligner`) the pilots are searched again around it; if
+        (:class:`neuralmimo.receiver.alignment.PilotAligner`) the pilots are searched again around it; if
         another start fits clearly better, framing moves there (logged, counted as
         ``reacquired``, recorded in :attr:`reacquisitions`) and the frames from it on are cut, to
         be cut again from the new start. A suspect frame too close to the buffer's end to search

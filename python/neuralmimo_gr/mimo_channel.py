@@ -9,7 +9,7 @@ import torch
 from gnuradio import gr
 
 from neuralmimo.channels import ChannelSpec, apply_cfo, make_channel, transmit
-from neuralmimo.frames import frame_seed
+from neuralmimo.receiver.frames import frame_seed
 from neuralmimo.snr import CONVENTIONS, complex_noise, noise_variance
 
 from ._common import FailureLog, big_buffers, guarded_work, stack_streams, write_streams, zero_nonfinite

@@ -8,10 +8,11 @@ import torch
 from gnuradio import gr
 
 from neuralmimo.constellation import Constellation
-from neuralmimo.frames import FrameLayout, frame_data_indices
-from neuralmimo.preamble import Preamble
+from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
+from neuralmimo.receiver.preamble import Preamble
 
-from ._common import FRAME_START, FailureLog, big_buffers, guarded_work
+from ._common import FailureLog, big_buffers, guarded_work
+from .tags import FRAME_START
 
 
 class mimo_frame_source(gr.basic_block):
@@ -30,7 +31,7 @@ class mimo_frame_source(gr.basic_block):
 
     ``n_frames = 0`` streams forever; otherwise the source stops after that many frames.
 
-    ``preamble_period > 0`` puts a synchronisation preamble (``neuralmimo.preamble``: two periods
+    ``preamble_period > 0`` puts a synchronisation preamble (``neuralmimo.receiver.preamble``: two periods
     of a Zadoff-Chu sequence of that length, one cyclic shift per stream) in front of every frame,
     for a receiver that finds frames itself (``frame_sync``, over the air); the ``frame_start``
     tag then sits on the preamble's first symbol, and a finite run ends with one more preamble,

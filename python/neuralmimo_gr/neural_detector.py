@@ -17,10 +17,11 @@ from gnuradio import gr
 from neuralmimo.bundle import MANIFEST, BundleError
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import SystemSpec, load_detector
-from neuralmimo.drift import REAL_CHANNEL_TOLERANCE, DriftMonitor, imaginary_fraction, parse_statistics
+from neuralmimo.site.drift import REAL_CHANNEL_TOLERANCE, DriftMonitor, imaginary_fraction, parse_statistics
 
-from ._common import (FRAME_START, MODEL, N_USERS, EstimateTags, FailureLog, big_buffers, detect_groups,
-                      frame_segments, guarded_work, mark_stale, tag_int, write_streams)
+from ._common import (EstimateTags, FailureLog, big_buffers, detect_groups, frame_segments, guarded_work, mark_stale,
+                      write_streams)
+from .tags import FRAME_START, MODEL, N_USERS, tag_int
 from ._paths import MODELS_DIR
 
 _PORT_MODEL = pmt.intern("model")
@@ -111,7 +112,7 @@ class neural_detector(gr.sync_block):
     the next frame boundary exactly like a model swap: ``swapped`` on ``status`` and a ``model``
     tag, both with the ``options`` in force. It also applies to every model loaded later.
 
-    Drift monitor (site adaptation, :mod:`neuralmimo.drift`): when the model in force carries the
+    Drift monitor (site adaptation, :mod:`neuralmimo.site.drift`): when the model in force carries the
     channel statistics it was trained on (``training.channel_stats``, written by the lab's
     pipelines), every accepted frame estimate updates running statistics over ``drift_window``
     frames, compared with them. :meth:`drift` gives the correlation matrix distance of the receive

@@ -7,7 +7,7 @@ from gnuradio import filter as gr_filter
 from gnuradio import gr
 from gnuradio.filter import firdes
 
-from neuralmimo.pulse import check_rrc
+from neuralmimo.receiver.pulse import check_rrc
 
 from ._common import big_buffers
 
@@ -16,7 +16,7 @@ def rrc_taps(sps: int, rolloff: float, span: int) -> list[float]:
     """GNU Radio's ``firdes.root_raised_cosine`` with ``span * sps + 1`` taps, scaled to unit energy
     (then a symbol comes out of shaping + matched filtering with gain 1 and the noise keeps its
     variance: the per-symbol SNR is the channel's SNR setting). Equal to the core's
-    ``neuralmimo.pulse.rrc_taps`` (tested)."""
+    ``neuralmimo.receiver.pulse.rrc_taps`` (tested)."""
     check_rrc(sps, rolloff, span)
     taps = np.asarray(firdes.root_raised_cosine(1.0, float(sps), 1.0, float(rolloff), int(span * sps + 1)))
     return (taps / np.sqrt(np.sum(taps ** 2))).tolist()

@@ -10,7 +10,8 @@ from gnuradio import gr
 
 from neuralmimo.channels.impairments import RadioImpairments
 
-from ._common import RX_TIME, FailureLog, big_buffers, guarded_work, rx_time_pmt
+from ._common import FailureLog, big_buffers, guarded_work
+from .tags import RX_TIME, rx_time_pmt
 
 PENDING_LIMIT = 1 << 18  # output samples held before input is no longer taken (backpressure)
 

@@ -6,13 +6,14 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from neuralmimo.capture import read_capture
+from neuralmimo.receiver.capture import read_capture
 
-from ._common import RX_TIME, big_buffers, rx_time_pmt
+from ._common import big_buffers
+from .tags import RX_TIME, rx_time_pmt
 
 
 class sigmf_source(gr.sync_block):
-    """Plays a capture written by ``frame_recorder`` (a SigMF Collection, ``neuralmimo.capture``)
+    """Plays a capture written by ``frame_recorder`` (a SigMF Collection, ``neuralmimo.receiver.capture``)
     as ``nr`` streams, with an ``rx_time`` tag at the start of every capture segment (time =
     ``core:global_index`` / sample rate), as ``uhd_usrp_source`` gave them live: Frame Sync sees the
     same samples and the same overflows. Ends after the last sample. ``nr`` must equal the

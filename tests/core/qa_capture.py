@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from neuralmimo.capture import CaptureError, CaptureWriter, read_capture
+from neuralmimo.receiver.capture import CaptureError, CaptureWriter, read_capture
 
 INFO = dict(nt=2, n_pilots=8, n_data=64, modulation="qpsk", preamble_period=16, seed=3, sps=4, rolloff=0.35, span=8,
             snr_convention="project")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from neuralmimo.csilog import CSILogError, CSILogWriter, is_csi_log, read_csi_log
+from neuralmimo.site.csilog import CSILogError, CSILogWriter, is_csi_log, read_csi_log
 
 
 def test_written_continued_and_read_back(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from neuralmimo.constellation import Constellation
 from neuralmimo.datasets import draw_frames
-from neuralmimo.estimation import (
+from neuralmimo.receiver.estimation import (
     LSChannelEstimator,
     PilotError,
     estimate_problems,
@@ -13,7 +13,7 @@ from neuralmimo.estimation import (
     ls_estimate,
     ls_padded,
 )
-from neuralmimo.frames import pilot_matrix
+from neuralmimo.receiver.frames import pilot_matrix
 from neuralmimo.snr import complex_noise
 
 TRIALS = 20_000

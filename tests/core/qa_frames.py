@@ -6,7 +6,7 @@ channel with supplied noise, CFO, the fixed-pilot LS estimator, estimate checks,
 import pytest
 import torch
 from neuralmimo.constellation import Constellation
-from neuralmimo.frames import FrameLayout, frame_data_indices, pilot_matrix
+from neuralmimo.receiver.frames import FrameLayout, frame_data_indices, pilot_matrix
 
 
 def test_frame_data_depends_only_on_seed_and_frame_number():

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from neuralmimo.constellation import Constellation
-from neuralmimo.estimation import LSChannelEstimator
-from neuralmimo.frames import FrameLayout, frame_data_indices
-from neuralmimo.framesync import LOCKED, FrameSynchronizer, pilots_misaligned, track_phase
-from neuralmimo.preamble import Preamble
-from neuralmimo.pulse import matched_filter, rrc_taps, shape
+from neuralmimo.receiver.estimation import LSChannelEstimator
+from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
+from neuralmimo.receiver.framesync import LOCKED, FrameSynchronizer, pilots_misaligned, track_phase
+from neuralmimo.receiver.preamble import Preamble
+from neuralmimo.receiver.pulse import matched_filter, rrc_taps, shape
 
 LAYOUT, PRE, SPS = FrameLayout(2, 8, 40), Preamble(2, 16), 4
 CONST = Constellation("qpsk")

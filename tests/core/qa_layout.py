@@ -28,8 +28,8 @@ CORE = ROOT / "python" / "neuralmimo"
 LAB_ONLY = ("yaml", "matplotlib", "tqdm", "sionna")
 FAMILIES = ("neuralmimo.detectors.sdnet", "neuralmimo.detectors.deepsic", "neuralmimo.detectors.mmnet",
             "neuralmimo.detectors.detnet")
-PACKAGES = ["neuralmimo.constellation", "neuralmimo.realvalued", "neuralmimo.snr", "neuralmimo.frames",
-            "neuralmimo.estimation", "neuralmimo.sync", "neuralmimo.metrics", "neuralmimo.bundle", "neuralmimo.training",
+PACKAGES = ["neuralmimo.constellation", "neuralmimo.realvalued", "neuralmimo.snr", "neuralmimo.receiver.frames",
+            "neuralmimo.receiver.estimation", "neuralmimo.receiver.alignment", "neuralmimo.metrics", "neuralmimo.bundle", "neuralmimo.training",
             "neuralmimo.channels", "neuralmimo.datasets", "neuralmimo.detectors", "neuralmimo.detectors.registry",
             *FAMILIES]
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from neuralmimo.preamble import (Preamble, autocorrelation_threshold, cfo_crb, correlation_threshold, gamma_tail,
+from neuralmimo.receiver.preamble import (Preamble, autocorrelation_threshold, cfo_crb, correlation_threshold, gamma_tail,
                                  zadoff_chu)
 
 
@@ -56,7 +56,7 @@ def test_correlation_threshold_gives_its_false_alarm_probability_on_white_noise(
 
 def test_autocorrelation_threshold_gives_its_false_alarm_probability_per_position():
     """One position tested: Pr(|P|^2 / R^2 > g) = pfa on matched-filtered white noise."""
-    from neuralmimo.pulse import matched_filter, noise_correlation_energy, rrc_taps
+    from neuralmimo.receiver.pulse import matched_filter, noise_correlation_energy, rrc_taps
 
     nr, period, sps, pfa = 2, 16, 4, 0.02
     taps = rrc_taps(sps, 0.35, 8)

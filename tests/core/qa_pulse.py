@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from neuralmimo.pulse import interpolate, matched_filter, noise_correlation_energy, rrc_pulse, rrc_taps, shape
+from neuralmimo.receiver.pulse import interpolate, matched_filter, noise_correlation_energy, rrc_pulse, rrc_taps, shape
 
 
 def test_rrc_is_symmetric_unit_energy_and_nyquist_after_matching():

@@ -1,4 +1,4 @@
-"""The background re-trainer's state machine (neuralmimo.retrain) with a stand-in for the lab's
+"""The background re-trainer's state machine (neuralmimo.site.retrain) with a stand-in for the lab's
 ``adapt`` command: drift -> collecting -> training (after min_frames logged frames from the
 drift's frame on) -> done / failed / killed past its budget; one re-training at a time; the
 base is the model in force; a drift-back while collecting cancels."""
@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import torch
-from neuralmimo.csilog import CSILogWriter, frames_since
-from neuralmimo.retrain import BackgroundRetrainer, RetrainSettings
+from neuralmimo.site.csilog import CSILogWriter, frames_since
+from neuralmimo.site.retrain import BackgroundRetrainer, RetrainSettings
 
 # stands in for `neuralmimo adapt`: writes --out/--name (or fails / hangs, as asked)
 FAKE = """

@@ -8,8 +8,8 @@ from neuralmimo.channels import Kronecker
 from neuralmimo.constellation import Constellation
 from neuralmimo.datasets import draw_frames
 from neuralmimo.detectors import kbest_detect, linear_detect, ml_detect
-from neuralmimo.estimation import LSChannelEstimator, frame_scale
-from neuralmimo.frames import pilot_matrix
+from neuralmimo.receiver.estimation import LSChannelEstimator, frame_scale
+from neuralmimo.receiver.frames import pilot_matrix
 
 QAM = Constellation("16qam")
 

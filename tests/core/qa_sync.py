@@ -1,13 +1,13 @@
-"""neuralmimo.sync: the pilot search finds a slip exactly, refuses what is not a slip, and the
+"""neuralmimo.receiver.alignment: the pilot search finds a slip exactly, refuses what is not a slip, and the
 rx_time timeline counts lost samples exactly at epoch-sized timestamps."""
 
 import numpy as np
 import pytest
 import torch
 
-from neuralmimo.estimation import LSChannelEstimator
-from neuralmimo.frames import FrameLayout
-from neuralmimo.sync import PilotAligner, timeline_position, unexplained_fraction
+from neuralmimo.receiver.estimation import LSChannelEstimator
+from neuralmimo.receiver.frames import FrameLayout
+from neuralmimo.receiver.alignment import PilotAligner, timeline_position, unexplained_fraction
 
 NT, NR, NP, ND = 2, 4, 16, 48
 LAY = FrameLayout(NT, NP, ND)

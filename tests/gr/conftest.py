@@ -4,7 +4,7 @@ import numpy as np
 import pmt
 import pytest
 from gnuradio import blocks
-from gnuradio.neuralmimo.harness import gr_tag, run_flowgraph
+from gnuradio.neuralmimo.apps.harness import gr_tag, run_flowgraph
 
 FLOWGRAPH_TIMEOUT_S = 60
 
@@ -49,7 +49,7 @@ def data(sink) -> np.ndarray:
 def estimate_tags(h, nv, frame_data: int) -> list:
     """The LS estimator's tags for frames of ``frame_data`` vectors: ``frame_start``, ``csi`` and
     ``noise_var`` at each frame's first vector (``h (F, Nr, Nt)``, ``nv (F,)``)."""
-    from gnuradio.neuralmimo._common import csi_to_pmt
+    from gnuradio.neuralmimo.tags import csi_to_pmt
 
     out = []
     for f in range(h.shape[0]):

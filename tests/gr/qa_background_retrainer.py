@@ -1,4 +1,4 @@
-"""Background Re-trainer in a running flowgraph (gnuradio.neuralmimo.adapt_demo): the users of a
+"""Background Re-trainer in a running flowgraph (gnuradio.neuralmimo.apps.adapt_demo): the users of a
 loopback move from local-scattering drop 0 to drop 5 while the shipped HyperMIMO for drop 0 runs;
 the detector's drift event starts `neuralmimo adapt` on the CSI Logger's frames since the
 drift, the new bundle is swapped in at a frame boundary, no vector is lost, and the adapted
@@ -13,7 +13,7 @@ import pmt
 import pytest
 from gnuradio import blocks, gr
 from gnuradio.neuralmimo import background_retrainer
-from gnuradio.neuralmimo.adapt_demo import AdaptDemoSettings, compare_on_channel, run_adapt_demo
+from gnuradio.neuralmimo.apps.adapt_demo import AdaptDemoSettings, compare_on_channel, run_adapt_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(600)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gnuradio.neuralmimo.harness import compile_grc, installed_blocks_dir, load_top_block_class
+from gnuradio.neuralmimo.apps.harness import compile_grc, installed_blocks_dir, load_top_block_class
 from conftest import run
 
 pytestmark = pytest.mark.timeout(900)

@@ -9,7 +9,7 @@ import pmt
 import pytest
 from gnuradio import blocks, gr
 from gnuradio.neuralmimo import error_rate_probe, linear_detector, ls_channel_estimator, mimo_channel, mimo_frame_source
-from gnuradio.neuralmimo.faults import Fault, fault_injector
+from gnuradio.neuralmimo.apps.faults import Fault, fault_injector
 
 from conftest import run
 

@@ -9,8 +9,8 @@ import torch
 from gnuradio import gr
 from gnuradio.neuralmimo import csi_logger, ls_channel_estimator
 from neuralmimo.channels import make_channel
-from neuralmimo.csilog import read_csi_log
-from neuralmimo.frames import FrameLayout
+from neuralmimo.site.csilog import read_csi_log
+from neuralmimo.receiver.frames import FrameLayout
 
 from conftest import run, sinks, sources, tag, tags
 

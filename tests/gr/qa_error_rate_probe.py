@@ -6,7 +6,7 @@ import pytest
 from gnuradio import blocks, gr
 from gnuradio.neuralmimo import error_rate_probe
 from neuralmimo.constellation import Constellation
-from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
 
 from conftest import run, sources, tag
 

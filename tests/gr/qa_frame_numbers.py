@@ -10,7 +10,7 @@ import torch
 from gnuradio import gr
 from gnuradio.neuralmimo import error_rate_probe, linear_detector, ls_channel_estimator
 from neuralmimo.constellation import Constellation
-from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
 
 from conftest import run, sinks, sources, tag, tags
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from gnuradio import blocks, gr
 from gnuradio.neuralmimo import frame_recorder, radio_impairments, sigmf_source
-from gnuradio.neuralmimo.loopback import replay_capture
-from neuralmimo.capture import read_capture
+from gnuradio.neuralmimo.apps.loopback import replay_capture
+from neuralmimo.receiver.capture import read_capture
 
 from conftest import run, sinks, sources, tags
 

@@ -10,7 +10,7 @@ import pytest
 from gnuradio import blocks, gr
 from gnuradio.neuralmimo import (error_rate_probe, frame_sync, linear_detector, ls_channel_estimator, mimo_channel,
                                  mimo_frame_source, radio_impairments, rrc_matched_filter, rrc_pulse_shaper)
-from gnuradio.neuralmimo.harness import compile_grc, load_top_block_class
+from gnuradio.neuralmimo.apps.harness import compile_grc, load_top_block_class
 
 from conftest import run, sinks, tags
 

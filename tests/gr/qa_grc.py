@@ -8,7 +8,7 @@ import pytest
 import yaml
 from gnuradio import gr, neuralmimo
 from gnuradio.grc.core.platform import Platform
-from gnuradio.neuralmimo.harness import compile_grc
+from gnuradio.neuralmimo.apps.harness import compile_grc
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from gnuradio import gr
 from gnuradio.neuralmimo import error_rate_probe, linear_detector, ls_channel_estimator, mimo_channel, mimo_frame_source
-from gnuradio.neuralmimo.harness import compile_grc, load_top_block_class
-from gnuradio.neuralmimo.loopback import sim_config_of
+from gnuradio.neuralmimo.apps.harness import compile_grc, load_top_block_class
+from gnuradio.neuralmimo.apps.loopback import sim_config_of
 from neuralmimo.lab.sim import simulate
 
 from conftest import run

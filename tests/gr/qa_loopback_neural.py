@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from gnuradio.neuralmimo.harness import compile_grc, load_top_block_class
+from gnuradio.neuralmimo.apps.harness import compile_grc, load_top_block_class
 from neuralmimo.bundle import load_model
 from neuralmimo.detectors.deepsic.model import HYPERNET_CODEC
 from neuralmimo.lab.deepsic import DeepSICConfig, Receivers, ScenarioConfig, run_transmission
@@ -77,7 +77,7 @@ def test_loopback_hypermimo_matches_lab_and_beats_mmse(tmp_path):
     """examples/loopback_hypermimo.grc (local scattering drop 0, 12x6 QPSK, 16 pilots, LS CSI) with
     the shipped HyperMIMO bundle: it beats MMSE on the same frames, and its SER agrees with the
     same bundle on the lab's draw of the same drop, SNR and pilots."""
-    from gnuradio.neuralmimo.loopback import _bundle_loopback
+    from gnuradio.neuralmimo.apps.loopback import _bundle_loopback
 
     frames = 150
     records = _bundle_loopback(ROOT / "examples" / "loopback_hypermimo.grc", HYPERMIMO, tmp_path, frames, 300,
@@ -102,7 +102,7 @@ def test_loopback_complex_deepsic_beats_mmse_on_a_complex_channel(tmp_path):
     pilots, LS CSI, 8 dB per-user SNR) with the shipped complex-baseband hypernetwork-DeepSIC: it
     beats MMSE on the same frames by more than 4 standard errors of the paired per-frame error
     difference, and agrees with the same bundle on the lab's draw of the channel."""
-    from gnuradio.neuralmimo.loopback import _bundle_loopback, _run_loopback
+    from gnuradio.neuralmimo.apps.loopback import _bundle_loopback, _run_loopback
 
     frames = 120
     tb, _ = _run_loopback(ROOT / "examples" / "loopback_deepsic_complex.grc", tmp_path, 300, n_frames=frames,
@@ -129,7 +129,7 @@ def test_sdnet_static_site_loopback_beats_mmse(tmp_path):
     with the shipped SDNet for that site: the manifest records the channel the flowgraph draws,
     SDNet beats MMSE on the same frames by more than 4 standard errors of the per-frame error
     difference, and its SER agrees with the test SER the pipeline recorded in the manifest."""
-    from gnuradio.neuralmimo.loopback import _run_loopback
+    from gnuradio.neuralmimo.apps.loopback import _run_loopback
     from neuralmimo.bundle import load_bundle
     from neuralmimo.channels import ChannelSpec
 

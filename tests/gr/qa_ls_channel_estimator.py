@@ -6,8 +6,8 @@ import pytest
 import torch
 from gnuradio import gr
 from gnuradio.neuralmimo import ls_channel_estimator
-from neuralmimo.estimation import ls_estimate
-from neuralmimo.frames import FrameLayout
+from neuralmimo.receiver.estimation import ls_estimate
+from neuralmimo.receiver.frames import FrameLayout
 
 from conftest import data, run, sinks, sources, tag, tags
 

@@ -6,7 +6,7 @@ import torch
 from gnuradio import blocks, gr
 from gnuradio.neuralmimo import mimo_frame_source
 from neuralmimo.constellation import Constellation
-from neuralmimo.frames import FrameLayout, frame_data_indices, pilot_matrix
+from neuralmimo.receiver.frames import FrameLayout, frame_data_indices, pilot_matrix
 
 from conftest import data, run, sinks, tags
 
@@ -70,7 +70,7 @@ def test_configuration_errors_raise_at_construction(kwargs):
 
 
 def test_preamble_in_front_of_every_frame_and_a_closing_one():
-    from neuralmimo.preamble import Preamble
+    from neuralmimo.receiver.preamble import Preamble
 
     tb = gr.top_block()
     src = mimo_frame_source(2, 4, 10, "qpsk", False, 1, 3, 0, 8)

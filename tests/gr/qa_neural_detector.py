@@ -13,7 +13,7 @@ import pytest
 import torch
 from gnuradio import blocks, gr
 from gnuradio.neuralmimo import neural_detector
-from gnuradio.neuralmimo._common import csi_to_pmt
+from gnuradio.neuralmimo.tags import csi_to_pmt
 from neuralmimo.bundle import MANIFEST, WEIGHTS, file_sha256, save_bundle, save_model
 from neuralmimo.detectors import SystemSpec, load_detector
 from neuralmimo.detectors.deepsic.complex import COMPLEX_HYPERNET_CODEC, PhaseInvariantHypernetwork, SoftICModuleSpec
@@ -225,7 +225,7 @@ def test_hypernetwork_with_statistics_serves_fewer_streams_than_k_max(tmp_path):
     """A hypernetwork's channel statistics are for K_max users; in a flowgraph with fewer streams
     the drift monitor compares those streams, and detection is the core's (the monitor never
     costs a frame)."""
-    from neuralmimo.drift import channel_statistics
+    from neuralmimo.site.drift import channel_statistics
 
     torch.manual_seed(3)
     g = torch.Generator().manual_seed(8)

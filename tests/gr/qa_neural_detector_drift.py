@@ -12,7 +12,7 @@ from gnuradio.neuralmimo import neural_detector
 from neuralmimo.bundle import MANIFEST, save_model
 from neuralmimo.channels import make_channel
 from neuralmimo.detectors.mmnet import HYPERMIMO_CODEC, HyperMIMO
-from neuralmimo.drift import model_statistics
+from neuralmimo.site.drift import model_statistics
 
 from conftest import detector_flowgraph_with_status, run
 

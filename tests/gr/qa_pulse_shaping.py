@@ -6,7 +6,7 @@ import pytest
 from gnuradio import blocks, gr
 from gnuradio.neuralmimo import rrc_matched_filter, rrc_pulse_shaper
 from gnuradio.neuralmimo.pulse_shaping import rrc_taps as gr_rrc_taps
-from neuralmimo.pulse import rrc_taps
+from neuralmimo.receiver.pulse import rrc_taps
 
 from conftest import run, sinks, sources, tag, tags
 

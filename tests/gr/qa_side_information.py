@@ -11,7 +11,7 @@ from gnuradio import gr
 from gnuradio.neuralmimo import linear_detector, ls_channel_estimator, mimo_channel
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
-from neuralmimo.frames import FrameLayout
+from neuralmimo.receiver.frames import FrameLayout
 
 from conftest import data, detector_flowgraph, estimate_tags, run, sinks, sources, tag, tags
 
@@ -52,7 +52,7 @@ def test_detector_refuses_degenerate_side_information_and_marks_the_frame(case):
     bad = value(h, nv)
     i = next(k for k, t in enumerate(tag_list)
              if t.offset == BAD_FRAME * ND and pmt.symbol_to_string(t.key) == key)
-    from gnuradio.neuralmimo._common import csi_to_pmt
+    from gnuradio.neuralmimo.tags import csi_to_pmt
 
     tag_list[i] = tag(BAD_FRAME * ND, key, csi_to_pmt(bad) if key == "csi" else pmt.from_double(bad))
     det = linear_detector(NR, NT, "qpsk", "mmse")
@@ -84,7 +84,7 @@ def test_noise_variance_is_judged_against_the_frame_s_own_estimate():
     scale = 1e8
     tag_list = []
     for f in range(3):  # noise_var first, then csi, at each boundary
-        from gnuradio.neuralmimo._common import csi_to_pmt
+        from gnuradio.neuralmimo.tags import csi_to_pmt
 
         tag_list += [tag(f * ND, "frame_start", pmt.from_long(f)),
                      tag(f * ND, "noise_var", pmt.from_double(float(nv[f]) * scale ** 2)),

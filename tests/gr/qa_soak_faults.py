@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gnuradio.neuralmimo.stress import FAULT_SOAK_KINDS, fault_schedule, format_soak_faults, soak_faults
+from gnuradio.neuralmimo.apps.stress import FAULT_SOAK_KINDS, fault_schedule, format_soak_faults, soak_faults
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[2]

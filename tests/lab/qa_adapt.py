@@ -13,7 +13,7 @@ import torch
 from neuralmimo.bundle import load_model
 from neuralmimo.channels import make_channel
 from neuralmimo.constellation import Constellation
-from neuralmimo.csilog import CSILogWriter
+from neuralmimo.site.csilog import CSILogWriter
 from neuralmimo.datasets import draw_channel_batch, draw_frames
 from neuralmimo.detectors.mmnet import HYPERMIMO_CODEC, HyperMIMO
 from neuralmimo.detectors.mmnet.train import train_hypermimo

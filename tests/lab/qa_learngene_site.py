@@ -10,7 +10,7 @@ import torch
 import yaml
 from neuralmimo.bundle import load_bundle
 from neuralmimo.channels import make_channel
-from neuralmimo.csilog import CSILogWriter
+from neuralmimo.site.csilog import CSILogWriter
 from neuralmimo.detectors import SystemSpec, load_detector
 from neuralmimo.lab.cli import main
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from neuralmimo.channels.umi import UMiConfig, UMiTaskChannel, load_task, task_centre
-from neuralmimo.drift import correlation_matrix_distance, spatial_covariance
+from neuralmimo.site.drift import correlation_matrix_distance, spatial_covariance
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sionna")

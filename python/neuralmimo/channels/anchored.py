@@ -62,24 +62,3 @@ class AnchoredChannel(ChannelModel):
         # a non-stored base: Monte Carlo over a fixed draw (the mix is not Gaussian)
         h = self._stored if self._stored is not None else self.sample(20_000, torch.Generator().manual_seed(0))
         return empirical_covariance(h)
-
-
-def make_anchored_channel(nr: int, nt: int, base, rho: float, anchor: int = 0) -> AnchoredChannel:
-    """The ``anchored`` channel by name (``channels.make_channel``): ``base`` is a channel spec
-    (``{name, args}``); a stored base's anchor comes from its ``train`` split when the base takes
-    a ``split`` argument, so that the train and test channels of one task share their anchor."""
-    from .registry import CHANNELS, ChannelSpec, make_channel  # the registry imports this module
-
-    spec = ChannelSpec.parse(base)
-    model = make_channel(spec, nr, nt)
-    if isinstance(model, StoredChannels):
-        source = model
-        if "split" in CHANNELS[spec.name].accepted_args():
-            source = make_channel(ChannelSpec(spec.name, {**spec.args, "split": "train"}), nr, nt)
-        if not 0 <= int(anchor) < source.h.shape[0]:
-            raise ValueError(f"anchor {anchor} is not a channel of {spec} ({source.h.shape[0]} channels)")
-        h0 = source.h[int(anchor)]
-    else:
-        h0 = model.sample(1, torch.Generator().manual_seed(int(anchor)))[0]
-    return AnchoredChannel(model, rho, h0)
-

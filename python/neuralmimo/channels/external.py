@@ -17,7 +17,7 @@ the channel index. ``real``/``imag`` name two real arrays instead of ``h``; ``co
 declares real-valued channels (DetNet's, DeepSIC's synthetic one), so that a complex array in a
 real mapping -- or a real array in a complex one -- is an error instead of a silent conversion.
 
-A receiver's CSI log folder (:mod:`neuralmimo.csilog`) is read the same way, without a mapping.
+A receiver's CSI log folder (:mod:`neuralmimo.site.csilog`) is read the same way, without a mapping.
 
 The result is a ``(n, Nr, Nt)`` complex64 tensor with a train/val/test split, used by the
 ``file`` channel model (:class:`FileChannel`: every config, CLI option and GRC block that takes a
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..csilog import is_csi_log, read_csi_log
+from ..site.csilog import is_csi_log, read_csi_log
 from .base import StoredChannels
 
 AXES = ("rx", "tx", "sample")
@@ -296,6 +296,6 @@ def channel_set(source, since_frame: int | None = None) -> dict:
 
 def make_file_channel(nr: int, nt: int, mapping: str, split: str = "all", since_frame: int | None = None) -> FileChannel:
     """The ``file`` channel by name (``channels.make_channel``): ``mapping`` is a mapping file, or
-    a CSI log folder (:mod:`neuralmimo.csilog`, split 81/9/10 % by a seeded shuffle; with
+    a CSI log folder (:mod:`neuralmimo.site.csilog`, split 81/9/10 % by a seeded shuffle; with
     ``since_frame`` only its frames from that number on)."""
     return FileChannel(mapping, split, since_frame)

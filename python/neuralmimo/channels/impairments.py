@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from ..pulse import INTERP_HALF, interpolate
+from ..receiver.pulse import INTERP_HALF, interpolate
 
 
 def apply_cfo(y: torch.Tensor, cfo: float, first_sample: int) -> torch.Tensor:
@@ -40,7 +40,7 @@ class RadioImpairments:
 
     Output sample ``m`` (the device's own sample counter, before drops) is the input read at time
     ``tau_m = m (1 - sro_ppm 1e-6) - delay`` (a Hann-windowed-sinc interpolation,
-    :func:`neuralmimo.pulse.interpolate`; zeros before the first input sample), then
+    :func:`neuralmimo.receiver.pulse.interpolate`; zeros before the first input sample), then
 
         out_s[m] = g_s exp(j (2 pi (cfo + stream_cfo_s) m + phi[m] + lo_s)) in_s(tau_m)
 

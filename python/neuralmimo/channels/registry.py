@@ -14,8 +14,10 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from .anchored import make_anchored_channel
-from .base import ChannelModel
+import torch
+
+from .anchored import AnchoredChannel
+from .base import ChannelModel, StoredChannels
 from .deepsic_sed import DeepSICSynthetic
 from .external import make_file_channel
 from .fading import IIDRayleigh, IIDRealGaussian, Kronecker, LocalScattering, TimeVaryingCorrelated
@@ -35,6 +37,25 @@ class ChannelEntry:
         params = list(inspect.signature(self.factory).parameters.values())[2:]  # after nr, nt
         named = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
         return sorted(set(named) | set(self.extra_args))
+
+
+def make_anchored_channel(nr: int, nt: int, base, rho: float, anchor: int = 0) -> AnchoredChannel:
+    """The ``anchored`` channel by name (:func:`make_channel`; here, beside the table it looks names up in, so that
+    ``anchored`` imports nothing of the registry): ``base`` is a channel spec
+    (``{name, args}``); a stored base's anchor comes from its ``train`` split when the base takes
+    a ``split`` argument, so that the train and test channels of one task share their anchor."""
+    spec = ChannelSpec.parse(base)
+    model = make_channel(spec, nr, nt)
+    if isinstance(model, StoredChannels):
+        source = model
+        if "split" in CHANNELS[spec.name].accepted_args():
+            source = make_channel(ChannelSpec(spec.name, {**spec.args, "split": "train"}), nr, nt)
+        if not 0 <= int(anchor) < source.h.shape[0]:
+            raise ValueError(f"anchor {anchor} is not a channel of {spec} ({source.h.shape[0]} channels)")
+        h0 = source.h[int(anchor)]
+    else:
+        h0 = model.sample(1, torch.Generator().manual_seed(int(anchor)))[0]
+    return AnchoredChannel(model, rho, h0)
 
 
 CHANNELS: dict[str, ChannelEntry] = {

@@ -3,7 +3,7 @@ training and test data (transmit -> LS estimate).
 
 A frame is ``Np`` pilot vectors followed by ``Nd`` data vectors sent over one channel matrix
 (block fading). Pilots are either the project's orthogonal DFT pilots
-(:func:`~neuralmimo.frames.pilot_matrix`, what the GNU Radio frame source sends) or random
+(:func:`~neuralmimo.receiver.frames.pilot_matrix`, what the GNU Radio frame source sends) or random
 constellation symbols known to the receiver (the DeepSIC paper's blocks, [MH] eq. (13)).
 Families build their own features from the returned :class:`Frames`.
 """
@@ -16,8 +16,8 @@ import torch
 
 from ..channels.base import transmit
 from ..constellation import Constellation
-from ..estimation import LSChannelEstimator, ls_padded
-from ..frames import pilot_matrix
+from ..receiver.estimation import LSChannelEstimator, ls_padded
+from ..receiver.frames import pilot_matrix
 from ..snr import noise_variance
 
 PILOTS = ("dft", "random")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..constellation import Constellation
-from ..estimation import frame_scale
+from ..receiver.estimation import frame_scale
 from ..realvalued import mat_to_real
 
 ML_MAX_CANDIDATES = 1 << 16  # BPSK/QPSK up to 16 real dimensions; 16-QAM up to 4 streams

@@ -1,7 +1,7 @@
 """Site adaptation: fine-tune a HyperMIMO or hypernetwork-DeepSIC bundle on a site's recorded
 channel estimates and hand the new bundle to a running receiver (``neuralmimo adapt``).
 
-The CSI log (written by the *CSI Logger* block, :mod:`neuralmimo.csilog`) or any channel file
+The CSI log (written by the *CSI Logger* block, :mod:`neuralmimo.site.csilog`) or any channel file
 (:mod:`neuralmimo.channels.external`) gives the site's channels; symbols and noise are drawn
 synthetically on top of them at SNRs uniform in the base model's training range, exactly as the
 HyperMIMO pipeline trains ([HM] Sec. IV-B, the paper's "re-trained in the background when the
@@ -31,7 +31,7 @@ from ..detectors.deepsic.model import HYPERNET_CODEC, ModuleSpec
 from ..detectors.deepsic.train import front_end, train_hypernetwork
 from ..detectors.mmnet.model import HYPERMIMO_CODEC
 from ..detectors.mmnet.train import train_hypermimo
-from ..drift import REAL_CHANNEL_TOLERANCE, channel_statistics, imaginary_fraction
+from ..site.drift import REAL_CHANNEL_TOLERANCE, channel_statistics, imaginary_fraction
 from ..snr import noise_variance
 
 

@@ -130,12 +130,12 @@ def channel_spec(value) -> ChannelSpec:
 
 
 def _gr(module: str):
-    """A module of the GNU Radio side (``harness``, ``loopback``, ``stress``), imported only by the
-    commands that run flowgraphs (rx environment)."""
+    """An app of the GNU Radio side (``gnuradio.neuralmimo.apps``: ``harness``, ``loopback``,
+    ``stress``, ``adapt_demo``), imported only by the commands that run flowgraphs (rx environment)."""
     import importlib
 
     try:
-        return importlib.import_module(f"gnuradio.neuralmimo.{module}")
+        return importlib.import_module(f"gnuradio.neuralmimo.apps.{module}")
     except ImportError as e:
         raise RuntimeError(f"this command needs GNU Radio and gr-neuralmimo (the rx environment, "
                            f".venv/rx/bin/neuralmimo): {e}") from e
@@ -877,7 +877,7 @@ def cmd_bundle_stats(a) -> int:
     from ..bundle import MANIFEST, load_bundle, read_manifest
     from ..channels import make_channel
     from ..detectors.registry import codec_of
-    from ..drift import model_statistics
+    from ..site.drift import model_statistics
 
     directory, manifest = read_manifest(a.path)
     load_bundle(directory, codec_of(manifest["architecture"]["name"]))  # a valid bundle first

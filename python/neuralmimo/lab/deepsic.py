@@ -47,7 +47,7 @@ from ..detectors.deepsic.complex import COMPLEX_HYPERNET_CODEC, PhaseInvariantHy
 from ..detectors.deepsic.model import (HYPERNET_CODEC, JOINT_CODEC, JointModules, ModularHypernetwork, ModuleSpec,
                                        deepsic_detect, init_modules, resize_modules)
 from ..detectors.deepsic.train import front_end, train_hypernetwork, train_joint, train_online
-from ..drift import model_statistics
+from ..site.drift import model_statistics
 from ..metrics import snr_at
 from ..snr import noise_variance
 from .figures import plt, save_figure

@@ -42,7 +42,7 @@ from ..detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect
 from ..detectors.mmnet.model import (HYPERMIMO_CODEC, HyperMIMO, OAMPNet, mmnet_original_parameters,
                                      ser_crossing)
 from ..datasets import CSI_KINDS, draw_channel_batch as draw_batch
-from ..drift import model_statistics
+from ..site.drift import model_statistics
 from ..detectors.mmnet.train import (detect_mmnet_per_channel, train_hypermimo,
                                      train_mmnet_per_channel, train_oampnet)
 from .figures import plt, save_figure

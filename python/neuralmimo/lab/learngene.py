@@ -42,7 +42,7 @@ from ..detectors.sdnet.learngene import (STRATEGIES, GradientRecorder, Learngene
 from ..detectors.sdnet.model import SDNET_CODEC, SDNet, count_trainable, sdnet_flops
 from ..detectors.sdnet.train import (baseline_decisions, draw_batch, evaluate, linear_baselines, make_optimiser,
                                      sdnet_decisions, train)
-from ..drift import channel_statistics
+from ..site.drift import channel_statistics
 from ..metrics import error_rate_interval, wilson_interval
 from .adapt import publish_bundle
 from .figures import plt, save_figure
@@ -451,7 +451,7 @@ def train_site(cfg: LearngeneConfig, run: Path, site: Path, budget_s: float = 0.
                progress: bool = True) -> dict:
     """Learngene as per-site adaptation: a site is a task. Train an individual SDNet from scratch
     and one initialised from the run's learngene (``inherit-<selected segment>``) on the site's
-    channels -- a CSI log folder (:mod:`neuralmimo.csilog`) or a channel mapping file -- each for
+    channels -- a CSI log folder (:mod:`neuralmimo.site.csilog`) or a channel mapping file -- each for
     ``individual.epochs`` epochs or until ``budget_s`` seconds (0: no budget), recording the wall
     time at which each first beats MMSE on the site's validation vectors (its 95 % upper bound
     below MMSE's SER). Bundles, metrics, a plot and ``report.md`` go to ``RUN/site/<site name>/``;

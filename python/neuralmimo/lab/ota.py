@@ -18,12 +18,12 @@ from neuralmimo.channels import make_channel
 from neuralmimo.channels.impairments import RadioImpairments
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors.classical import linear_detect
-from neuralmimo.estimation import LSChannelEstimator
-from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.receiver.estimation import LSChannelEstimator
+from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
 from neuralmimo.metrics import snr_at
-from neuralmimo.framesync import FrameSynchronizer
-from neuralmimo.preamble import Preamble, cfo_crb
-from neuralmimo.pulse import INTERP_HALF, matched_filter, rrc_taps, shape
+from neuralmimo.receiver.framesync import FrameSynchronizer
+from neuralmimo.receiver.preamble import Preamble, cfo_crb
+from neuralmimo.receiver.pulse import INTERP_HALF, matched_filter, rrc_taps, shape
 from neuralmimo.snr import complex_noise, noise_variance
 
 
@@ -349,7 +349,7 @@ def format_ota_report(res: dict) -> str:
         lines.append(f"| {c['snr_db']:g} | {c['rms'] * sps:.2e} | {c['crb_rms'] * sps:.2e} | {c['rms'] / c['crb_rms']:.2f} |")
     fs = res["false_starts"]
     ov = res["overflows"]
-    lines += ["", "The bound (`neuralmimo.preamble.cfo_crb`) is for the symbol-spaced matched-filter samples of the "
+    lines += ["", "The bound (`neuralmimo.receiver.preamble.cfo_crb`) is for the symbol-spaced matched-filter samples of the "
               "received preamble with an unknown complex gain per antenna (target: RMS within 2x).", "",
               "## Frame-length limit vs residual CFO", "",
               "Without tracking, a residual CFO `df` (cycles per symbol) turns the phase by `2 pi df Nd` over the data; "

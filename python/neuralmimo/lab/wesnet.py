@@ -40,7 +40,7 @@ from ..detectors.detnet.detector import DetNetDetector
 from ..detectors.detnet.model import (INITS, PROFILES, DetNet, codec_for, count_matmul_flops, detnet_elementwise_flops,
                                       detnet_matmul_flops, kept_units, table2_flops)
 from ..detectors.detnet.train import detect_indices, train_detnet
-from ..drift import model_statistics
+from ..site.drift import model_statistics
 from ..metrics import wilson_interval
 from ..snr import convert_snr_db
 from .figures import plt, save_figure

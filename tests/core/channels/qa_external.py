@@ -109,7 +109,7 @@ def test_missing_file_and_unknown_format(tmp_path):
 def test_csi_log_since_frame_keeps_the_later_frames(tmp_path, h):
     """``since_frame`` keeps a CSI log's frames numbered from it on (what a receiver saw after its
     users moved); none left, or a channel file, is a one-line error."""
-    from neuralmimo.csilog import CSILogWriter
+    from neuralmimo.site.csilog import CSILogWriter
 
     w = CSILogWriter(tmp_path / "log", NR, NT, chunk_frames=7)
     for f in range(20):

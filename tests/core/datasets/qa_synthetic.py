@@ -7,8 +7,8 @@ import torch
 from neuralmimo.channels import IIDRayleigh
 from neuralmimo.constellation import Constellation
 from neuralmimo.datasets import draw_frames
-from neuralmimo.estimation import ls_estimate
-from neuralmimo.frames import pilot_matrix
+from neuralmimo.receiver.estimation import ls_estimate
+from neuralmimo.receiver.frames import pilot_matrix
 
 QPSK = Constellation("qpsk")
 

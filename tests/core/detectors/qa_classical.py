@@ -9,8 +9,8 @@ import torch
 from neuralmimo.channels import IIDRayleigh, Kronecker, LocalScattering
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import kbest_detect, linear_detect, ml_detect
-from neuralmimo.estimation import ls_estimate
-from neuralmimo.frames import FrameLayout
+from neuralmimo.receiver.estimation import ls_estimate
+from neuralmimo.receiver.frames import FrameLayout
 from neuralmimo.metrics import wilson_interval
 from neuralmimo.realvalued import mat_to_real, vec_to_complex, vec_to_real
 from neuralmimo.snr import complex_noise, noise_variance

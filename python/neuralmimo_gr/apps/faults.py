@@ -13,7 +13,8 @@ import pmt
 import torch
 from gnuradio import gr
 
-from ._common import CSI, FRAME_START, NOISE_VAR, RX_TIME, FailureLog, csi_to_pmt, guarded_work, rx_time_pmt, tag_int
+from .._common import FailureLog, guarded_work
+from ..tags import CSI, FRAME_START, NOISE_VAR, RX_TIME, csi_to_pmt, rx_time_pmt, tag_int
 
 FAULT_KINDS = ("delete", "insert", "nan", "repeat")
 

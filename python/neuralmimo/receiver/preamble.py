@@ -86,7 +86,7 @@ def autocorrelation_threshold(pfa: float, tests: int, nr: int, samples_per_half:
 
     With noise only, ``P = sum_r sum_{m<W} conj(y_r[m]) y_r[m+W]`` is a sum of ``Nr W`` products of
     filtered noise: complex Gaussian by the central limit theorem with ``E|P|^2 = Nr W c sigma^4``,
-    ``c = sum_l rho(l)^2`` the noise correlation energy (:func:`neuralmimo.pulse.
+    ``c = sum_l rho(l)^2`` the noise correlation energy (:func:`neuralmimo.receiver.pulse.
     noise_correlation_energy`), while ``R`` (the mean energy of a half) ~ ``Nr W sigma^2``. So
     ``|P|^2 / R^2`` is exponential with mean ``mu = c / (Nr W)``: ``Pr(metric > g) = exp(-g / mu)``
     per position, and by the union bound over ``tests`` positions (conservative: neighbouring

@@ -31,20 +31,21 @@ from neuralmimo.detectors import REGISTRY, SystemSpec, linear_detect, load_detec
 from neuralmimo.detectors.deepsic import HYPERNET_CODEC, HyperDeepSICDetector, ModularHypernetwork, ModuleSpec
 from neuralmimo.detectors.mmnet import HYPERMIMO_CODEC, HyperMIMO
 from neuralmimo.detectors.sdnet import SDNET_CODEC
-from neuralmimo.estimation import LSChannelEstimator, estimate_problems
-from neuralmimo.frames import FrameLayout, frame_data_indices
+from neuralmimo.receiver.estimation import LSChannelEstimator, estimate_problems
+from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
 from neuralmimo.lab.bench import random_sdnet
 from neuralmimo.snr import noise_variance
 
-from ._common import TORCH_THREADS_PER_BLOCK, csi_to_pmt
-from .error_rate_probe import error_rate_probe
+from .._common import TORCH_THREADS_PER_BLOCK
+from ..tags import csi_to_pmt
+from ..error_rate_probe import error_rate_probe
 from .faults import Fault, fault_injector, tag_corruptor
 from .harness import gr_tag, quiet_info_logs, run_flowgraph
-from .linear_detector import linear_detector
-from .ls_channel_estimator import ls_channel_estimator
-from .mimo_channel import mimo_channel
-from .mimo_frame_source import mimo_frame_source
-from .neural_detector import neural_detector
+from ..linear_detector import linear_detector
+from ..ls_channel_estimator import ls_channel_estimator
+from ..mimo_channel import mimo_channel
+from ..mimo_frame_source import mimo_frame_source
+from ..neural_detector import neural_detector
 
 # the bytes of pickle.dumps({"weights": [1.0, 2.0]}): a pickle renamed weights.safetensors must be
 # refused without being unpickled
@@ -117,12 +118,12 @@ def bench_frame_sync(nr: int = 8, nt: int = 4, seconds: float = 1.0, samp_rate: 
     synchroniser alone on the matched-filter output in pieces of 65536 samples. Real-time ratio =
     samples per second per channel / ``samp_rate``. ``one_core``: the process (all the
     flowgraph's threads) is pinned to one CPU core for the measurement."""
-    from neuralmimo.framesync import FrameSynchronizer
+    from neuralmimo.receiver.framesync import FrameSynchronizer
     from neuralmimo.lab.ota import LinkSettings, impaired, receive_waveform
-    from neuralmimo.pulse import matched_filter, rrc_taps
+    from neuralmimo.receiver.pulse import matched_filter, rrc_taps
 
-    from .frame_sync import frame_sync
-    from .pulse_shaping import rrc_matched_filter
+    from ..frame_sync import frame_sync
+    from ..pulse_shaping import rrc_matched_filter
 
     quiet_info_logs()
     s = impaired(LinkSettings(nr=nr, nt=nt), timing_offset=517.37, phase_noise=1e-4)
@@ -539,9 +540,9 @@ def soak_faults(models: Path, vectors: int = 10_000_000, interval_s: float = 0.2
     """The receiver a USRP feeds (count framing with ``rx_time``) under a fault schedule.
 
     frame source -> ``deepsic-sed`` channel (12x8 BPSK, ``snr_db`` in the deepsic convention)
-    -> :class:`~gnuradio.neuralmimo.faults.fault_injector` (silent slips of up to half a frame,
+    -> :class:`~gnuradio.neuralmimo.apps.faults.fault_injector` (silent slips of up to half a frame,
     both ways; frames dropped by a stamped overflow; repeated frames; NaN bursts) -> LS
-    estimator (count framing, ``rx_time``) -> :class:`~gnuradio.neuralmimo.faults.tag_corruptor`
+    estimator (count framing, ``rx_time``) -> :class:`~gnuradio.neuralmimo.apps.faults.tag_corruptor`
     (all-zero ``csi``, ``noise_var`` 1e30) -> neural detector (hypernetwork-DeepSIC) -> error-rate
     probe, while a thread requests models every ``interval_s``: the two shipped bundles, invalid
     ones (flipped weight byte, pickle, missing, wrong architecture) and one that passes validation

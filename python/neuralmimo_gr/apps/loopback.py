@@ -111,11 +111,11 @@ def _probe_summary(p) -> dict:
 
 
 def replay_capture(capture: Path, grc: Path, out_dir: Path, timeout_s: float = 600) -> dict:
-    """Run a capture (``neuralmimo.capture``) through a replay flowgraph (``examples/replay_ota.grc``:
+    """Run a capture (``neuralmimo.receiver.capture``) through a replay flowgraph (``examples/replay_ota.grc``:
     parameter ``capture``, the receiver's layout parameters, probes ``probe_*``), with the
     parameters taken from the capture's ``neuralmimo`` metadata. Returns ``{probe: summary}`` and,
     when the capture has a ``live.json`` (recorded by a loopback), whether each probe reproduced it."""
-    from neuralmimo.capture import read_capture
+    from neuralmimo.receiver.capture import read_capture
 
     quiet_info_logs()
     cap = read_capture(capture)

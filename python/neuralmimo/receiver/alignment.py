@@ -61,7 +61,7 @@ class Realignment:
 
 def unexplained_fraction(y_p: torch.Tensor, noise_var: torch.Tensor, nt: int) -> torch.Tensor:
     """``||Y_p (I - P X_p)||^2 / ||Y_p||^2`` of received pilot windows ``y_p (..., Nr, Np)`` from
-    the LS residual noise variance of :class:`~neuralmimo.estimation.LSChannelEstimator`
+    the LS residual noise variance of :class:`~neuralmimo.receiver.estimation.LSChannelEstimator`
     (``noise_var (...)``, the residual energy per ``Nr (Np - Nt)`` degrees of freedom); ``inf``
     for an all-zero window. float64."""
     energy = y_p.abs().square().sum((-2, -1)).to(torch.float64)
@@ -92,7 +92,7 @@ class _Running:
 class PilotAligner:
     """Running pilot-residual statistics and the bounded search (module docstring).
 
-    ``estimator``: the :class:`~neuralmimo.estimation.LSChannelEstimator` of the frame's pilots;
+    ``estimator``: the :class:`~neuralmimo.receiver.estimation.LSChannelEstimator` of the frame's pilots;
     ``span``: the largest shift searched, in samples; ``jump``: the smallest relative rise of a
     statistic above its running median that makes a frame suspect.
     """

@@ -61,8 +61,8 @@ class AdaptDemoSettings:
 def _build(s: AdaptDemoSettings, nr: int, nt: int, modulation: str):
     from gnuradio import blocks, gr
 
-    from . import background_retrainer, csi_logger, error_rate_probe, linear_detector, ls_channel_estimator
-    from . import mimo_channel, mimo_frame_source, neural_detector
+    from .. import background_retrainer, csi_logger, error_rate_probe, linear_detector, ls_channel_estimator
+    from .. import mimo_channel, mimo_frame_source, neural_detector
 
     tb = gr.top_block("adapt_demo")
     frame_len = s.n_pilots + s.n_data

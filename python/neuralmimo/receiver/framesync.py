@@ -1,14 +1,14 @@
 """Frame synchronisation of a pulse-shaped multi-antenna receiver: preamble detection, timing,
 CFO, re-acquisition and residual phase tracking (numpy, no GNU Radio).
 
-Input: the ``Nr`` matched-filter outputs at ``sps`` samples per symbol (:mod:`neuralmimo.pulse`),
+Input: the ``Nr`` matched-filter outputs at ``sps`` samples per symbol (:mod:`neuralmimo.receiver.pulse`),
 in order, in pieces of any length (:meth:`FrameSynchronizer.push`), with the samples lost between
 pieces when known (:meth:`FrameSynchronizer.gap`, from UHD's ``rx_time`` tags). Output: whole
 frames at one sample per symbol, ``Np`` pilots + ``Nd`` data vectors (the preamble removed), with
 their number, CFO, fractional start, sync metrics and per-user CFO -- what the GNU Radio
 ``frame_sync`` block tags and hands to the LS estimator.
 
-A frame on air is ``[preamble (2 N symbols, neuralmimo.preamble), pilots (Np), data (Nd)]``.
+A frame on air is ``[preamble (2 N symbols, neuralmimo.receiver.preamble), pilots (Np), data (Nd)]``.
 
 State machine (like gr-dvbs2rx's frame synchroniser)::
 
@@ -20,7 +20,7 @@ State machine (like gr-dvbs2rx's frame synchroniser)::
 * **Detection** (SEARCHING): the Schmidl-Cox metric ``M(t) = |P(t)|^2 / R(t)^2`` summed over all
   receive antennas (``P = sum_r sum_{m<W} conj(y_r[t+m]) y_r[t+m+W]``, ``W = N sps``, ``R`` the mean
   energy of the two halves), compared with a threshold set by the false-alarm probability ``pfa``
-  per frame length of noise (:func:`neuralmimo.preamble.autocorrelation_threshold`); the peak of
+  per frame length of noise (:func:`neuralmimo.receiver.preamble.autocorrelation_threshold`); the peak of
   ``M`` after the first crossing is the coarse start and ``angle(P) / (2 pi W)`` the CFO (cycles
   per sample; within ``1 / (2 N)`` cycles per symbol).
 * **Fine timing and verification**: the autocorrelation must not be higher a quarter to half
@@ -30,7 +30,7 @@ State machine (like gr-dvbs2rx's frame synchroniser)::
   stream's known preamble at symbol spacing, ``T(d) = sum_{r,k} |c_rk(d)|^2``, is maximised over
   integer lags and refined by a parabola through the peak (the fractional start); the normalised
   correlation ``rho`` must pass its own false-alarm threshold
-  (:func:`neuralmimo.preamble.correlation_threshold`), which rejects what the autocorrelation
+  (:func:`neuralmimo.receiver.preamble.correlation_threshold`), which rejects what the autocorrelation
   alone cannot (e.g. constant pilot rows, which are periodic too).
 * **Tracking** (FOUND/LOCKED): the next preamble is looked for only within ``window`` samples of
   where the frame length puts it (lower thresholds: fewer positions are tested). A frame is handed
@@ -104,7 +104,7 @@ class FrameSynchronizer:
     """Preamble-based frame synchroniser (module docstring).
 
     ``nr`` receive streams; ``layout`` pilots and data after the preamble; ``preamble`` the
-    :class:`~neuralmimo.preamble.Preamble`; ``sps`` samples per symbol; ``taps`` the matched
+    :class:`~neuralmimo.receiver.preamble.Preamble`; ``sps`` samples per symbol; ``taps`` the matched
     filter (for the noise correlation in the thresholds); ``pfa`` false frame starts per frame
     length of noise-only input; ``window`` the tracking search half-width (samples, default
     ``sps``); ``origin`` the sample where frame 0 starts (numbering); ``constellation`` enables
@@ -420,8 +420,8 @@ class FrameSynchronizer:
 
 def pilot_fit(y_p: np.ndarray, layout: FrameLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LS fit of received pilots ``y_p (F, Nr, Np)``: ``(H (F, Nr, Nt), residual noise variance (F,),
-    unexplained fraction of the pilot energy (F,))`` -- :mod:`neuralmimo.estimation` and
-    :func:`neuralmimo.sync.unexplained_fraction` written with ``einsum`` (a frame's numbers do not
+    unexplained fraction of the pilot energy (F,))`` -- :mod:`neuralmimo.receiver.estimation` and
+    :func:`neuralmimo.receiver.alignment.unexplained_fraction` written with ``einsum`` (a frame's numbers do not
     depend on how many frames are fitted together, see :func:`track_phase`)."""
     x_p = layout.pilots().numpy().astype(np.complex128)
     proj = (x_p.conj().T @ np.linalg.inv(x_p @ x_p.conj().T)).astype(np.complex64)  # (Np, Nt), fixed

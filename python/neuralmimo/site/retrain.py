@@ -2,8 +2,8 @@
 
 The site-adaptation loop of [HM] ("re-trained in the background when the channel statistics
 change significantly") with the parts this project already has: the *Neural MIMO Detector*'s
-drift monitor reports ``drift`` on ``status`` (:mod:`neuralmimo.drift`), the *CSI Logger* records
-every frame's estimate (:mod:`neuralmimo.csilog`), ``neuralmimo adapt`` fine-tunes a bundle on a
+drift monitor reports ``drift`` on ``status`` (:mod:`neuralmimo.site.drift`), the *CSI Logger* records
+every frame's estimate (:mod:`neuralmimo.site.csilog`), ``neuralmimo adapt`` fine-tunes a bundle on a
 log and publishes it atomically into a folder the detector watches, and the detector swaps it
 in at a frame boundary. :class:`BackgroundRetrainer` is the state machine that joins them::
 
