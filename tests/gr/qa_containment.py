@@ -191,7 +191,7 @@ def test_a_new_model_far_slower_than_the_old_one_is_reverted(bundles):
 def test_watcher_retries_a_bundle_copied_non_atomically_and_floors_its_interval(bundles, tmp_path):
     watch = tmp_path / "watch"  # missing at start: a warning, not an error
     det = neural_detector(NR, NT, "qpsk", str(bundles["good"]), watch_dir=str(watch), watch_interval_s=0)
-    assert det.watch_interval_s >= 0.05
+    assert det.switch.watch_interval_s >= 0.05
     assert det.wait_idle()
     watch.mkdir()
     time.sleep(0.3)  # the watcher has seen the empty folder
@@ -204,7 +204,7 @@ def test_watcher_retries_a_bundle_copied_non_atomically_and_floors_its_interval(
     assert det.refusals and "no weights.safetensors" in det.refusals[-1]["reason"]
     shutil.copy(bundles["good2"] / WEIGHTS, target / WEIGHTS)  # ... the weights later
     def pending_path():
-        p = det._pending
+        p = det.switch.pending
         return None if p is None else p.describe()["path"]
 
     deadline = time.time() + 10

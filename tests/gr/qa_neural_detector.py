@@ -391,7 +391,7 @@ def test_watch_directory_picks_up_new_bundle(bundles, tmp_path):
     shutil.copytree(bundles["b"], watch / "b")
     deadline = time.time() + 10
     while time.time() < deadline and not any(e.get("path", "").endswith("/b") for e in det.refusals + [
-            {"path": str(det._pending.bundle.path)} if det._pending is not None else {}]):
+            {"path": str(det.switch.pending.bundle.path)} if det.switch.pending is not None else {}]):
         time.sleep(0.05)
     assert det.wait_idle()
     h, y, nv = _frames(4, seed=4)

@@ -15,6 +15,7 @@ time (``training.channel_stats``, written by the lab's pipelines):
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 
 import torch
@@ -146,3 +147,105 @@ class DriftMonitor:
         return {"frames": self.frames, "distance": self.distance, "power_change_db": self.power_db,
                 "drifting": self.drifting, "threshold": self.threshold,
                 "power_threshold_db": self.power_threshold_db, "window": self.window}
+
+
+class DriftWatch:
+    """The detector's drift and channel-family glue, per model in force (no GNU Radio).
+
+    At a swap, :meth:`new_model` builds a :class:`DriftMonitor` against the model's training
+    statistics (``training.channel_stats`` in its bundle; none: no monitor; malformed: a
+    ``drift-monitor`` ``off`` event) and arms the real-channel check once. Every accepted frame
+    estimate goes through :meth:`frame`: the monitor's ``drift``/``drift-back`` events, and for a
+    model trained on real-valued channels (``real_channels_only``) one ``channel-family`` warning
+    when the estimate is complex. Neither may ever cost a frame its detection: a failure turns
+    the monitor (or the check) off for this model and is returned as a ``problem``.
+
+    Events (dicts with ``event`` and ``time``, UTC ISO 8601) go to ``emit``;
+    warnings to ``warn(text)``; problems (``kind``, text: logged once, counted) to ``problem``.
+    ``nt`` is the receiver's stream count: a hypernetwork's statistics cover its ``K_max`` users,
+    of which the flowgraph's streams are the first ``nt``.
+    """
+
+    def __init__(self, nt: int, window: int = 256, threshold: float = 0.2, *, emit=None, warn=None, problem=None):
+        if window < 1 or not 0 < threshold < 1:
+            raise ValueError(f"drift_window must be >= 1 and 0 < drift_threshold < 1, got {window}, {threshold}")
+        self.nt, self.window, self.threshold = int(nt), int(window), float(threshold)
+        self._publish = emit or (lambda info: None)
+        self._warn = warn or (lambda text: None)
+        self._problem = problem or (lambda kind, text: None)
+        self.monitor: DriftMonitor | None = None
+        self.events: list[dict] = []
+        self._model = None
+        self._family_unchecked = False
+
+    def _emit(self, info: dict) -> dict:
+        info["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+        self._publish(info)
+        return info
+
+    def state(self) -> dict | None:
+        """The monitor's state (frames, distance, power change, drifting), or ``None`` without one."""
+        m = self.monitor
+        return None if m is None else m.state()
+
+    def new_model(self, det) -> None:
+        """A model came into force: a monitor against its training statistics, the family check armed."""
+        self._model, self._family_unchecked, self.monitor = det, True, None
+        bundle = getattr(det, "bundle", None)
+        stats = ((bundle.manifest.get("training") or {}).get("channel_stats") if bundle is not None else None)
+        if stats is None:
+            return
+        try:
+            r, p = parse_statistics(stats, det.nr, det.nt)
+            self.monitor = DriftMonitor((r, p[:self.nt]), self.window, self.threshold)
+        except ValueError as exc:
+            self._problem("bad-channel-stats", f"{det.describe()['path']}: {exc}: the drift monitor is off for "
+                                               "this model")
+            self._emit({"event": "drift-monitor", "state": "off", "reason": str(exc)})
+
+    def frame(self, h: torch.Tensor, **where) -> None:
+        """An accepted frame estimate ``h (Nr, Nt)``; ``where`` (frame, offset) joins the events."""
+        if self.monitor is not None:
+            self._update_monitor(h, where)
+        if self._family_unchecked and self._model is not None:
+            try:
+                self._check_family(h, where)
+            except Exception as exc:  # noqa: BLE001 - a check must never cost a frame its detection
+                self._family_unchecked = False
+                self._problem("family-check-failed", f"the channel-family check failed ({type(exc).__name__}: {exc})")
+
+    def _update_monitor(self, h: torch.Tensor, where: dict) -> None:
+        try:
+            event = self.monitor.update(h)
+        except Exception as exc:  # noqa: BLE001 - the monitor must never cost a frame its detection
+            self._problem("drift-monitor-failed", f"the drift monitor failed ({type(exc).__name__}: {exc}); it is "
+                                                  "off for this model")
+            self._emit({"event": "drift-monitor", "state": "off", "reason": str(exc)})
+            self.monitor = None
+            return
+        if event is None:
+            return
+        info = {"event": "drift" if event == "drift" else "drift-back", **self.monitor.state(), **where}
+        if event == "drift":
+            self._warn(f"the channels drifted from the model's training statistics (covariance distance "
+                       f"{info['distance']:.3f}, user power change {info['power_change_db']:.1f} dB over "
+                       f"{self.window} frames): consider re-training on this site's channels")
+        self.events.append(self._emit(info))
+
+    def _check_family(self, h: torch.Tensor, where: dict) -> None:
+        det = self._model
+        if not det.real_channels_only:
+            self._family_unchecked = False
+            return
+        frac = imaginary_fraction(h)
+        if frac <= REAL_CHANNEL_TOLERANCE:
+            return
+        self._family_unchecked = False
+        d = det.describe()
+        channel = ((det.bundle.system.get("channel") or {}).get("name") if det.bundle is not None else None) or "?"
+        msg = (f"model {d['path'] or d['architecture']} was trained for real-valued channels ({channel}) and reads "
+               f"Re y only, but this channel estimate is complex ({100 * frac:.0f} % of its energy imaginary): "
+               "expect an SER near 0.5; use a hypernet-deepsic-complex model")
+        self._warn(msg)
+        self._emit({"event": "channel-family", "trained_for": "real", "imaginary_fraction": frac, **where,
+                    "message": msg})

@@ -272,7 +272,7 @@ def bench_dial_flowgraph(bundle: str, keeps: list[float], frames: int = 16, fram
             det = neural_detector(nr, nt, mod, str(bundle), keep=keep)
             det.wait_idle()
             best_fg = min(best_fg, run_flowgraph(_neural_fg(det, y, tags, null_outputs=nt), timeout_s))
-            best_block = min(best_block, sum(t[2] for t in det._timing.values()))
+            best_block = min(best_block, det.switch.detection_seconds())
             options = det.model_info()["options"]
             det.close()
         kernel.configure(keep=keep)
