@@ -30,11 +30,13 @@ and :meth:`end_of_call` must be called from one thread.
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import queue
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -104,6 +106,17 @@ def folder_state(folder: Path) -> tuple:
             continue
         out.append((f.name, st.st_size, st.st_mtime_ns))
     return tuple(out)
+
+
+_RUNNING: "weakref.WeakSet[ModelSwitch]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At interpreter exit, join the threads of every switch still running (a flowgraph whose
+    construction failed half-way is never stopped): no thread outlives the objects it uses."""
+    for switch in list(_RUNNING):
+        switch.stop(timeout_s=2.0)
 
 
 def _default_log(level: str, text: str) -> None:
@@ -209,6 +222,7 @@ class ModelSwitch:
         self._stop_event = stop = threading.Event()
         self._loader = threading.Thread(target=self._load_loop, args=(stop,), name="model-switch-loader", daemon=True)
         self._loader.start()
+        _RUNNING.add(self)
         if self.watch_dir:
             self._watcher = threading.Thread(target=self._watch_loop, args=(stop,), name="model-switch-watch",
                                              daemon=True)
@@ -224,6 +238,7 @@ class ModelSwitch:
             if th is not None:
                 th.join(timeout_s)
         self._loader = self._watcher = None
+        _RUNNING.discard(self)
 
     def threads_alive(self) -> list[str]:
         """Names of this switch's threads that are running."""

@@ -33,6 +33,7 @@ from ..detectors.mmnet.model import HYPERMIMO_CODEC
 from ..detectors.mmnet.train import train_hypermimo
 from ..site.drift import REAL_CHANNEL_TOLERANCE, channel_statistics, imaginary_fraction
 from ..snr import noise_variance
+from . import families
 
 
 @dataclass
@@ -100,18 +101,18 @@ def adapt_hypermimo(csi, base, out, *, steps: int = 2000, batch: int = 200, lr: 
 
 
 DEEPSIC_CODECS = {"hypernet-deepsic": HYPERNET_CODEC, "hypernet-deepsic-complex": COMPLEX_HYPERNET_CODEC}
-ADAPTABLE = ("hypermimo", *DEEPSIC_CODECS)
+ADAPTABLE = families.adaptable_architectures()
 
 
 def adapt_bundle(csi, base, out, **options) -> AdaptResult:
-    """:func:`adapt_hypermimo` or :func:`adapt_deepsic`, by the base bundle's architecture."""
+    """The family's adapt entry (:mod:`neuralmimo.lab.families`: :func:`adapt_hypermimo`,
+    :func:`adapt_deepsic`) by the base bundle's architecture."""
     _, manifest = read_manifest(base)
     arch = manifest["architecture"]["name"]
-    if arch == "hypermimo":
-        return adapt_hypermimo(csi, base, out, **options)
-    if arch in DEEPSIC_CODECS:
-        return adapt_deepsic(csi, base, out, **options)
-    raise BundleError(f"{base}: a {arch} bundle cannot be adapted; adapt takes {', '.join(ADAPTABLE)}")
+    fam = families.by_architecture(arch)
+    if fam is None or arch not in fam.adaptable:
+        raise BundleError(f"{base}: a {arch} bundle cannot be adapted; adapt takes {', '.join(ADAPTABLE)}")
+    return fam.entry("adapt")(csi, base, out, **options)
 
 
 def adapt_deepsic(csi, base, out, *, steps: int = 2000, batch: int = 32, lr: float = 3e-4, budget_s: float = 0.0,

@@ -28,6 +28,7 @@ from ..detectors.sdnet.fast import SDNetKernel, sdnet_fast_detect
 from ..detectors.sdnet.model import SDNet, sdnet_detect
 from ..detectors.sdnet.train import draw_batch, make_optimiser, train
 from ..snr import complex_noise, noise_variance
+from .families import FAMILIES
 
 
 def _timed(fn) -> float:
@@ -313,23 +314,24 @@ def random_sdnet(nt: int, nr: int, n_conv: int, seed: int = 0):
     return m.eval()
 
 
-def bench_neural(frames: int = 8, frame_data: int = 1024, repeats: int = 3, threads: int = 1, n_conv: int = 8,
-                 sdnet_dims=(8, 32), deepsic_dims=(12, 12, 8)) -> list[dict]:
-    """Per-frame inference throughput of the neural detectors, in one process on the same frames.
-
-    * SDNet: the frame-amortised kernel (:mod:`neuralmimo.detectors.sdnet.fast`) against the plain
-      ``nn.Module`` (:func:`neuralmimo.detectors.sdnet.model.sdnet_detect`), both including the per-frame ZF; the
-      ratio, the FLOPs per vector of each (Table IV counting) and the GFLOP/s each achieves.
-    * Hypernetwork-DeepSIC (``N, K_max, K``): modules generated once per frame, all vectors in one
-      batched pass; FLOPs per vector ``2 Q K (D 16 + 16 |S|)`` with ``D = N + K - 1``.
-    * HyperMIMO (12x6 QPSK, T = 5) against MMSE on the same frames, and its per-frame weight
-      generation against MMNet trained per channel (:func:`_bench_hypermimo`).
-    """
+def bench_neural(frames: int = 8, frame_data: int = 1024, repeats: int = 3, threads: int = 1) -> list[dict]:
+    """Per-frame inference throughput of the neural detectors, in one process on the same frames:
+    the rows of every family's ``neural_bench`` entry (:mod:`neuralmimo.lab.families`, in the
+    table's order, one generator for all): :func:`bench_sdnet`, :func:`bench_deepsic`,
+    :func:`bench_hypermimo`."""
     torch.set_num_threads(threads)
-    rows = []
-    nt, nr = sdnet_dims
-    const = Constellation("qpsk")
     g = torch.Generator().manual_seed(1)
+    return [row for fam in FAMILIES if fam.neural_bench
+            for row in fam.entry("neural_bench")(frames, frame_data, repeats, g)]
+
+
+def bench_sdnet(frames: int, frame_data: int, repeats: int, g: torch.Generator, n_conv: int = 8, nt: int = 8,
+                nr: int = 32) -> list[dict]:
+    """SDNet: the frame-amortised kernel (:mod:`neuralmimo.detectors.sdnet.fast`) against the plain
+    ``nn.Module`` (:func:`neuralmimo.detectors.sdnet.model.sdnet_detect`), both including the
+    per-frame ZF; the ratio, the FLOPs per vector of each (Table IV counting) and the GFLOP/s each
+    achieves."""
+    const = Constellation("qpsk")
     h = torch.randn(frames, nr, nt, dtype=torch.complex64, generator=g)
     y = torch.randn(frames, nr, frame_data, dtype=torch.complex64, generator=g)
     model = random_sdnet(nt, nr, n_conv)
@@ -339,27 +341,31 @@ def bench_neural(frames: int = 8, frame_data: int = 1024, repeats: int = 3, thre
     diff = float((sdnet_detect(model, y, h, const) - sdnet_fast_detect(kernel, y, h, const)).abs().max())
     fl = kernel.flops_per_vector()
     n = frames * frame_data
-    rows.append({"model": f"SDNet Nconv={n_conv} {nt}x{nr} QPSK", "reference": "plain nn.Module", "vectors": n,
-                 "ref_vps": n / t_plain, "vps": n / t_fast, "ratio": t_plain / t_fast,
-                 "flops_ref": fl["plain"], "flops": fl["fast"], "gflops_ref": fl["plain"] * n / t_plain / 1e9,
-                 "gflops": fl["fast"] * n / t_fast / 1e9, "max_abs_diff": diff})
-    n_rx, k_max, k = deepsic_dims
+    return [{"model": f"SDNet Nconv={n_conv} {nt}x{nr} QPSK", "reference": "plain nn.Module", "vectors": n,
+             "ref_vps": n / t_plain, "vps": n / t_fast, "ratio": t_plain / t_fast,
+             "flops_ref": fl["plain"], "flops": fl["fast"], "gflops_ref": fl["plain"] * n / t_plain / 1e9,
+             "gflops": fl["fast"] * n / t_fast / 1e9, "max_abs_diff": diff}]
+
+
+def bench_deepsic(frames: int, frame_data: int, repeats: int, g: torch.Generator, n_rx: int = 12, k_max: int = 12,
+                  k: int = 8) -> list[dict]:
+    """Hypernetwork-DeepSIC (``N, K_max, K``): modules generated once per frame, all vectors in one
+    batched pass; FLOPs per vector ``2 Q K (D 16 + 16 |S|)`` with ``D = N + K - 1``; then the
+    complex-baseband one against joint DeepSIC (:func:`_bench_complex_deepsic`)."""
     torch.manual_seed(2)
     spec = ModuleSpec(n_rx)
     hyper = ModularHypernetwork(spec, k_max).eval()
-
     det = HyperDeepSICDetector.from_model(hyper)
     hd = torch.randn(frames, n_rx, k, generator=g).to(torch.complex64)
     yd = torch.randn(frames, n_rx, frame_data, dtype=torch.complex64, generator=g)
     nv = torch.full((frames,), 0.1)
     t_hyper = _best_time(lambda: det.detect(yd, hd, nv), repeats)
     flops = det.flops_per_vector(frame_data, k)
-    rows.append({"model": f"hypernet-DeepSIC N={n_rx} Kmax={k_max} K={k} BPSK", "reference": "-", "vectors": n,
-                 "ref_vps": None, "vps": n / t_hyper, "ratio": None, "flops_ref": None, "flops": flops,
-                 "gflops_ref": None, "gflops": flops * n / t_hyper / 1e9, "max_abs_diff": None})
-    rows.append(_bench_complex_deepsic(frames, frame_data, repeats, g))
-    rows.append(_bench_hypermimo(frames, frame_data, repeats, g))
-    return rows
+    n = frames * frame_data
+    return [{"model": f"hypernet-DeepSIC N={n_rx} Kmax={k_max} K={k} BPSK", "reference": "-", "vectors": n,
+             "ref_vps": None, "vps": n / t_hyper, "ratio": None, "flops_ref": None, "flops": flops,
+             "gflops_ref": None, "gflops": flops * n / t_hyper / 1e9, "max_abs_diff": None},
+            _bench_complex_deepsic(frames, frame_data, repeats, g)]
 
 
 def _bench_complex_deepsic(frames: int, frame_data: int, repeats: int, g: torch.Generator, nr: int = 12,
@@ -394,7 +400,8 @@ def _bench_complex_deepsic(frames: int, frame_data: int, repeats: int, g: torch.
             "gflops": flops * n / t_model / 1e9, "max_abs_diff": None}
 
 
-def _bench_hypermimo(frames: int, frame_data: int, repeats: int, g: torch.Generator, nr: int = 12, nu: int = 6) -> dict:
+def bench_hypermimo(frames: int, frame_data: int, repeats: int, g: torch.Generator, nr: int = 12,
+                    nu: int = 6) -> list[dict]:
     """HyperMIMO (T = 5, paper sizes, random weights) against unbiased MMSE on the same frames;
     and its per-frame work (QR + one hypernetwork pass) against MMNet trained for one channel
     (300 Adam steps of 32 vectors, T = 10, batched over 32 channels)."""
@@ -424,10 +431,10 @@ def _bench_hypermimo(frames: int, frame_data: int, repeats: int, g: torch.Genera
     t0 = time.perf_counter()
     train_mmnet_per_channel(hs[:32], nvs[:32], const, g, layers=10, steps=300, vectors=32)
     t_train = (time.perf_counter() - t0) / 32
-    return {"model": f"HyperMIMO T=5 {nu}x{nr} QPSK", "reference": "MMSE", "vectors": n, "ref_vps": n / t_mmse,
-            "vps": n / t_model, "ratio": t_mmse / t_model, "flops_ref": None, "flops": flops, "gflops_ref": None,
-            "gflops": flops * n / t_model / 1e9, "max_abs_diff": None, "generate_s_per_channel": t_gen,
-            "mmnet_train_s_per_channel": t_train, "generation_speedup": t_train / t_gen}
+    return [{"model": f"HyperMIMO T=5 {nu}x{nr} QPSK", "reference": "MMSE", "vectors": n, "ref_vps": n / t_mmse,
+             "vps": n / t_model, "ratio": t_mmse / t_model, "flops_ref": None, "flops": flops, "gflops_ref": None,
+             "gflops": flops * n / t_model / 1e9, "max_abs_diff": None, "generate_s_per_channel": t_gen,
+             "mmnet_train_s_per_channel": t_train, "generation_speedup": t_train / t_gen}]
 
 
 def bench_bundles(entries: list[str], frames: int = 8, frame_data: int = 1024, repeats: int = 3,

@@ -20,6 +20,8 @@ from ..bundle import BundleError
 from ..channels import ChannelSpec, describe_channels
 from ..constellation import MODULATIONS
 from ..snr import CONVENTIONS
+from .families import FAMILIES, by_pipeline
+from .families import NAMES as FAMILY_NAMES
 
 
 def parse_snr_range(text: str) -> list[float]:
@@ -166,7 +168,7 @@ def _add_sim(sub):
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Monte-Carlo sweep of the MIMO receiver. Each frame has its own channel "
                                    "realisation: Np orthogonal pilots, then --frame-data data vectors. SER is per "
-                                   "complex symbol, BER per bit, both with 95%% intervals (SER: Wilson or over "
+                                   "complex symbol, BER per bit, both with 95 % intervals (SER: Wilson or over "
                                    "frames, whichever is wider).\n\nchannel models:\n" + describe_channels())
     p.add_argument("--channel", type=channel_spec, default=ChannelSpec("iid"),
                    help="channel model: a name, or '{name: NAME, args: {...}}' (YAML/JSON), e.g. "
@@ -292,7 +294,7 @@ def _add_bench(sub):
     t = s.add_parser("training", help="training throughput per family in 1 process and in 2 data-parallel processes "
                      "(torchrun, gloo) with the scaling efficiency and paper-scale projections; our loop vs a plain "
                      "nn.Sequential + Adam loop (SDNet, DetNet/WeSNet)")
-    t.add_argument("--family", choices=["all", "sdnet", "wesnet", "deepsic", "hypermimo"], default="all",
+    t.add_argument("--family", choices=["all", *FAMILY_NAMES], default="all",
                    help="all (default); sdnet: also the plain loop at Nconv depths below; wesnet: also the plain "
                         "loop at 30x60 BPSK, --layers, --batch")
     t.add_argument("--processes", type=positive_int, default=2,
@@ -356,17 +358,15 @@ def cmd_bench_flowgraph(a) -> int:
 def cmd_bench_training(a) -> int:
     from .bench import bench_training, bench_training_wesnet, format_bench_training, format_bench_training_wesnet
 
-    from .scale import FAMILIES, bench_scaling, format_bench_scaling
+    from .scale import bench_scaling, format_bench_scaling
 
     out = {}
     if not a.no_scaling:
-        paper = {"sdnet": "learngene/paper.yaml", "deepsic": "deepsic/sed_n12.yaml", "hypermimo": "hypermimo/paper.yaml",
-                 "wesnet": "wesnet/paper.yaml"}
         # each family's model and data at its paper configuration's size, a short timed run
-        length = {"sdnet": 1, "deepsic": 1, "hypermimo": 100, "wesnet": 2}
-        rows = [bench_scaling(f, config=Path("configs") / paper[f], length=length[f], processes=a.processes,
-                              paper=Path("configs") / paper[f])
-                for f in (FAMILIES if a.family == "all" else [a.family])]
+        paper = {f.name: Path("configs") / f.pipeline / f.paper_config for f in FAMILIES}
+        rows = [bench_scaling(f.name, config=paper[f.name], length=f.bench_length, processes=a.processes,
+                              paper=paper[f.name])
+                for f in FAMILIES if a.family in ("all", f.name)]
         print(format_bench_scaling(rows), flush=True)
         out["scaling"] = rows
     if a.family in ("all", "wesnet"):
@@ -697,28 +697,9 @@ def cmd_grcc(a) -> int:
 
 
 # ------------------------------------------------------------------------------------ pipelines
-def _pipeline(name: str):
-    """The lab pipeline module of a family (``learngene``, ``deepsic``)."""
-    import importlib
-
-    return importlib.import_module(f".{name}", __package__)
-
-
-PIPELINES = {
-    "learngene": "SDNet + learngene pipeline [LG]: collective model, extraction, individual models, comparison (UMi "
-                 "tasks; generating them needs the lab environment)",
-    "deepsic": "DeepSIC [MH]: joint, online and modular-hypernetwork receivers over T-block transmissions with "
-               "per-user SNR profiles and users joining/leaving",
-    "hypermimo": "HyperMIMO [HM]: a hypernetwork writing MMNet's weights per channel, against MMNet per channel, "
-                 "OAMPNet, LMMSE and exact ML on local-scattering drops; mobility",
-    "wesnet": "DetNet and WeSNet [WS]: weight-scaling profiles, R-/L-WeSNet, the kept-fraction and depth dial, "
-              "FLOPs; 30x60 BPSK against ZF, MMSE and K-best",
-}
-
-
 def _add_pipelines(sub):
-    for name, text in PIPELINES.items():
-        mod = _pipeline(name)
+    for fam in FAMILIES:
+        name, text, mod = fam.pipeline, fam.summary, fam.module()
         p = sub.add_parser(name, help=text,
                            description="Each step reads the steps before it from the run folder --out and writes its "
                                        "config, metrics (JSON), plots (PNG) and model bundles there. 'run' does all "
@@ -755,10 +736,10 @@ def _add_pipelines(sub):
 def cmd_pipeline(a) -> int:
     import torch
 
-    mod = _pipeline(a.pipeline)
-    config_class = {"learngene": "LearngeneConfig", "deepsic": "DeepSICConfig", "hypermimo": "HyperMIMOConfig",
-                    "wesnet": "WeSNetConfig"}[a.pipeline]
     from .. import training
+
+    fam = by_pipeline(a.pipeline)
+    mod = fam.module()
 
     if a.resume is not None:
         if a.out is not None and a.out != a.resume:
@@ -768,7 +749,7 @@ def cmd_pipeline(a) -> int:
     config = a.pipeline_config or (a.resume / "config.yaml" if a.resume is not None else None)
     if config is None:
         raise ValueError("give --config CONFIG (or --resume RUN)")
-    cfg = getattr(mod, config_class).load(config)
+    cfg = fam.load_config(config)
     device = training.check_device(a.device or cfg.device)
     # under torchrun: join the job (gloo on CPU, NCCL on GPUs); a single process otherwise
     device = training.init_distributed(str(device))

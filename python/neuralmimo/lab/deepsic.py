@@ -621,3 +621,32 @@ def run_pipeline(cfg: DeepSICConfig, run: Path, steps=None, progress: bool = Tru
     """Run the pipeline's ``steps`` (default all) into ``run``; ``options``: ``resume``,
     ``checkpoint_every`` (:func:`~neuralmimo.lab.runs.run_steps`)."""
     run_steps("deepsic", STEPS, cfg, run, steps, progress, parallel=PARALLEL_STEPS, **options)
+
+
+# ------------------------------------------------------------------------------ the families table's entries
+def scale_training(length: int, seed: int, config: Path) -> tuple[torch.nn.Module, object]:
+    """``(model, run)``: this family's training at the size of the pipeline config ``config``
+    for ``length`` epochs; ``run() -> (history, samples)``
+    (:func:`neuralmimo.lab.scale.family_training`)."""
+    cfg = DeepSICConfig.load(config)
+    tr = cfg.training
+    blocks = training_blocks(cfg)
+    fe = front_end(blocks, cfg.spec)
+    torch.manual_seed(seed)
+    model = cfg.receiver.hypernetwork()
+
+    def run():
+        hist = train_hypernetwork(model, fe, blocks, epochs=length, lr=tr.hyper_lr,
+                                  batch_blocks=tr.hyper_batch_blocks,
+                                  symbols_per_block=tr.hyper_symbols_per_block, seed=seed)
+        chunks = max(1, blocks.labels.shape[-1] // tr.hyper_symbols_per_block) * tr.hyper_symbols_per_block
+        return hist, length * blocks.labels.shape[0] * chunks
+    return model, run
+
+
+def training_samples(config: Path) -> int:
+    """Training samples (symbol vectors) the pipeline config ``config`` trains on, counted as
+    :func:`scale_training` counts them (the paper-scale projections of ``bench training``)."""
+    c = DeepSICConfig.load(config)
+    per_epoch = len(c.k_values) * c.training.symbols_per_k
+    return c.training.hyper_epochs * per_epoch

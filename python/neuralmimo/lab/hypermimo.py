@@ -729,3 +729,31 @@ def run_pipeline(cfg: HyperMIMOConfig, run: Path, steps=None, progress: bool = T
     run_steps("hypermimo", STEPS, cfg, run, steps, progress, parallel=PARALLEL_STEPS, **options)
 
 
+# ------------------------------------------------------------------------------ the families table's entries
+def scale_training(length: int, seed: int, config: Path) -> tuple[torch.nn.Module, object]:
+    """``(model, run)``: this family's training at the size of the pipeline config ``config``
+    for ``length`` steps; ``run() -> (history, samples)``
+    (:func:`neuralmimo.lab.scale.family_training`)."""
+    cfg = HyperMIMOConfig.load(config)
+    tr, s = cfg.training, cfg.system
+    chan = cfg.channel(cfg.drops[0])
+    torch.manual_seed(seed)
+    model = HyperMIMO(s.nu, tr.layers, tr.hidden, s.modulation)
+
+    def run():
+        g = torch.Generator().manual_seed(training.rank_seed(seed))
+        batch = training.local_batch(tr.batch)
+        hist = train_hypermimo(model, lambda step: draw_batch(chan, cfg.constellation, batch, tr.vectors,
+                                                                      tuple(tr.snr_db), g),
+                               steps=length, steps_per_epoch=max(1, length // 4), lr=tuple(tr.lr), generators=(g,))
+        return hist, length * tr.batch * tr.vectors
+    return model, run
+
+
+def training_samples(config: Path) -> int:
+    """Training samples (symbol vectors) the pipeline config ``config`` trains on, counted as
+    :func:`scale_training` counts them (the paper-scale projections of ``bench training``)."""
+    c = HyperMIMOConfig.load(config)
+    tr = c.training
+    models = len(c.drops) * len(tr.csi) + len(tr.across_hidden) * len(tr.across_inputs)
+    return models * tr.steps * tr.batch * tr.vectors

@@ -989,3 +989,36 @@ def run_pipeline(cfg: LearngeneConfig, run: Path, steps=None, progress: bool = T
     ``checkpoint_every`` (:func:`~neuralmimo.lab.runs.run_steps`)."""
     run_steps("learngene", STEPS, cfg, run, RUN_STEPS if steps is None else steps, progress, parallel=PARALLEL_STEPS,
               **options)
+
+
+# ------------------------------------------------------------------------------ the families table's entries
+def scale_training(length: int, seed: int, config: Path) -> tuple[torch.nn.Module, object]:
+    """``(model, run)``: this family's training at the size of the pipeline config ``config``
+    for ``length`` epochs; ``run() -> (history, samples)``
+    (:func:`neuralmimo.lab.scale.family_training`)."""
+    from ..channels import make_channel
+
+    cfg = LearngeneConfig.load(config)
+    ic = cfg.individual
+    n = int(cfg.data.ues_per_task * 0.81)
+    h = make_channel("iid", 32, 8).sample(n, torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    model = SDNet(8, 32, ic.n_conv)
+    opt = make_optimiser(model, ic.lr)
+
+    def run():
+        hist = train(model, opt, h, epochs=length, snr_db=cfg.data.snr_db, constellation=Constellation("qpsk"),
+                     n_pilots=cfg.data.n_pilots, batch_size=ic.batch_size, seed=seed)
+        return hist, length * n
+    return model, run
+
+
+def training_samples(config: Path) -> int:
+    """Training samples (symbol vectors) the pipeline config ``config`` trains on, counted as
+    :func:`scale_training` counts them (the paper-scale projections of ``bench training``)."""
+    c = LearngeneConfig.load(config)
+    ues = int(c.data.ues_per_task * 0.81)
+    epochs = len(c.data.collective_tasks) * c.collective.epochs_per_task + \
+        len(c.data.target_tasks) * len(c.individual.schemes) * c.individual.epochs + \
+        c.individual.transfer_pretrain_epochs
+    return epochs * ues

@@ -25,14 +25,9 @@ import torch
 from safetensors.torch import save_file
 
 from .. import training
+from . import families
 
-FAMILIES = ("sdnet", "deepsic", "hypermimo", "wesnet")
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
-
-
-def _config_path(family: str) -> Path:
-    folder = {"sdnet": "learngene"}.get(family, family)
-    return CONFIGS / folder / "quick.yaml"
+FAMILIES = families.NAMES
 
 
 def family_training(family: str, length: int, seed: int = 0, config: Path | None = None
@@ -40,91 +35,11 @@ def family_training(family: str, length: int, seed: int = 0, config: Path | None
     """``(model, run)`` where ``run()`` trains ``model`` for ``length`` epochs (SDNet, DeepSIC) or
     steps (HyperMIMO, WeSNet) of the family's configuration ``config`` (default: its quick one;
     SDNet: the learngene individual model on i.i.d. channels, as many as a task's training UEs)
-    and returns
-    ``(history, samples)``: the training function's records and the training samples it went
-    through (symbol vectors; per process it is the global count)."""
-    from ..constellation import Constellation
-
-    if family == "sdnet":
-        from ..channels import make_channel
-        from ..detectors.sdnet.model import SDNet
-        from ..detectors.sdnet.train import make_optimiser, train
-        from .learngene import LearngeneConfig
-
-        cfg = LearngeneConfig.load(config or _config_path(family))
-        ic = cfg.individual
-        n = int(cfg.data.ues_per_task * 0.81)
-        h = make_channel("iid", 32, 8).sample(n, torch.Generator().manual_seed(seed))
-        torch.manual_seed(seed)
-        model = SDNet(8, 32, ic.n_conv)
-        opt = make_optimiser(model, ic.lr)
-
-        def run():
-            hist = train(model, opt, h, epochs=length, snr_db=cfg.data.snr_db, constellation=Constellation("qpsk"),
-                         n_pilots=cfg.data.n_pilots, batch_size=ic.batch_size, seed=seed)
-            return hist, length * n
-        return model, run
-    if family == "deepsic":
-        from ..detectors.deepsic.train import front_end, train_hypernetwork
-        from .deepsic import DeepSICConfig, training_blocks
-
-        cfg = DeepSICConfig.load(config or _config_path(family))
-        tr = cfg.training
-        blocks = training_blocks(cfg)
-        fe = front_end(blocks, cfg.spec)
-        torch.manual_seed(seed)
-        model = cfg.receiver.hypernetwork()
-
-        def run():
-            hist = train_hypernetwork(model, fe, blocks, epochs=length, lr=tr.hyper_lr,
-                                      batch_blocks=tr.hyper_batch_blocks,
-                                      symbols_per_block=tr.hyper_symbols_per_block, seed=seed)
-            chunks = max(1, blocks.labels.shape[-1] // tr.hyper_symbols_per_block) * tr.hyper_symbols_per_block
-            return hist, length * blocks.labels.shape[0] * chunks
-        return model, run
-    if family == "hypermimo":
-        from ..datasets import draw_channel_batch
-        from ..detectors.mmnet.model import HyperMIMO
-        from ..detectors.mmnet.train import train_hypermimo
-        from .hypermimo import HyperMIMOConfig
-
-        cfg = HyperMIMOConfig.load(config or _config_path(family))
-        tr, s = cfg.training, cfg.system
-        chan = cfg.channel(cfg.drops[0])
-        torch.manual_seed(seed)
-        model = HyperMIMO(s.nu, tr.layers, tr.hidden, s.modulation)
-
-        def run():
-            g = torch.Generator().manual_seed(training.rank_seed(seed))
-            batch = training.local_batch(tr.batch)
-            hist = train_hypermimo(model, lambda step: draw_channel_batch(chan, cfg.constellation, batch, tr.vectors,
-                                                                          tuple(tr.snr_db), g),
-                                   steps=length, steps_per_epoch=max(1, length // 4), lr=tuple(tr.lr), generators=(g,))
-            return hist, length * tr.batch * tr.vectors
-        return model, run
-    if family == "wesnet":
-        from ..datasets import draw_channel_batch
-        from ..detectors.detnet.model import DetNet
-        from ..detectors.detnet.train import train_detnet
-        from .wesnet import WeSNetConfig
-
-        cfg = WeSNetConfig.load(config or _config_path(family))
-        tr, s = cfg.training, cfg.system
-        m = next(m for m in cfg.models if m.name == cfg.evaluation.dial_model)
-        chan = cfg.channel()
-        torch.manual_seed(seed)
-        model = DetNet(s.nt, tr.layers, tr.hidden, s.modulation, m.profile, m.keep, m.learnable)
-        model.reset_parameters(tr.init)
-
-        def run():
-            g = torch.Generator().manual_seed(training.rank_seed(seed))
-            batch = training.local_batch(tr.batch)
-            hist = train_detnet(model, lambda step: draw_channel_batch(chan, cfg.constellation, batch, 1,
-                                                                       tuple(tr.snr_db), g, convention="detnet"),
-                                steps=length, steps_per_epoch=max(1, length // 4), lr=tr.lr, generators=(g,))
-            return hist, length * tr.batch
-        return model, run
-    raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    and returns ``(history, samples)``: the training function's records and the training samples
+    it went through (symbol vectors; per process it is the global count). The family's pipeline
+    module does the work (``scale_training``, :mod:`neuralmimo.lab.families`)."""
+    fam = families.family(family)
+    return fam.module().scale_training(length, seed, config or fam.quick_config)
 
 
 def config_samples(family: str, config: Path) -> int:
@@ -132,32 +47,7 @@ def config_samples(family: str, config: Path) -> int:
     :func:`family_training`: the basis of the paper-scale projections of ``bench training``.
     Learngene counts the collective (Nconv = 12) samples like the individual ones (Nconv = 8),
     so it underestimates the collective part by about the depth ratio."""
-    if family == "sdnet":
-        from .learngene import LearngeneConfig
-
-        c = LearngeneConfig.load(config)
-        ues = int(c.data.ues_per_task * 0.81)
-        epochs = len(c.data.collective_tasks) * c.collective.epochs_per_task + \
-            len(c.data.target_tasks) * len(c.individual.schemes) * c.individual.epochs + \
-            c.individual.transfer_pretrain_epochs
-        return epochs * ues
-    if family == "deepsic":
-        from .deepsic import DeepSICConfig
-
-        c = DeepSICConfig.load(config)
-        per_epoch = len(c.k_values) * c.training.symbols_per_k
-        return c.training.hyper_epochs * per_epoch
-    if family == "hypermimo":
-        from .hypermimo import HyperMIMOConfig
-
-        c = HyperMIMOConfig.load(config)
-        tr = c.training
-        models = len(c.drops) * len(tr.csi) + len(tr.across_hidden) * len(tr.across_inputs)
-        return models * tr.steps * tr.batch * tr.vectors
-    from .wesnet import WeSNetConfig
-
-    c = WeSNetConfig.load(config)
-    return sum((m.steps or c.training.steps) for m in c.models) * c.training.batch
+    return families.family(family).module().training_samples(config)
 
 
 def bench_scaling(family: str, config: Path | None = None, length: int | None = None, processes: int = 2,
@@ -169,8 +59,9 @@ def bench_scaling(family: str, config: Path | None = None, length: int | None = 
     a warm-up run of the same length."""
     import tempfile
 
-    config = config or _config_path(family)
-    length = length or {"sdnet": 1, "deepsic": 1, "hypermimo": 100, "wesnet": 60}[family]
+    fam = families.family(family)
+    config = config or fam.quick_config
+    length = length or fam.scale_length
     rates = {}
     for threads in (1, processes):
         torch.set_num_threads(threads)

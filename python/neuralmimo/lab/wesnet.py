@@ -657,3 +657,33 @@ def run_pipeline(cfg: WeSNetConfig, run: Path, steps=None, progress: bool = True
     """Run the pipeline's ``steps`` (default all) into ``run``; ``options``: ``resume``,
     ``checkpoint_every`` (:func:`~neuralmimo.lab.runs.run_steps`)."""
     run_steps("wesnet", STEPS, cfg, run, steps, progress, parallel=PARALLEL_STEPS, **options)
+
+
+# ------------------------------------------------------------------------------ the families table's entries
+def scale_training(length: int, seed: int, config: Path) -> tuple[torch.nn.Module, object]:
+    """``(model, run)``: this family's training at the size of the pipeline config ``config``
+    for ``length`` steps; ``run() -> (history, samples)``
+    (:func:`neuralmimo.lab.scale.family_training`)."""
+    cfg = WeSNetConfig.load(config)
+    tr, s = cfg.training, cfg.system
+    m = next(m for m in cfg.models if m.name == cfg.evaluation.dial_model)
+    chan = cfg.channel()
+    torch.manual_seed(seed)
+    model = DetNet(s.nt, tr.layers, tr.hidden, s.modulation, m.profile, m.keep, m.learnable)
+    model.reset_parameters(tr.init)
+
+    def run():
+        g = torch.Generator().manual_seed(training.rank_seed(seed))
+        batch = training.local_batch(tr.batch)
+        hist = train_detnet(model, lambda step: draw_channel_batch(chan, cfg.constellation, batch, 1,
+                                                                   tuple(tr.snr_db), g, convention="detnet"),
+                            steps=length, steps_per_epoch=max(1, length // 4), lr=tr.lr, generators=(g,))
+        return hist, length * tr.batch
+    return model, run
+
+
+def training_samples(config: Path) -> int:
+    """Training samples (symbol vectors) the pipeline config ``config`` trains on, counted as
+    :func:`scale_training` counts them (the paper-scale projections of ``bench training``)."""
+    c = WeSNetConfig.load(config)
+    return sum((m.steps or c.training.steps) for m in c.models) * c.training.batch

@@ -24,7 +24,7 @@ from neuralmimo.detectors.deepsic import HYPERNET_CODEC
 from neuralmimo.lab.deepsic import DeepSICConfig, Receivers, ScenarioConfig, run_transmission
 from neuralmimo.lab.figures import plot_ser
 from neuralmimo.lab.sim import SimConfig, simulate
-from neuralmimo.metrics import wilson_interval
+from neuralmimo.metrics import error_rate_interval, wilson_interval
 from neuralmimo.snr import convert_snr_db
 
 from .harness import compile_grc, load_top_block_class, quiet_info_logs, run_flowgraph
@@ -263,16 +263,20 @@ def _scenario(tb) -> str:
             f"{chan.snr_db():g} dB ({chan.snr_convention})")
 
 
-def _records(tb, wall: float, name: str, lab_ser: dict, lab_symbols: int) -> list[dict]:
-    """Flowgraph records of the three probes (``zf``, ``mmse``, ``name``) and the lab's SER of the
-    same detectors (``lab_ser``: ``{detector: SER}`` over ``lab_symbols`` symbols, Wilson intervals)."""
+def _lab_wilson(lab_ser: dict, lab_symbols: int) -> dict:
+    """Lab results known only as an SER over ``lab_symbols`` symbols: Wilson intervals."""
+    return {det: {"ser": ser, "ci": list(wilson_interval(int(round(ser * lab_symbols)), lab_symbols)),
+                  "n_symbols": lab_symbols, "interval": "Wilson"} for det, ser in lab_ser.items()}
+
+
+def _records(tb, wall: float, name: str, lab: dict) -> list[dict]:
+    """Flowgraph records of the three probes (``zf``, ``mmse``, ``name``) and the lab's records of
+    the same detectors (``lab``: ``{detector: {ser, ci, n_symbols, interval}}``)."""
     scen = _scenario(tb)
     probes = {"zf": tb.probe_zf, "mmse": tb.probe_mmse, name: tb.probe_nn}
     out = [_probe_record(p, det, scen, wall) for det, p in probes.items()]
     for det in probes:
-        errors = int(round(lab_ser[det] * lab_symbols))
-        out.append({"scenario": scen, "detector": det, "source": "lab", "ser": lab_ser[det],
-                    "ci": list(wilson_interval(errors, lab_symbols)), "n_symbols": lab_symbols})
+        out.append({"scenario": scen, "detector": det, "source": "lab", **lab[det]})
     return out
 
 
@@ -292,9 +296,9 @@ def _hypernetwork_loopback(grc: Path, model: Path, out_dir: Path, frames: int, t
     lab = run_transmission(cfg, sc, Receivers(hyper, {}), snr_deepsic, lay.n_pilots,
                            methods=("zf", "mmse", "hypernetwork"))
     ser = {m: sum(v) / len(v) for m, v in lab["ser"].items()}
-    return _records(tb, wall, "hypernetwork-DeepSIC", {"zf": ser["zf"], "mmse": ser["mmse"],
-                                                        "hypernetwork-DeepSIC": ser["hypernetwork"]},
-                    frames * lay.n_data * lay.nt)
+    return _records(tb, wall, "hypernetwork-DeepSIC", _lab_wilson({"zf": ser["zf"], "mmse": ser["mmse"],
+                                                                    "hypernetwork-DeepSIC": ser["hypernetwork"]},
+                                                                   frames * lay.n_data * lay.nt))
 
 
 def _sdnet_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float,
@@ -302,7 +306,8 @@ def _sdnet_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_
     """An SDNet loopback and the test SER the learngene pipeline recorded in the bundle."""
     tb, wall = _run_loopback(grc, out_dir, timeout_s, n_frames=frames, model=str(model))
     test = load_bundle(model).manifest["training"]["test"]
-    return _records(tb, wall, name, {"zf": test["zf"], "mmse": test["mmse"], name: test["sdnet"]}, int(test["symbols"]))
+    return _records(tb, wall, name, _lab_wilson({"zf": test["zf"], "mmse": test["mmse"], name: test["sdnet"]},
+                                                int(test["symbols"])))
 
 
 def _bundle_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout_s: float, name: str,
@@ -311,7 +316,9 @@ def _bundle_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout
     and the same bundle in the lab: ``lab_frames`` frames of the flowgraph's channel, SNR,
     convention and pilots (:func:`~neuralmimo.datasets.draw_channel_batch` with LS CSI:
     orthogonal DFT pilots, as the frame source sends), detected by the bundle's detector, MMSE
-    and ZF."""
+    and ZF. The lab's interval is the flowgraph probe's: Wilson or over frames, whichever is
+    wider (errors cluster in the frames of bad channels; a Wilson interval over symbols alone
+    is several times too narrow for block fading)."""
     import torch
 
     from neuralmimo.detectors import SystemSpec, linear_detect, load_detector
@@ -324,11 +331,17 @@ def _bundle_loopback(grc: Path, model: Path, out_dir: Path, frames: int, timeout
     det = load_detector(model, SystemSpec(nr, lay.nt, const.name))
     b = draw_batch(channel, const, lab_frames, lay.n_data, chan.snr_db(), torch.Generator().manual_seed(5),
                    convention=chan.snr_convention, csi="ls", n_pilots=lay.n_pilots)
-    ser = {name: float((const.hard_decision(det.detect(b.y, b.h, b.noise_var)) != b.idx).double().mean())}
+    decisions = {name: const.hard_decision(det.detect(b.y, b.h, b.noise_var))}
     for kind in ("zf", "mmse"):
-        x, _ = linear_detect(b.y, b.h, b.noise_var, kind, const)
-        ser[kind] = float((const.hard_decision(x) != b.idx).double().mean())
-    return _records(tb, wall, name, ser, lab_frames * lay.n_data * lay.nt)
+        decisions[kind] = const.hard_decision(linear_detect(b.y, b.h, b.noise_var, kind, const)[0])
+    per_frame = lay.n_data * lay.nt
+    lab = {}
+    for det_name, idx_hat in decisions.items():
+        errors = (idx_hat != b.idx).reshape(lab_frames, -1).sum(1)
+        lab[det_name] = {"ser": float(errors.sum()) / (lab_frames * per_frame),
+                         "ci": list(error_rate_interval(errors, per_frame)), "n_symbols": lab_frames * per_frame,
+                         "interval": "Wilson or over frames"}
+    return _records(tb, wall, name, lab)
 
 
 def neural_loopback_demo(examples: Path, models: Path, out_dir: Path, sed_frames: int = 100, umi_frames: int = 1000,
@@ -378,7 +391,10 @@ def format_neural_demo(records: list[dict]) -> str:
         cells = [f"{r['ser']:.3e} ±{(r['ci'][1] - r['ci'][0]) / 2:.1e}".rjust(21) for r in (a, b)]
         agree = a["ci"][0] <= b["ci"][1] and b["ci"][0] <= a["ci"][1]
         lines.append(f"{scen:<{w}} | {det:<21} | {cells[0]} | {cells[1]} | {'yes' if agree else 'NO'}")
-    lines.append("SER per complex symbol; ± is the 95 % half-width (flowgraph: Wilson or over frames; lab: Wilson). "
+    lines.append("SER per complex symbol; ± is the 95 % half-width (flowgraph: Wilson or over frames, whichever is "
+                 "wider; lab: the same for HyperMIMO and complex DeepSIC, Wilson where only the SER is known); "
+                 "agree = the two 95 % intervals overlap (the flowgraph and the lab draw their own channels of the "
+                 "same model, so only the intervals can be compared). "
                  "Lab: hypernetwork-DeepSIC through the DeepSIC pipeline on the same channel sequence (random BPSK "
                  "pilots instead of the flowgraph's DFT pilots); SDNet: the test SER in the bundle's manifest "
                  "(learngene pipeline, the task's test channels x 50 vectors); HyperMIMO and complex DeepSIC: the "

@@ -15,7 +15,7 @@ from gnuradio import blocks, gr
 from gnuradio.neuralmimo import background_retrainer
 from gnuradio.neuralmimo.apps.adapt_demo import AdaptDemoSettings, compare_on_channel, run_adapt_demo
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.timeout(600)
 
 

@@ -14,7 +14,7 @@ from neuralmimo.lab.sim import simulate
 from conftest import run
 
 pytestmark = pytest.mark.timeout(300)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_loopback_grc_ser_equals_core_simulation(tmp_path):

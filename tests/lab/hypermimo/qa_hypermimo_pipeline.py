@@ -13,7 +13,7 @@ from neuralmimo.detectors import SystemSpec, load_detector
 from neuralmimo.detectors.mmnet.model import HYPERMIMO_CODEC
 from neuralmimo.lab.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "configs" / "hypermimo" / "quick.yaml"
 
 

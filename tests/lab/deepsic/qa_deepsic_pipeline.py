@@ -25,7 +25,7 @@ from neuralmimo.lab.deepsic import (
     training_blocks,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "configs" / "deepsic" / "quick.yaml"
 
 

@@ -94,7 +94,7 @@ def test_bundle_inspect_and_verify_every_kind_and_never_a_traceback(tmp_path, ca
     import shutil
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     lg = root / "models" / "learngene-umi-bottom"
     code, out, _ = _main(["bundle", "verify", str(lg)], capsys)
     assert code == 0 and "valid data, not a detector" in out
@@ -122,7 +122,7 @@ def test_bundle_upgrade_rewrites_a_version_1_manifest(tmp_path, capsys):
     import shutil
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     b = tmp_path / "b"
     shutil.copytree(root / "models" / "hypernet-deepsic-sed-n12", b)
     m = json.loads((b / "manifest.json").read_text())

@@ -18,7 +18,7 @@ from neuralmimo.detectors.deepsic.complex import COMPLEX_HYPERNET_CODEC
 from neuralmimo.lab.cli import main
 from neuralmimo.lab.deepsic import DeepSICConfig, Receivers, ScenarioConfig, run_transmission
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "configs" / "deepsic" / "complex_quick.yaml"
 
 pytestmark = pytest.mark.timeout(900)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.timeout(300)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _cli(*args):
@@ -49,3 +49,17 @@ def test_loopback_refuses_in_one_line(tmp_path, args, words):
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_loopback_neural_without_the_umi_cache_ends_in_one_line_not_an_abort(tmp_path):
+    """The SDNet loopbacks need UMi task 50 from the lab environment: without it the command
+    says so in one line and exits 2 (it used to end in SIGABRT, exit 134, at interpreter exit)."""
+    import os
+
+    env = {**os.environ, "NEURALMIMO_CACHE": str(tmp_path / "empty-cache")}
+    p = subprocess.run([sys.executable, "-m", "neuralmimo.lab.cli", "loopback-neural", "--out", str(tmp_path / "o"),
+                        "--sed-frames", "2", "--complex-frames", "2", "--no-progress"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=280, env=env)
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert p.returncode == 2 and "Traceback" not in p.stderr, (p.returncode, p.stderr[-2000:])
+    assert "UMi" in lines[-1] and "lab environment" in lines[-1], lines

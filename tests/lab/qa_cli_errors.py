@@ -13,7 +13,7 @@ import pytest
 from neuralmimo.lab.cli import main
 
 pytestmark = pytest.mark.timeout(120)
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "neuralmimo.lab.cli"]
 # a sweep that would run for hours: a refusal must come before it starts
 LONG = ["--symbols", "1000000000", "--no-progress"]

@@ -14,7 +14,7 @@ import pytest
 from neuralmimo.detectors import SystemSpec, load_detector
 from neuralmimo.lab.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "configs" / "wesnet" / "quick.yaml"
 
 

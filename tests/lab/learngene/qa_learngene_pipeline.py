@@ -17,7 +17,7 @@ from neuralmimo.detectors.sdnet.model import SDNET_CODEC
 from neuralmimo.lab.cli import main
 from neuralmimo.metrics import wilson_interval
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "configs" / "learngene" / "quick.yaml"
 
 

@@ -15,7 +15,7 @@ from neuralmimo.lab.deepsic import DeepSICConfig, Receivers, ScenarioConfig, run
 from conftest import run
 
 pytestmark = pytest.mark.timeout(600)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "models" / "hypernet-deepsic-sed-n12"
 
 

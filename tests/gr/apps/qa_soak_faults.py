@@ -10,7 +10,7 @@ import pytest
 from gnuradio.neuralmimo.apps.stress import FAULT_SOAK_KINDS, fault_schedule, format_soak_faults, soak_faults
 
 pytestmark = pytest.mark.timeout(600)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_fault_schedule_covers_every_kind_and_never_overlaps():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from neuralmimo.lab.sim import SimConfig, simulate
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 HYPER = ROOT / "models" / "hypernet-deepsic-sed-n12"
 CLI = [sys.executable, "-m", "neuralmimo.lab.cli"]
 SED = dict(channel="deepsic-sed", nt=8, nr=12, modulation="bpsk", snr_convention="deepsic", snr_db=[10.0],
