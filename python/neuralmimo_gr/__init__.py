@@ -2,7 +2,8 @@
 
 The blocks are thin adapters (stream I/O, tags, messages, threads) over the core library
 :mod:`neuralmimo`, which holds all estimation and detection math. The tag contract between
-them is described in :mod:`gnuradio.neuralmimo._common`.
+them is :mod:`gnuradio.neuralmimo.tags`; the tools built from the blocks (demos, benchmarks,
+fault injection) are :mod:`gnuradio.neuralmimo.apps`.
 """
 
 from neuralmimo import __version__  # noqa: F401

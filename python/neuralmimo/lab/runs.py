@@ -14,7 +14,7 @@ import shutil
 import time
 import types
 import typing
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,23 +23,59 @@ import yaml
 from .. import training
 
 
-def section(typ, data: dict | None, where: str):
-    """``typ(**data)`` for a dataclass ``typ``; a key that is not one of its fields, or a value of
-    the wrong type, raises ``ValueError`` naming ``where`` and the key (a typo in a config must not
-    be silently ignored, nor fail deep inside a run)."""
-    data = data or {}
+def read_config(typ, data: dict | None, where: str):
+    """A config dataclass ``typ`` read from the mapping ``data`` (``None``: every default), the one
+    reader of every pipeline's YAML. Recursive: a field typed with a dataclass (``Sub``,
+    ``Sub | None``, ``list[Sub]``) is read the same way from its sub-mapping, named
+    ``where.field`` (``where.field[i]``) in messages; an absent key takes the field's default.
+    A key that is not a field, or a value of the wrong type, raises ``ValueError`` naming the
+    place and the key (a typo in a config must not be silently ignored, nor fail deep inside a
+    run). A dataclass with a ``check()`` method is checked after it is built (cross-field rules)."""
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    bad = set(data) - {f.name for f in fields(typ)}
+    bad = set(data) - {f.name for f in fields(typ) if f.init}
     if bad:
         raise ValueError(f"unknown keys in {where}: {sorted(bad)}")
     hints = typing.get_type_hints(typ)
+    values = {}
     for key, value in data.items():
-        hint = hints.get(key)
-        if hint is not None and not _matches(value, hint):
+        hint, place = hints.get(key), f"{where}.{key}"
+        sub, many, optional = _nested(hint)
+        if sub is not None and value is None and optional:
+            values[key] = None
+        elif sub is not None and many:
+            if not isinstance(value, list):
+                raise ValueError(f"{place} must be a list, got {type(value).__name__}")
+            values[key] = [read_config(sub, v, f"{place}[{i}]") for i, v in enumerate(value)]
+        elif sub is not None:
+            values[key] = read_config(sub, value, place)
+        elif hint is not None and not _matches(value, hint):
             extra = " (YAML reads a number like 5e-4 as text: write 5.0e-4)" if _numeric_text(value) else ""
             raise ValueError(f"{where}: {key} must be {_describe(hint)}, got {value!r}{extra}")
-    return typ(**data)
+        else:
+            values[key] = value
+    cfg = typ(**values)
+    if hasattr(cfg, "check"):
+        cfg.check()
+    return cfg
+
+
+def _nested(hint) -> tuple[type | None, bool, bool]:
+    """``(dataclass, is a list of it, may be None)`` of a field's type hint; ``(None, ...)`` for
+    a plain type."""
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        if len(args) != 1:
+            return None, False, optional
+        hint = args[0]
+    if typing.get_origin(hint) is list and typing.get_args(hint) and is_dataclass(typing.get_args(hint)[0]):
+        return typing.get_args(hint)[0], True, optional
+    if is_dataclass(hint):
+        return hint, False, optional
+    return None, False, optional
 
 
 def _numeric_text(value) -> bool:
@@ -152,3 +188,40 @@ def run_steps(name: str, steps: dict[str, Callable], cfg, run: Path, selected=No
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.touch()
                 print(f"[{name}] {s} done in {time.perf_counter() - t0:.0f} s -> {run}", flush=True)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a pipeline: ``run(cfg, run, progress)``, its help line; ``parallel``: it runs
+    in every process under torchrun (data-parallel training, independent runs spread over the
+    processes; the others run in rank 0 alone); ``in_run``: part of the ``run`` command (a step
+    that is a study of its own is run by name only)."""
+
+    run: Callable
+    help: str
+    parallel: bool = False
+    in_run: bool = True
+
+
+class Pipeline:
+    """A lab pipeline: named :class:`Step` s run in order into a run folder (:func:`run_steps`).
+    Its module exposes ``STEPS``, ``STEP_HELP`` and ``run_pipeline`` from here (the command line
+    and the families table read them)."""
+
+    def __init__(self, name: str, steps: dict[str, Step]):
+        self.name, self.steps = name, dict(steps)
+
+    @property
+    def step_functions(self) -> dict[str, Callable]:
+        return {k: s.run for k, s in self.steps.items()}
+
+    @property
+    def help(self) -> dict[str, str]:
+        return {k: s.help for k, s in self.steps.items()}
+
+    def run(self, cfg, run: Path, steps=None, progress: bool = True, **options) -> None:
+        """Run ``steps`` (default: the steps of ``run``) into ``run``; ``options``: ``resume``,
+        ``checkpoint_every`` (:func:`run_steps`)."""
+        selected = [k for k, s in self.steps.items() if s.in_run] if steps is None else steps
+        run_steps(self.name, self.step_functions, cfg, run, selected, progress,
+                  parallel={k for k, s in self.steps.items() if s.parallel}, **options)

@@ -1,12 +1,16 @@
 """3GPP UMi tasks through Sionna (lab environment): reproducible, normalised, distinct."""
 
+import importlib.util
+
 import numpy as np
 import pytest
+import torch
 from neuralmimo.channels.umi import UMiConfig, UMiTaskChannel, load_task, task_centre
 from neuralmimo.site.drift import correlation_matrix_distance, spatial_covariance
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("sionna")
+# generation needs Sionna: the lab environment runs these; rx collects and skips them (a module
+# skipped whole would make pytest exit 5, "no tests", which CTest counts as a failure)
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("sionna") is None, reason="needs Sionna (lab environment)")
 
 CFG = UMiConfig(ues_per_task=400, chunk=200, seed=7)
 

@@ -100,6 +100,14 @@ def run_frames(sw, frames, length=4, first_column=0):
     return out, failed, tags
 
 
+def swap_in(sw, tmp_path, name, frames, first_column=0):
+    """Request bundle ``name``, wait until it loaded, run ``frames`` frames (it comes into force at
+    the first); returns run_frames' result."""
+    sw.request(str(bundle(tmp_path, name)))
+    assert sw.wait_idle(TIMEOUT)
+    return run_frames(sw, frames, first_column=first_column)
+
+
 def test_a_loaded_model_comes_into_force_exactly_at_the_next_boundary(tmp_path):
     sw, events, _ = make_switch(tmp_path)
     a, b = bundle(tmp_path, "a"), bundle(tmp_path, "b")
@@ -119,13 +127,9 @@ def test_a_loaded_model_comes_into_force_exactly_at_the_next_boundary(tmp_path):
 
 def test_a_new_model_failing_in_probation_is_reverted_and_its_frames_detected_again(tmp_path):
     sw, events, _ = make_switch(tmp_path)
-    sw.request(str(bundle(tmp_path, "a")))
-    assert sw.wait_idle(TIMEOUT)
-    run_frames(sw, 3)
+    swap_in(sw, tmp_path, "a", 3)
     good = sw.active
-    sw.request(str(bundle(tmp_path, "fail")))
-    assert sw.wait_idle(TIMEOUT)
-    out, failed, tags = run_frames(sw, 3, first_column=12)
+    out, failed, tags = swap_in(sw, tmp_path, "fail", 3, first_column=12)
     assert out[0][1].fail and failed == []  # every failed frame was detected again by the old model
     assert tags == [(12, good)] and sw.active is good and sw.previous is None
     assert len(sw.reverts) == 1 and "failed on a frame" in sw.reverts[0]["reason"]
@@ -135,12 +139,8 @@ def test_a_new_model_failing_in_probation_is_reverted_and_its_frames_detected_ag
 
 def test_failures_after_probation_stay_contained_to_their_frames(tmp_path):
     sw, _, _ = make_switch(tmp_path, probation_frames=2)
-    sw.request(str(bundle(tmp_path, "a")))
-    assert sw.wait_idle(TIMEOUT)
-    run_frames(sw, 1)
-    sw.request(str(bundle(tmp_path, "b")))
-    assert sw.wait_idle(TIMEOUT)
-    run_frames(sw, 6)
+    swap_in(sw, tmp_path, "a", 1)
+    swap_in(sw, tmp_path, "b", 6)
     b = sw.active
     b.fail = True  # fails only now, past its probation
     _, failed, tags = run_frames(sw, 2, first_column=40)
@@ -150,25 +150,17 @@ def test_failures_after_probation_stay_contained_to_their_frames(tmp_path):
 
 def test_a_model_slower_than_max_slowdown_is_reverted_at_the_next_boundary(tmp_path):
     sw, events, clock = make_switch(tmp_path, max_slowdown=50.0)
-    sw.request(str(bundle(tmp_path, "a")))
-    assert sw.wait_idle(TIMEOUT)
-    run_frames(sw, 4)
+    swap_in(sw, tmp_path, "a", 4)
     fast = sw.active
-    sw.request(str(bundle(tmp_path, "slow")))  # 100x slower per vector on the fake clock
-    assert sw.wait_idle(TIMEOUT)
-    run_frames(sw, 4, first_column=16)
+    swap_in(sw, tmp_path, "slow", 4, first_column=16)  # 100x slower per vector on the fake clock
     assert sw.active.cost == 100.0 and sw.pending is fast  # in force until the next boundary
     assert "100x slower" in sw.reverts[0]["reason"]
     out, _, _ = run_frames(sw, 1, first_column=32)
     assert out[0][1] is fast and sw.swaps[-1]["offset"] == 32
     # a model within the limit stays
     sw2, _, _ = make_switch(tmp_path, max_slowdown=200.0)
-    sw2.request(str(bundle(tmp_path, "a")))
-    assert sw2.wait_idle(TIMEOUT)
-    run_frames(sw2, 4)
-    sw2.request(str(bundle(tmp_path, "slow")))
-    assert sw2.wait_idle(TIMEOUT)
-    run_frames(sw2, 8)
+    swap_in(sw2, tmp_path, "a", 4)
+    swap_in(sw2, tmp_path, "slow", 8)
     assert sw2.active.cost == 100.0 and not sw2.reverts
     sw.stop()
     sw2.stop()

@@ -1,19 +1,5 @@
-"""The learngene pipeline of the learngene/SDNet paper (Sec. IV-V), as four lab steps.
-
-Each step writes into one run folder (``--out``), next to the steps before it::
-
-    RUN/config.yaml                     the configuration used (all steps)
-    RUN/baselines/                      ZF/MMSE on the target tasks before any training (Table I)
-    RUN/collective/                     Nconv=12 model trained over the tasks in sequence,
-                                        rho per task and layer (eq. 20), its bundle
-    RUN/extract/                        the selected learngene bundle + one bundle per segment
-    RUN/individual/task_NNN/SCHEME/     one individual model per scheme: bundle + history
-    RUN/compare/                        report.md, figures (PNG) and results.json
-
-Schemes: ``scratch``, ``transfer`` (pre-trained on one random collective task, fine-tuned) and
-the six expansion strategies ``embed-top`` ... ``inherit-bottom`` (``embed-bottom`` and
-``inherit-bottom`` are the same model; it is trained once, stored as ``inherit-bottom``).
-"""
+"""The SDNet + learngene [LG] pipeline's steps (training, evaluation), :data:`PIPELINE` and the
+entries of the families table (``scale_training``, ``training_samples``)."""
 
 from __future__ import annotations
 
@@ -22,135 +8,61 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import training
-from ..bundle import load_model, save_model
-from ..channels.anchored import anchor_mix
-from ..channels.external import channel_set
-from ..channels.planewave import plane_wave_task
-from ..channels.umi import UMiConfig, load_task, normalise_channels
-from ..constellation import Constellation
-from ..detectors.sdnet.learngene import (STRATEGIES, GradientRecorder, LearngenePenalty, expand, layer_significance,
-                                         learngene_tensors, load_learngene, save_learngene, segment_layers,
-                                         select_segment, strategy_mapping)
-from ..detectors.sdnet.model import SDNET_CODEC, SDNet, count_trainable, sdnet_flops
-from ..detectors.sdnet.train import (baseline_decisions, draw_batch, evaluate, linear_baselines, make_optimiser,
-                                     sdnet_decisions, train)
-from ..site.drift import channel_statistics
-from ..metrics import error_rate_interval, wilson_interval
-from .adapt import publish_bundle
-from .figures import plt, save_figure
-from .runs import load_yaml, read_json, run_steps, section, write_json
-
-# Table I of the paper (Nconv = 12, SNR 25 dB): ZF and MMSE SER on its target tasks B-F.
-PAPER_TABLE_I = {"task": ["B", "C", "D", "E", "F"],
-                 "zf": [1.26e-1, 9.64e-2, 1.21e-1, 1.25e-1, 6.48e-2],
-                 "mmse": [9.82e-2, 7.82e-2, 1.17e-1, 9.92e-2, 5.02e-2],
-                 "sdnet_same_task": [2.01e-2, 1.01e-4, 1.33e-2, 2.30e-2, 5.87e-4]}
-EMBED_BOTTOM_ALIAS = {"embed-bottom": "inherit-bottom"}
-
-
-@dataclass
-class DataConfig:
-    ues_per_task: int = 10_000
-    umi_seed: int = 2024           # seed of the tasks: UMi drops, or plane-wave geometries
-    normalise: str = "ue"          # "ue": each channel to ||H||_F^2 = Nr Nt; "task": as cached
-    family: str = "umi"            # "umi": 38.901 UMi tasks (Sionna); "plane-waves": fixed-geometry tasks
-    spatial_consistency: bool = True  # UMi: each task one spatially consistent scene (False: a drop per UE)
-    paths: int = 9                 # plane-wave family: fixed paths per task
-    rho: float | None = None       # within-task diversity: rho*H0 + sqrt(1-rho^2)*H (channels.anchored)
-    anchor: int = 0                # H0 = this training channel of each task
-    collective_tasks: list = field(default_factory=lambda: list(range(50)))
-    target_tasks: list = field(default_factory=lambda: list(range(50, 55)))
-    snr_db: float = 25.0
-    n_pilots: int = 16
-    modulation: str = "qpsk"
-    val_vectors_per_ue: int = 4
-    test_vectors_per_ue: int = 50
-    task_files: dict = field(default_factory=dict)  # {task id: channel mapping file} read instead of a UMi task
-
-
-@dataclass
-class CollectiveConfig:
-    n_conv: int = 12
-    epochs_per_task: int = 50
-    lr: float = 1e-3
-    batch_size: int = 500
-    tau: float = 1e-4
-    seed: int = 0
-
-
-@dataclass
-class IndividualConfig:
-    n_conv: int = 8
-    epochs: int = 200
-    lr: float = 1e-3
-    batch_size: int = 500
-    lam: float = 1e-3
-    schemes: list = field(default_factory=lambda: ["scratch", "transfer", *STRATEGIES])
-    transfer_pretrain_epochs: int = 50
-    seed: int = 1
-    workers: int = 1                # parallel trainings (processes with 1 torch thread each)
-
-
-@dataclass
-class CompareConfig:
-    snr_sweep: list = field(default_factory=lambda: [20.0, 22.5, 25.0, 27.5, 30.0])
-    scalability_nt: int = 4         # Fig. 13: (Nt, Nr) = (4, 32) with the same learngene
-    scalability_epochs: int = 100
-
-
-@dataclass
-class DiversityConfig:
-    """``learngene diversity``: scratch SDNet (the individual model's size and optimiser) on one
-    task per variant: the task mixed into its anchor at each ``rho``, and plane-wave tasks with
-    each number of ``plane_wave_paths``."""
-    task: int = 50
-    rho: list = field(default_factory=lambda: [1.0, 0.99, 0.97, 0.9, 0.7, 0.0])
-    plane_wave_paths: list = field(default_factory=lambda: [4, 9, 32])
-    epochs: int = 200
-    kbest_k: int = 32               # near-ML reference (K-best on the LS estimate)
-    seed: int = 3
-
-
-@dataclass
-class LearngeneConfig:
-    name: str = "paper"
-    data: DataConfig = field(default_factory=DataConfig)
-    collective: CollectiveConfig = field(default_factory=CollectiveConfig)
-    individual: IndividualConfig = field(default_factory=IndividualConfig)
-    compare: CompareConfig = field(default_factory=CompareConfig)
-    diversity: DiversityConfig = field(default_factory=DiversityConfig)
-    cache_dir: str | None = None
-    device: str = "cpu"   # cpu, cuda or cuda:N (docs/training.md); --device overrides
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LearngeneConfig":
-        known = {"name", "data", "collective", "individual", "compare", "diversity", "cache_dir", "device"}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown learngene config keys {sorted(unknown)}")
-        parts = {key: section(typ, d.get(key), key)
-                 for key, typ in (("data", DataConfig), ("collective", CollectiveConfig),
-                                  ("individual", IndividualConfig), ("compare", CompareConfig),
-                                  ("diversity", DiversityConfig))}
-        return cls(name=d.get("name", "run"), cache_dir=d.get("cache_dir"),
-                   device=training.device_name(d.get("device", "cpu")), **parts)
-
-    @classmethod
-    def load(cls, path) -> "LearngeneConfig":
-        return cls.from_dict(load_yaml(path))
-
-    def umi(self) -> UMiConfig:
-        return UMiConfig(ues_per_task=self.data.ues_per_task, seed=self.data.umi_seed,
-                         spatial_consistency=self.data.spatial_consistency)
-
+from ... import training
+from ...bundle import load_model, save_model
+from ...channels.anchored import anchor_mix
+from ...channels.external import channel_set
+from ...channels.planewave import plane_wave_task
+from ...channels.umi import load_task, normalise_channels
+from ...constellation import Constellation
+from ...detectors.sdnet.learngene import (
+    STRATEGIES,
+    GradientRecorder,
+    LearngenePenalty,
+    expand,
+    layer_significance,
+    learngene_tensors,
+    load_learngene,
+    save_learngene,
+    segment_layers,
+    select_segment,
+    strategy_mapping,
+)
+from ...detectors.sdnet.model import SDNET_CODEC, SDNet, count_trainable, sdnet_flops
+from ...detectors.sdnet.train import (
+    baseline_decisions,
+    draw_batch,
+    evaluate,
+    linear_baselines,
+    make_optimiser,
+    sdnet_decisions,
+    train,
+)
+from ...metrics import error_rate_interval, wilson_interval
+from ...site.drift import channel_statistics
+from ..adapt import publish_bundle
+from ..runs import Pipeline, Step, read_json, write_json
+from .config import EMBED_BOTTOM_ALIAS, TASK_FAMILIES, LearngeneConfig
+from .report import (
+    PAPER_TABLE_I,
+    format_baselines,
+    format_diversity,
+    format_report,
+    format_site,
+    plot_convergence,
+    plot_diversity,
+    plot_diversity_learning,
+    plot_rho_heatmap,
+    plot_site,
+    plot_snr_sweep,
+    plot_strategy_bars,
+)
 
 # ----------------------------------------------------------------------------------------- data
 
@@ -192,9 +104,6 @@ class TaskSplits:
         return draw_batch(self.test, snr, constellation, cfg.data.n_pilots, g, cfg.data.test_vectors_per_ue)
 
 
-TASK_FAMILIES = ("umi", "plane-waves")
-
-
 def task_channel(cfg: LearngeneConfig, task) -> dict:
     """The channel spec (``channels.registry``) of ``task``'s test split: what a loopback or
     ``neuralmimo sim`` draws to test a model of this task (the collective model's list of tasks
@@ -232,16 +141,6 @@ def step_baselines(cfg: LearngeneConfig, run: Path, progress: bool = True) -> li
     write_json(run / "baselines" / "metrics.json", {"rows": rows, "paper_table_i": PAPER_TABLE_I})
     (run / "baselines" / "table.md").write_text(format_baselines(rows))
     return rows
-
-
-def format_baselines(rows: list[dict]) -> str:
-    lines = ["| target task | ZF SER | MMSE SER | paper task | paper ZF | paper MMSE |", "|---|---|---|---|---|---|"]
-    for i, r in enumerate(rows):
-        p = i if i < 5 else None
-        paper = (f"{PAPER_TABLE_I['task'][p]} | {PAPER_TABLE_I['zf'][p]:.2e} | {PAPER_TABLE_I['mmse'][p]:.2e}"
-                 if p is not None else "- | - | -")
-        lines.append(f"| {r['task']} | {r['zf']:.2e} | {r['mmse']:.2e} | {paper} |")
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------- collective
@@ -507,43 +406,6 @@ def train_site(cfg: LearngeneConfig, run: Path, site: Path, budget_s: float = 0.
     return summary
 
 
-def plot_site(records: dict, mmse_val: float, path: Path, name: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (scheme, r), color in zip(records.items(), ("tab:blue", "tab:green")):  # orange is MMSE's
-        pts = [(h["elapsed_s"], h["val_ser"]) for h in r["history"] if h["val_ser"] > 0]
-        ax.semilogy([t for t, _ in pts], [v for _, v in pts], marker=".", color=color, label=scheme)
-        if r["beats_mmse"]:
-            ax.axvline(r["beats_mmse"]["seconds"], color=color, ls=":", lw=1)
-    ax.axhline(mmse_val, color="tab:orange", ls="--", lw=1, label="MMSE (validation)")
-    ax.set_xlabel("training time (s)")
-    ax.set_ylabel("SER (validation)")
-    ax.set_title(f"site {name}: time to beat MMSE (dotted)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    save_figure(fig, path)
-
-
-def format_site(cfg: LearngeneConfig, summary: dict) -> str:
-    n = summary["channels"]
-    lines = [f"# Learngene as per-site adaptation: {Path(summary['site']).name}", "",
-             f"Site channels: {summary['site']} ({n[0]} train / {n[1]} val / {n[2]} test). SDNet Nconv="
-             f"{cfg.individual.n_conv}, up to {cfg.individual.epochs} epochs"
-             + (f" or {summary['budget_s']:g} s" if summary["budget_s"] else "") +
-             f"; {cfg.data.modulation.upper()} at {cfg.data.snr_db} dB. MMSE on the validation vectors: "
-             f"{summary['mmse_val']:.2e} ({summary['val_symbols']} symbols). 'Beats MMSE': the first epoch whose "
-             f"validation SER's 95 % upper bound is below MMSE's.", "",
-             "| scheme | beats MMSE after | epochs trained | test SER | test ZF | test MMSE |", "|---|---|---|---|---|---|"]
-    for scheme, r in summary["schemes"].items():
-        b = r["beats_mmse"]
-        when = f"{b['seconds']:.0f} s (epoch {b['epoch']})" if b else "never"
-        t = r["test"]
-        lines.append(f"| {scheme} | {when} | {r['epochs']} | {t['sdnet']:.2e} | {t['zf']:.2e} | {t['mmse']:.2e} |")
-    if summary.get("published"):
-        lines += ["", f"Published for hot-swap: `{summary['published']}`."]
-    lines += ["", "![convergence](convergence.png)", ""]
-    return "\n".join(lines) + "\n"
-
-
 # -------------------------------------------------------------------------------------- compare
 
 def _individual_metrics(run: Path, task: int, scheme: str, nt: int = 8) -> dict:
@@ -749,246 +611,19 @@ def step_diversity(cfg: LearngeneConfig, run: Path, progress: bool = True) -> li
     return recs
 
 
-def _gain(test: dict) -> float:
-    return test["mmse"]["ser"] / test["sdnet"]["ser"] if test["sdnet"]["ser"] > 0 else math.inf
-
-
-def _beats_mmse(test: dict) -> bool:
-    """SDNet's 95 % interval lies entirely below MMSE's."""
-    return test["sdnet"]["ci"][1] < test["mmse"]["ci"][0]
-
-
-def format_diversity(cfg: LearngeneConfig, recs: list[dict]) -> str:
-    dv, ic = cfg.diversity, cfg.individual
-    lines = [f"# Where SDNet wins: within-task diversity ({cfg.name})", "",
-             f"Scratch SDNet (Nconv={ic.n_conv}, batch {ic.batch_size}, lr {ic.lr}) trained {dv.epochs} epochs on task "
-             f"{dv.task} of each variant ({cfg.data.ues_per_task} channels per task, 81/9/10 % split), "
-             f"{cfg.data.modulation.upper()} at {cfg.data.snr_db} dB (project convention), LS estimates from "
-             f"{cfg.data.n_pilots} pilots. `rho-R`: the task's channels H_u mixed into its anchor H_0 (training channel "
-             f"{cfg.data.anchor}) as R*H_0 + sqrt(1-R^2)*H_u, re-normalised; `1-rho^2` is each channel's energy share "
-             f"independent of the anchor. `plane-waves-P`: P plane waves with fixed angles and powers, i.i.d. gains per "
-             f"channel. SER per complex symbol on the test split ({cfg.data.test_vectors_per_ue} vectors per channel), "
-             f"every detector on the same vectors; [95 % interval over channels]. K-best: K={dv.kbest_k} (near-ML) on "
-             f"the same LS estimate. `trend`: mean validation SER over the last 10 % of epochs relative to the 10 % "
-             f"before (falling = dropped by > 2 standard errors: more epochs would help).", "",
-             "| variant | 1-rho^2 | SDNet | ZF | MMSE | K-best | MMSE/SDNet | SDNet beats MMSE | trend |",
-             "|---|---:|---|---|---|---|---:|---|---|"]
-
-    def cell(t):
-        return f"{t['ser']:.2e} [{t['ci'][0]:.1e}, {t['ci'][1]:.1e}]"
-
-    for r in recs:
-        v, t, tr = r["variant"], r["test"], r["trend"]
-        share = "-" if v["rho"] is None else f"{1 - v['rho'] ** 2:.3f}"
-        trend = "-" if tr["falling"] is None else f"{100 * tr['change']:+.0f} % ({'falling' if tr['falling'] else 'flat'})"
-        lines.append(f"| {v['name']} | {share} | {cell(t['sdnet'])} | {cell(t['zf'])} | {cell(t['mmse'])} | "
-                     f"{cell(t['kbest'])} | {_gain(t):.2f} | {'yes' if _beats_mmse(t) else 'no'} | {trend} |")
-    lines += ["", "![SER vs rho](ser_vs_rho.png)", "", "![learning curves](learning_curves.png)", ""]
-    return "\n".join(lines) + "\n"
-
-
-def plot_diversity(recs: list[dict], path: Path, cfg: LearngeneConfig) -> None:
-    """SER of SDNet, ZF, MMSE and K-best against rho (left) and plane-wave paths (right)."""
-    groups = [[r for r in recs if r["variant"]["rho"] is not None], [r for r in recs if r["variant"]["rho"] is None]]
-    groups = [g for g in groups if g]
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2), squeeze=False)
-    style = {"sdnet": ("SDNet", "tab:blue", "o", "-"), "zf": ("ZF", "tab:red", "s", "--"),
-             "mmse": ("MMSE", "tab:orange", "^", "--"),
-             "kbest": (f"K-best K={cfg.diversity.kbest_k} (no error: drawn at its 95 % bound)", "k", "x", ":")}
-    for ax, g in zip(axes[0], groups):
-        xs = range(len(g))
-        for key, (label, color, marker, ls) in style.items():
-            ser = [r["test"][key]["ser"] for r in g]
-            lo = [r["test"][key]["ci"][0] for r in g]
-            hi = [r["test"][key]["ci"][1] for r in g]
-            # a zero-error point is drawn at its upper bound (no value on a log axis)
-            y = [s if s > 0 else h for s, h in zip(ser, hi)]
-            err = [[max(0.0, yy - l) for yy, l in zip(y, lo)], [max(0.0, h - yy) for yy, h in zip(y, hi)]]
-            ax.errorbar(list(xs), y, yerr=err, label=label, color=color, marker=marker, ls=ls, capsize=3)
-        if g[0]["variant"]["rho"] is not None:
-            ax.set_xticks(list(xs), [f"{r['variant']['rho']:g}\n({1 - r['variant']['rho'] ** 2:.2f})" for r in g])
-            ax.set_xlabel("rho  (independent energy share 1-rho^2)")
-            ax.set_title(f"{cfg.data.family} task {cfg.diversity.task} mixed into one of its channels")
-        else:
-            ax.set_xticks(list(xs), [str(r["variant"]["paths"]) for r in g])
-            ax.set_xlabel("fixed plane waves per task")
-            ax.set_title("plane-wave tasks (fixed geometry, i.i.d. gains)")
-        ax.set_yscale("log")
-        ax.set_ylabel("SER (test, 95 % interval)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
-def plot_diversity_learning(recs: list[dict], path: Path) -> None:
-    """Validation SER per epoch over the variant's test MMSE SER: below 1, SDNet beats MMSE."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for r in recs:
-        mmse = r["test"]["mmse"]["ser"]
-        pts = [(h["epoch"], h["val_ser"] / mmse) for h in r["history"] if h["val_ser"] > 0 and mmse > 0]
-        ax.semilogy([e for e, _ in pts], [v for _, v in pts], label=r["variant"]["name"])
-    ax.axhline(1.0, color="tab:orange", ls="--", lw=1, label="MMSE")
-    ax.set_ylim(top=10.0)  # the first epochs (ratios of 10-10^4) tell nothing about the end
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("SDNet validation SER / MMSE test SER")
-    ax.set_title("learning curves (flat at the end: trained out)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    save_figure(fig, path)
-
-
-# ---------------------------------------------------------------------------------------- plots
-
-def plot_rho_heatmap(rho: list[dict[int, float]], tasks: list[int], path: Path) -> None:
-    layers = sorted(rho[0])
-    m = np.array([[r[l] for r in rho] for l in layers])
-    fig, ax = plt.subplots(figsize=(max(5, 0.18 * len(tasks) + 3), 4))
-    im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1,
-                   extent=(0.5, len(tasks) + 0.5, layers[0] - 0.5, layers[-1] + 0.5))
-    ax.set_xlabel("task (training order)")
-    ax.set_ylabel("significant layer ID")
-    ax.set_title("gradient significance rho (eq. 20)")
-    fig.colorbar(im, ax=ax)
-    save_figure(fig, path)
-
-
-def plot_strategy_bars(ms: dict, base: dict, path: Path, task: int) -> None:
-    names = [s for s in ("scratch", "embed-top", "embed-middle", "inherit-bottom", "inherit-top", "inherit-middle",
-                         "transfer") if s in ms]
-    vals = [ms[s]["test"]["sdnet"] for s in names]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar(range(len(names)), vals, color="tab:blue")
-    for k, c in (("zf", "tab:red"), ("mmse", "tab:orange")):
-        ax.axhline(base[k], color=c, ls="--", label=k.upper())
-    ax.set_xticks(range(len(names)), [n.replace("inherit-bottom", "bottom (embed=inherit)") for n in names],
-                  rotation=25, ha="right")
-    ax.set_yscale("log")
-    ax.set_ylabel("SER (test)")
-    ax.set_title(f"task {task}: SER per expansion strategy")
-    ax.legend()
-    save_figure(fig, path)
-
-
-def plot_convergence(histories: dict, path: Path, title: str, rename: dict | None = None,
-                     baselines: dict | None = None) -> None:
-    """Validation SER per epoch; ``baselines`` ({"ZF": ser, ...}) as dashed horizontal lines."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s, h in histories.items():
-        pts = [(r["epoch"], r["val_ser"]) for r in h if r["val_ser"] > 0]  # zero-error epochs: no value on a log axis
-        ax.semilogy([e for e, _ in pts], [v for _, v in pts], label=(rename or {}).get(s, s))
-    for (name, value), color in zip((baselines or {}).items(), ("tab:red", "tab:orange")):
-        if value > 0:
-            ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} (test)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("SER (validation)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    save_figure(fig, path)
-
-
-def plot_snr_sweep(sweep: dict, path: Path, task: int) -> None:
-    snrs = [float(s) for s in sweep]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    keys = [k for k in next(iter(sweep.values())) if k in ("zf", "mmse", "scratch", "transfer") or k.startswith("inherit-")]
-    for k in keys:
-        label = {"zf": "ZF", "mmse": "MMSE"}.get(k, f"learngene ({k})" if k.startswith("inherit-") else k)
-        pts = [(x, sweep[s][k]) for x, s in zip(snrs, sweep) if sweep[s][k] > 0]  # zero-error points omitted
-        ax.semilogy([x for x, _ in pts], [v for _, v in pts], marker="o", label=label)
-    ax.set_xlabel("SNR (dB, project convention)")
-    ax.set_ylabel("SER")
-    ax.set_title(f"task {task}: SER vs SNR")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    save_figure(fig, path)
-
-
-# --------------------------------------------------------------------------------------- report
-
-def format_report(cfg: LearngeneConfig, results: dict, schemes: list[str]) -> str:
-    lines = [f"# Learngene pipeline report: {cfg.name}", "",
-             f"Collective tasks: {len(cfg.data.collective_tasks)} x {cfg.collective.epochs_per_task} epochs "
-             f"(Nconv={cfg.collective.n_conv}); individual: {cfg.individual.epochs} epochs (Nconv={cfg.individual.n_conv}), "
-             f"lambda={cfg.individual.lam}; {cfg.data.ues_per_task} UEs per task; SNR {cfg.data.snr_db} dB (project "
-             f"convention); channel normalisation: {cfg.data.normalise}. SER per complex symbol on each target task's "
-             f"test split ({cfg.data.test_vectors_per_ue} data vectors per UE).", ""]
-    ex = results["extract"]
-    lines += ["## Learngene selection (Fig. 8)", "",
-              f"Selected segment: **{ex['selected']}** (collective layers {ex['layers']}).", "",
-              "| segment | layers | rho slope per task (each layer) | mean rho, last third of tasks | decreasing |",
-              "|---|---|---|---|---|"]
-    for s in ex["scores"]:
-        lines.append(f"| {s['segment']} | {s['layers']} | {', '.join(f'{v:+.2e}' for v in s['slopes'])} | "
-                     f"{s['late_rho']:.3f} | {s['decreasing']} |")
-    lines += ["", "![rho](fig8_gradient_significance.png)", ""]
-    if results.get("baselines_table_i"):
-        lines += ["## ZF / MMSE before training next to the paper's Table I", "",
-                  format_baselines(results["baselines_table_i"])]
-    lines += ["## SER at the training SNR per scheme (Fig. 9)", ""]
-    head = ["task", "ZF", "MMSE"] + schemes
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t, row in results["ser_25db"].items():
-        b = results["baselines"][t]
-        lines.append(f"| {t} | {b['zf']:.2e} | {b['mmse']:.2e} | " + " | ".join(f"{row[s]:.2e}" for s in schemes) + " |")
-    lines += ["", "`inherit-bottom` is also `embed-bottom` (the same model, Sec. V-B).", ""]
-    if results["reach_epoch"]:
-        lines += ["## Epoch at which each scheme first reaches scratch's final validation SER", "",
-                  "| task | " + " | ".join(s for s in schemes if s != "scratch") + " |",
-                  "|---|" + "---|" * (len(schemes) - 1)]
-        for t, row in results["reach_epoch"].items():
-            lines.append(f"| {t} | " + " | ".join(str(row.get(s)) for s in schemes if s != "scratch") + " |")
-        lines.append("")
-    if results.get("beat_mmse_epoch"):
-        lines += ["## Epoch at which each scheme first beats MMSE (validation SER below MMSE's on the same vectors)", "",
-                  "| task | MMSE (validation) | " + " | ".join(schemes) + " |", "|---|---|" + "---|" * len(schemes)]
-        for t, row in results["beat_mmse_epoch"].items():
-            lines.append(f"| {t} | {row['mmse_val']:.2e} | " + " | ".join(str(row.get(s)) for s in schemes) + " |")
-        lines.append("")
-    lines += ["## SER vs SNR (Fig. 12)", ""]
-    for t, sweep in results["snr_sweep"].items():
-        keys = list(next(iter(sweep.values())))
-        lines += [f"Task {t}:", "", "| SNR dB | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        for snr, row in sweep.items():
-            lines.append(f"| {snr} | " + " | ".join(f"{row[k]:.2e}" for k in keys) + " |")
-        lines += ["", f"![snr](fig12_snr_task{int(t):03d}.png)", ""]
-    if "scalability" in results:
-        lines += ["## Scalability to (Nt, Nr) = (4, 32) (Fig. 13)", "",
-                  "The 4-stream model sees the same convolution geometry as the 8-stream collective model: its input "
-                  "image (65 x 8) is upsampled (nearest, x2) along the width to 65 x 16, so the learngene's 3x3 "
-                  "kernels apply unchanged; the FC maps 65*16 -> 8. The 4x32 channels are the first 4 UE ports of "
-                  "each 8-port UMi channel.", "",
-                  "| scheme | test SER | ZF | MMSE |", "|---|---|---|---|"]
-        for s, r in results["scalability"].items():
-            lines.append(f"| {s} | {r['test']['sdnet']:.2e} | {r['test']['zf']:.2e} | {r['test']['mmse']:.2e} |")
-        lines += ["", "![scal](fig13_scalability.png)", ""]
-    lines += ["## Complexity (Table IV)", "", "| scheme | layers | trainable parameters | FLOPs | transferred ratio |",
-              "|---|---|---|---|---|"]
-    for r in results["complexity"]:
-        ratio = "-" if r["transferred"] is None else f"{100 * r['transferred']:.1f} %"
-        lines.append(f"| {r['scheme']} | {r['layers']} | {r['params']:,} | {r['flops']:,} | {ratio} |")
-    return "\n".join(lines) + "\n"
-
-
-STEPS = {"baselines": step_baselines, "collective": step_collective, "extract": step_extract,
-         "individual": step_individual, "compare": step_compare, "diversity": step_diversity}
-RUN_STEPS = ["baselines", "collective", "extract", "individual", "compare"]  # `run`; diversity is its own study
-STEP_HELP = {"baselines": "ZF/MMSE on the target tasks before training (Table I)",
-             "collective": "train the collective model over the tasks in sequence, recording gradient significance",
-             "extract": "select the learngene layers from the rho trends and export learngene bundles",
-             "individual": "train individual models: scratch, transfer and the six expansion strategies",
-             "compare": "figures 8-13, Table IV and report.md",
-             "diversity": "where SDNet wins: scratch SDNet vs ZF/MMSE/K-best as a task's channels share less "
-                          "structure (rho sweep, plane-wave paths); table, plot, learning curves"}
-
-
-PARALLEL_STEPS = {"collective", "individual", "diversity"}  # run in every process under torchrun (docs/training.md)
-
-
-def run_pipeline(cfg: LearngeneConfig, run: Path, steps=None, progress: bool = True, **options) -> None:
-    """Run the pipeline's ``steps`` (default all) into ``run``; ``options``: ``resume``,
-    ``checkpoint_every`` (:func:`~neuralmimo.lab.runs.run_steps`)."""
-    run_steps("learngene", STEPS, cfg, run, RUN_STEPS if steps is None else steps, progress, parallel=PARALLEL_STEPS,
-              **options)
+PIPELINE = Pipeline("learngene", {
+    "baselines": Step(step_baselines, "ZF/MMSE on the target tasks before training (Table I)"),
+    "collective": Step(step_collective, "train the collective model over the tasks in sequence, recording gradient "
+                                        "significance", parallel=True),
+    "extract": Step(step_extract, "select the learngene layers from the rho trends and export learngene bundles"),
+    "individual": Step(step_individual, "train individual models: scratch, transfer and the six expansion strategies",
+                       parallel=True),
+    "compare": Step(step_compare, "figures 8-13, Table IV and report.md"),
+    "diversity": Step(step_diversity, "where SDNet wins: scratch SDNet vs ZF/MMSE/K-best as a task's channels share "
+                                      "less structure (rho sweep, plane-wave paths); table, plot, learning curves",
+                      parallel=True, in_run=False),  # a study of its own
+})
+STEPS, STEP_HELP, run_pipeline = PIPELINE.step_functions, PIPELINE.help, PIPELINE.run
 
 
 # ------------------------------------------------------------------------------ the families table's entries
