@@ -14,7 +14,7 @@ that baseline: no GNU Radio, no lab, no lab-only library, no other family.
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -35,46 +35,30 @@ LEAVES = {"__init__", "constellation", "realvalued", "snr", "metrics", "bundle"}
 ROOMS = {"receiver", "site", "training", "channels", "datasets", "detectors", "lab"}
 
 
+def _load_report_script():
+    """scripts/layout_report.py: the import graph this test checks (one reader of imports)."""
+    spec = importlib.util.spec_from_file_location("layout_report", ROOT / "scripts" / "layout_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LAYOUT = _load_report_script()
+TREE = LAYOUT.Tree(ROOT)
+
+
 def _module_name(path: Path, base: Path, package: str) -> str:
-    parts = [package, *path.relative_to(base).with_suffix("").parts]
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
+    return LAYOUT.module_name(path, base, package)
 
 
 def _imports(path: Path, name: str, top_level_only: bool = False) -> list[str]:
-    """Absolute names of the modules ``path`` (module ``name``) imports; with ``top_level_only``
-    only the imports at module level, else every import statement, inside functions too."""
-    tree = ast.parse(path.read_text())
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    nodes = tree.body if top_level_only else ast.walk(tree)
-    out = []
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            out += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module
-            # "from .pkg import sub" imports the submodule when there is one
-            subs = [f"{mod}.{a.name}" for a in node.names if _exists(f"{mod}.{a.name}")]
-            out += subs or [mod]
-    return out
-
-
-def _exists(module: str) -> bool:
-    rel = module.replace(".", "/")
-    if module.startswith("gnuradio.neuralmimo"):
-        rel = "neuralmimo_gr" + rel[len("gnuradio.neuralmimo"):]
-    return (PYTHON / (rel + ".py")).exists() or (PYTHON / rel / "__init__.py").exists()
+    """Every module ``path`` imports (inside functions too unless ``top_level_only``), the
+    project's and third-party ones."""
+    return LAYOUT.imports(path, name, TREE.exists, top_level_only)
 
 
 def _graph(top_level_only: bool = False) -> dict[str, set[str]]:
-    return {_module_name(p, CORE, "neuralmimo"): set(_imports(p, _module_name(p, CORE, "neuralmimo"), top_level_only))
-            for p in sorted(CORE.rglob("*.py"))}
+    return {m: set(_imports(p, m, top_level_only)) for m, p in TREE.files.items() if _within(m, ["neuralmimo"])}
 
 
 def _within(module: str, rooms) -> bool:
@@ -93,24 +77,10 @@ def test_the_core_root_holds_only_the_leaves_and_the_rooms():
 
 
 def test_no_import_circles_lazy_imports_included():
-    graph = {m: {n for n in deps if _top(n) == "neuralmimo"} for m, deps in _graph().items()}
-    state, stack = {}, []
-
-    def visit(m):
-        state[m] = "open"
-        stack.append(m)
-        for n in sorted(graph.get(m, ())):
-            if state.get(n) == "open":
-                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(n):] + [n]))
-            if n not in state:
-                visit(n)
-        stack.pop()
-        state[m] = "done"
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m)
-    assert len(graph) > 60  # the walk saw the whole package
+    for top_level_only in (True, False):
+        graph = TREE.graph(top_level_only)
+        assert LAYOUT.circles(graph) == [], f"import circles ({'module level' if top_level_only else 'any'})"
+    assert len(TREE.graph(within="neuralmimo.")) > 60  # the walk saw the whole package
 
 
 def test_families_and_front_end_rooms_keep_to_themselves_lazy_imports_included():
@@ -234,4 +204,4 @@ def test_one_folder_per_family_one_registry_line_and_one_row_in_the_lab_table():
     assert listed == set(REGISTRY) | set(DATA_BUNDLES), listed ^ (set(REGISTRY) | set(DATA_BUNDLES))
     for f in TABLE:
         assert (ROOT / "configs" / f.pipeline / "quick.yaml").exists() and f.paper_config_path.exists()
-        assert (CORE / "lab" / f"{f.pipeline}.py").exists()
+        assert (CORE / "lab" / f.pipeline / "steps.py").exists() and hasattr(f.module(), "PIPELINE")

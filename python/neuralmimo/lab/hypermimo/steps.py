@@ -207,7 +207,7 @@ def step_evaluate(cfg: HyperMIMOConfig, run: Path, progress: bool = True) -> dic
 def _timing(cfg: HyperMIMOConfig, chan, model: HyperMIMO, channels: int = 2000) -> dict:
     """Seconds per channel of HyperMIMO's per-frame work: QR and one hypernetwork pass (weight
     generation), in this process."""
-    from ..detectors.mmnet.model import qr_positive
+    from ...detectors.mmnet.model import qr_positive
 
     g = torch.Generator().manual_seed(0)
     h = chan.sample(channels, g)

@@ -631,7 +631,7 @@ def scale_training(length: int, seed: int, config: Path) -> tuple[torch.nn.Modul
     """``(model, run)``: this family's training at the size of the pipeline config ``config``
     for ``length`` epochs; ``run() -> (history, samples)``
     (:func:`neuralmimo.lab.scale.family_training`)."""
-    from ..channels import make_channel
+    from ...channels import make_channel
 
     cfg = LearngeneConfig.load(config)
     ic = cfg.individual

@@ -94,7 +94,7 @@ def step_train(cfg: WeSNetConfig, run: Path, progress: bool = True) -> dict:
 
 def load_variant(run: Path, name: str) -> DetNet:
     _, manifest = read_manifest(_bundle_dir(run, name))
-    from ..detectors.registry import codec_of
+    from ...detectors.registry import codec_of
 
     model, _ = load_model(_bundle_dir(run, name), codec_of(manifest["architecture"]["name"]))
     return model.eval()
