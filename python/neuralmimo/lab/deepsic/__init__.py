@@ -30,43 +30,13 @@ DeepSIC.
 The package: :mod:`.config` (the YAML's dataclasses), :mod:`.steps` (the pipeline: training,
 evaluation, :data:`PIPELINE`), :mod:`.report` (figures, tables, report.md). Every public name is
 re-exported here."""
+# ruff: noqa: F401
+# (the imports below are re-exports: the package's public names)
 
-from .config import (  # noqa: F401
-    ARCHITECTURES,
-    SNR_CONVENTIONS,
-    DeepSICConfig,
-    OnlineConfig,
-    ReceiverConfig,
-    ScenarioConfig,
-    TrainingConfig,
-)
-from .report import (  # noqa: F401
-    LABEL,
-    METHODS,
-    SER_TARGET,
-    STYLE,
-    complexity,
-    method_labels,
-    plot_ser_vs_block,
-    plot_sweep,
-    plot_training,
-    snr_crossings,
-    step_report,
-)
-from .steps import (  # noqa: F401
-    HYPERNET_CODECS,
-    PIPELINE,
-    STEP_HELP,
-    STEPS,
-    Receivers,
-    Transmission,
-    load_receivers,
-    receiver_channel,
-    run_pipeline,
-    run_transmission,
-    scale_training,
-    step_evaluate,
-    step_train,
-    training_blocks,
-    training_samples,
-)
+from .config import (ARCHITECTURES, SNR_CONVENTIONS, DeepSICConfig, OnlineConfig, ReceiverConfig, ScenarioConfig,
+                     TrainingConfig)
+from .report import (LABEL, METHODS, SER_TARGET, STYLE, complexity, method_labels, plot_ser_vs_block, plot_sweep,
+                     plot_training, snr_crossings, step_report)
+from .steps import (HYPERNET_CODECS, PIPELINE, STEP_HELP, STEPS, Receivers, Transmission, load_receivers,
+                    receiver_channel, run_pipeline, run_transmission, scale_training, step_evaluate, step_train,
+                    training_blocks, training_samples)

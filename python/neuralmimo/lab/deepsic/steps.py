@@ -17,16 +17,8 @@ from ...channels import ChannelSpec, beamformed_gains, make_channel, user_counts
 from ...datasets import Frames, draw_frames
 from ...detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect
 from ...detectors.deepsic.complex import COMPLEX_HYPERNET_CODEC, PhaseInvariantHypernetwork
-from ...detectors.deepsic.model import (
-    HYPERNET_CODEC,
-    JOINT_CODEC,
-    JointModules,
-    ModularHypernetwork,
-    ModuleSpec,
-    deepsic_detect,
-    init_modules,
-    resize_modules,
-)
+from ...detectors.deepsic.model import (HYPERNET_CODEC, JOINT_CODEC, JointModules, ModularHypernetwork, ModuleSpec,
+                                        deepsic_detect, init_modules, resize_modules)
 from ...detectors.deepsic.train import front_end, train_hypernetwork, train_joint, train_online
 from ...site.drift import model_statistics
 from ..runs import Pipeline, Step, write_json

@@ -28,31 +28,11 @@ the other methods' SER *on the same subset*.
 The package: :mod:`.config` (the YAML's dataclasses), :mod:`.steps` (the pipeline: training,
 evaluation, :data:`PIPELINE`), :mod:`.report` (figures, tables, report.md). Every public name is
 re-exported here."""
+# ruff: noqa: F401
+# (the imports below are re-exports: the package's public names)
 
-from .config import EvaluationConfig, HyperMIMOConfig, MobilityConfig, SystemConfig, TrainingConfig  # noqa: F401
-from .report import (  # noqa: F401
-    DEVIATIONS,
-    LABEL,
-    METHODS,
-    PAPER,
-    STYLE,
-    TARGET_SER,
-    plot_curves,
-    plot_mobility,
-    plot_training,
-    step_report,
-)
-from .steps import (  # noqa: F401
-    PIPELINE,
-    STEP_HELP,
-    STEPS,
-    evaluate_point,
-    load_oampnet,
-    run_pipeline,
-    scale_training,
-    step_across,
-    step_evaluate,
-    step_mobility,
-    step_train,
-    training_samples,
-)
+from .config import EvaluationConfig, HyperMIMOConfig, MobilityConfig, SystemConfig, TrainingConfig
+from .report import (DEVIATIONS, LABEL, METHODS, PAPER, STYLE, TARGET_SER, plot_curves, plot_mobility, plot_training,
+                     step_report)
+from .steps import (PIPELINE, STEP_HELP, STEPS, evaluate_point, load_oampnet, run_pipeline, scale_training,
+                    step_across, step_evaluate, step_mobility, step_train, training_samples)

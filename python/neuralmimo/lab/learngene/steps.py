@@ -21,48 +21,20 @@ from ...channels.external import channel_set
 from ...channels.planewave import plane_wave_task
 from ...channels.umi import load_task, normalise_channels
 from ...constellation import Constellation
-from ...detectors.sdnet.learngene import (
-    STRATEGIES,
-    GradientRecorder,
-    LearngenePenalty,
-    expand,
-    layer_significance,
-    learngene_tensors,
-    load_learngene,
-    save_learngene,
-    segment_layers,
-    select_segment,
-    strategy_mapping,
-)
+from ...detectors.sdnet.learngene import (STRATEGIES, GradientRecorder, LearngenePenalty, expand, layer_significance,
+                                          learngene_tensors, load_learngene, save_learngene, segment_layers,
+                                          select_segment, strategy_mapping)
 from ...detectors.sdnet.model import SDNET_CODEC, SDNet, count_trainable, sdnet_flops
-from ...detectors.sdnet.train import (
-    baseline_decisions,
-    draw_batch,
-    evaluate,
-    linear_baselines,
-    make_optimiser,
-    sdnet_decisions,
-    train,
-)
+from ...detectors.sdnet.train import (baseline_decisions, draw_batch, evaluate, linear_baselines, make_optimiser,
+                                      sdnet_decisions, train)
 from ...metrics import error_rate_interval, wilson_interval
 from ...site.drift import channel_statistics
 from ..adapt import publish_bundle
 from ..runs import Pipeline, Step, read_json, write_json
 from .config import EMBED_BOTTOM_ALIAS, TASK_FAMILIES, LearngeneConfig
-from .report import (
-    PAPER_TABLE_I,
-    format_baselines,
-    format_diversity,
-    format_report,
-    format_site,
-    plot_convergence,
-    plot_diversity,
-    plot_diversity_learning,
-    plot_rho_heatmap,
-    plot_site,
-    plot_snr_sweep,
-    plot_strategy_bars,
-)
+from .report import (PAPER_TABLE_I, format_baselines, format_diversity, format_report, format_site, plot_convergence,
+                     plot_diversity, plot_diversity_learning, plot_rho_heatmap, plot_site, plot_snr_sweep,
+                     plot_strategy_bars)
 
 # ----------------------------------------------------------------------------------------- data
 

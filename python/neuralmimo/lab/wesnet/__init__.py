@@ -22,17 +22,10 @@ noise (one vector per channel, as DetNet's tests).
 The package: :mod:`.config` (the YAML's dataclasses), :mod:`.steps` (the pipeline: training,
 evaluation, :data:`PIPELINE`), :mod:`.report` (figures, tables, report.md). Every public name is
 re-exported here."""
+# ruff: noqa: F401
+# (the imports below are re-exports: the package's public names)
 
-from .config import EvaluationConfig, ModelConfig, SystemConfig, TrainingConfig, WeSNetConfig  # noqa: F401
-from .report import DETNET_LOG, PAPER, complexity_table, plot_training, step_report  # noqa: F401
-from .steps import (  # noqa: F401
-    PIPELINE,
-    STEP_HELP,
-    STEPS,
-    load_variant,
-    run_pipeline,
-    scale_training,
-    step_evaluate,
-    step_train,
-    training_samples,
-)
+from .config import EvaluationConfig, ModelConfig, SystemConfig, TrainingConfig, WeSNetConfig
+from .report import DETNET_LOG, PAPER, complexity_table, plot_training, step_report
+from .steps import (PIPELINE, STEP_HELP, STEPS, load_variant, run_pipeline, scale_training, step_evaluate, step_train,
+                    training_samples)

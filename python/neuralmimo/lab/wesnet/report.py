@@ -7,14 +7,8 @@ import math
 from pathlib import Path
 
 from ...detectors.classical import linear_flops
-from ...detectors.detnet.model import (
-    DetNet,
-    count_matmul_flops,
-    detnet_elementwise_flops,
-    detnet_matmul_flops,
-    kept_units,
-    table2_flops,
-)
+from ...detectors.detnet.model import (DetNet, count_matmul_flops, detnet_elementwise_flops, detnet_matmul_flops,
+                                       kept_units, table2_flops)
 from ...metrics import wilson_interval
 from ...snr import convert_snr_db
 from ..figures import plt, save_figure
