@@ -30,16 +30,25 @@ MOVED = {
 }
 
 
-class _MovedModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports an old module name of :data:`MOVED` as its new module (one object, two names)."""
+class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports each old module name of ``table`` (``{old: new}``) as its new module (one object,
+    two names) with a ``DeprecationWarning``. :meth:`install` puts one on ``sys.meta_path``."""
+
+    def __init__(self, table: dict[str, str]):
+        self.table = dict(table)
+
+    @classmethod
+    def install(cls, table: dict[str, str]) -> None:
+        if not any(isinstance(f, cls) and f.table == table for f in sys.meta_path):
+            sys.meta_path.append(cls(table))
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in MOVED:
+        if fullname not in self.table:
             return None
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):
-        new = MOVED[spec.name]
+        new = self.table[spec.name]
         warnings.warn(f"{spec.name} moved to {new}; the old name goes away in the next release",
                       DeprecationWarning, stacklevel=2)
         module = importlib.import_module(new)
@@ -50,5 +59,4 @@ class _MovedModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__spec__ = self._own_spec  # the new module ran when it was imported: nothing to run
 
 
-if not any(isinstance(f, _MovedModule) for f in sys.meta_path):
-    sys.meta_path.append(_MovedModule())
+MovedModules.install(MOVED)

@@ -6,7 +6,12 @@ them is :mod:`gnuradio.neuralmimo.tags`; the tools built from the blocks (demos,
 fault injection) are :mod:`gnuradio.neuralmimo.apps`.
 """
 
-from neuralmimo import __version__  # noqa: F401
+from neuralmimo import MovedModules, __version__  # noqa: F401
+
+# the tools moved into apps/ (release 0.1 -> 0.2): their old names import them, for one release,
+# with a DeprecationWarning
+MovedModules.install({f"gnuradio.neuralmimo.{m}": f"gnuradio.neuralmimo.apps.{m}"
+                      for m in ("harness", "loopback", "stress", "adapt_demo", "faults")})
 
 from .background_retrainer import background_retrainer  # noqa: F401
 from .csi_logger import csi_logger  # noqa: F401

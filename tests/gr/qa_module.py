@@ -80,3 +80,13 @@ def test_blocks_never_import_the_lab_only_apps_may():
             "print(json.dumps({k: v for k, v in bad.items() if v}))\n")
     out = subprocess.run([sys.executable, "-c", code, *names], check=True, timeout=300, capture_output=True, text=True)
     assert out.stdout.strip() == "{}", out.stdout
+
+
+def test_the_tools_moved_into_apps_keep_their_old_names_for_one_release():
+    code = ("import warnings\nwarnings.simplefilter('error')\nimport gnuradio.neuralmimo.apps.harness as new\n"
+            "warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    from gnuradio.neuralmimo.harness import compile_grc\n"
+            "assert compile_grc is new.compile_grc, compile_grc\n"
+            "assert [w.category for w in caught] == [DeprecationWarning] and 'apps.harness' in str(caught[0].message)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
