@@ -3,6 +3,7 @@
 import numpy as np
 import pmt
 import pytest
+import torch
 from gnuradio import blocks
 from gnuradio.neuralmimo.apps.harness import gr_tag, run_flowgraph
 
@@ -24,6 +25,16 @@ def tags(sink, key: str) -> list[tuple[int, object]]:
     """``(offset, python value)`` of the tags with ``key`` a vector sink received, by offset."""
     out = [(t.offset, pmt.to_python(t.value)) for t in sink.tags() if pmt.symbol_to_string(t.key) == key]
     return sorted(out, key=lambda x: x[0])
+
+
+def random_frames(n_frames: int, nr: int, nt: int, n_data: int, seed: int = 0):
+    """``(h (F, Nr, Nt), y (F, Nr, Nd), noise_var (F,))``: random channels, received vectors and
+    noise variances in [0.05, 1.05) (float64), for detector tests that need any frames at all."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n_frames, nr, nt, dtype=torch.complex64, generator=g)
+    y = torch.randn(n_frames, nr, n_data, dtype=torch.complex64, generator=g)
+    nv = 0.05 + torch.rand(n_frames, generator=g, dtype=torch.float64)
+    return h, y, nv
 
 
 def sources(tb, streams: np.ndarray, tag_list=()) -> list:

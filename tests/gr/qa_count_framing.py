@@ -19,6 +19,18 @@ L = NP + ND
 SNR_DB = 20.0  # per antenna; QPSK 2x4 MMSE: SER floor ~5e-5, a misaligned frame ~0.5-0.75
 
 
+def _connect(tb, src, chan, inj, est, det, probe):
+    """frame source -> channel -> faults -> estimator -> detector -> probe, every stream."""
+    for k in range(NT):
+        tb.connect((src, k), (chan, k))
+        tb.connect((det, k), (probe, k))
+    for r in range(NR):
+        tb.connect((chan, r), (inj, r))
+        tb.connect((inj, r), (est, r))
+        tb.connect((est, r), (det, r))
+    tb._keep = [src, chan, inj, est, det, probe]
+
+
 def _run(faults, frames, samp_rate=0.0, snr_db=SNR_DB):
     """frame source -> channel -> faults -> LS (count framing) -> MMSE -> probe; returns
     ``({frame number: symbol errors}, estimator, probe, injector)``."""
@@ -30,13 +42,7 @@ def _run(faults, frames, samp_rate=0.0, snr_db=SNR_DB):
     det = linear_detector(NR, NT, "qpsk", "mmse")
     probe = error_rate_probe(NT, ND, "qpsk", SEED)
     dbg = blocks.message_debug()
-    for k in range(NT):
-        tb.connect((src, k), (chan, k))
-        tb.connect((det, k), (probe, k))
-    for r in range(NR):
-        tb.connect((chan, r), (inj, r))
-        tb.connect((inj, r), (est, r))
-        tb.connect((est, r), (det, r))
+    _connect(tb, src, chan, inj, est, det, probe)
     tb.msg_connect(probe, "stats", dbg, "store")
     tb._keep = [src, chan, inj, est, det, probe, dbg]
     run(tb, 240)
@@ -84,14 +90,7 @@ def test_without_reacquisition_a_slip_ruins_every_later_frame():
     est = ls_channel_estimator(NR, NT, NT, ND, "count")
     det = linear_detector(NR, NT, "qpsk", "mmse")
     probe = error_rate_probe(NT, ND, "qpsk", SEED)
-    for k in range(NT):
-        tb.connect((src, k), (chan, k))
-        tb.connect((det, k), (probe, k))
-    for r in range(NR):
-        tb.connect((chan, r), (inj, r))
-        tb.connect((inj, r), (est, r))
-        tb.connect((est, r), (det, r))
-    tb._keep = [src, chan, inj, est, det, probe]
+    _connect(tb, src, chan, inj, est, det, probe)
     run(tb)
     late = probe.frame_errors()[12:]
     assert min(e for e, _ in late) > 0.3 * NT * ND  # every later frame misaligned

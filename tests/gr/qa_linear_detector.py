@@ -5,24 +5,19 @@ import threading
 import numpy as np
 import pmt
 import pytest
-import torch
 from gnuradio import blocks
 from gnuradio.neuralmimo import linear_detector
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
 
-from conftest import data, detector_flowgraph, estimate_tags, run, sinks, tag, tags
+from conftest import data, detector_flowgraph, estimate_tags, random_frames, run, sinks, tag, tags
 
 pytestmark = pytest.mark.timeout(120)
 NT, NR, ND = 2, 4, 8
 
 
 def _frames(n_frames, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    h = torch.randn(n_frames, NR, NT, dtype=torch.complex64, generator=g)
-    y = torch.randn(n_frames, NR, ND, dtype=torch.complex64, generator=g)
-    nv = 0.05 + torch.rand(n_frames, generator=g, dtype=torch.float64)
-    return h, y, nv
+    return random_frames(n_frames, NR, NT, ND, seed)
 
 
 def _tags(h, nv, n_frames):

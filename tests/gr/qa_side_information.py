@@ -13,7 +13,7 @@ from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
 from neuralmimo.receiver.frames import FrameLayout
 
-from conftest import data, detector_flowgraph, estimate_tags, run, sinks, sources, tag, tags
+from conftest import data, detector_flowgraph, estimate_tags, random_frames, run, sinks, sources, tag, tags
 
 pytestmark = pytest.mark.timeout(120)
 NT, NR, NP, ND = 2, 4, 4, 8
@@ -22,11 +22,7 @@ BAD_FRAME = 2
 
 
 def _frames(n_frames, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    h = torch.randn(n_frames, NR, NT, dtype=torch.complex64, generator=g)
-    y = torch.randn(n_frames, NR, ND, dtype=torch.complex64, generator=g)
-    nv = 0.05 + torch.rand(n_frames, generator=g, dtype=torch.float64)
-    return h, y, nv
+    return random_frames(n_frames, NR, NT, ND, seed)
 
 
 def _rank_one():
