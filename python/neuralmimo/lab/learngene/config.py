@@ -78,7 +78,7 @@ class DiversityConfig:
 
 @dataclass
 class LearngeneConfig:
-    name: str = "paper"
+    name: str = "run"  # the run folder out/learngene/<name> when a config names none
     data: DataConfig = field(default_factory=DataConfig)
     collective: CollectiveConfig = field(default_factory=CollectiveConfig)
     individual: IndividualConfig = field(default_factory=IndividualConfig)
