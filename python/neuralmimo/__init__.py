@@ -36,6 +36,7 @@ class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def __init__(self, table: dict[str, str]):
         self.table = dict(table)
+        self._specs: dict[str, object] = {}  # new name -> its own spec (per name: imports may run in parallel)
 
     @classmethod
     def install(cls, table: dict[str, str]) -> None:
@@ -52,11 +53,11 @@ class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(f"{spec.name} moved to {new}; the old name goes away in the next release",
                       DeprecationWarning, stacklevel=2)
         module = importlib.import_module(new)
-        self._own_spec = module.__spec__  # the import machinery writes the old name's spec over it
+        self._specs[new] = module.__spec__  # the import machinery writes the old name's spec over it
         return module
 
     def exec_module(self, module):
-        module.__spec__ = self._own_spec  # the new module ran when it was imported: nothing to run
+        module.__spec__ = self._specs[module.__name__]  # the new module ran when it was imported
 
 
 MovedModules.install(MOVED)
