@@ -287,3 +287,56 @@ def guarded_work(fallback: str):
         return inner
 
     return wrap
+
+
+def guarded_stop(method):
+    """Decorator for ``stop()`` (and ``start()``): an exception never escapes. GNU Radio 3.10 calls
+    them from C++, where a Python exception ends the whole process with SIGABRT (exit 134),
+    taking every other block down with it. It is logged and counted (``stop-failed``) instead,
+    and the call returns ``True``: the flowgraph ends normally."""
+
+    @functools.wraps(method)
+    def inner(self, *args):
+        try:
+            return method(self, *args)
+        except Exception as exc:  # noqa: BLE001 - anything escaping here aborts the process
+            self.failures.report(f"{method.__name__}-failed", f"{self.name()}: {method.__name__}() failed: "
+                                 f"{type(exc).__name__}: {exc}")
+            return True
+
+    return inner
+
+
+class DiskWriter:
+    """The disk writes of a recording block, contained: :meth:`call` runs one write; an
+    ``OSError`` (folder removed, not writable, disk full) or a writer's ``ValueError`` is reported
+    once (``write-failed``, with the reason), counted, and :attr:`failing` is set; the stream goes
+    on. :meth:`call` returns ``None`` on failure. ``retry`` writers try again at the next call (a
+    folder restored in the meantime is written again); the others stop writing for good."""
+
+    def __init__(self, block, retry: bool):
+        self.block, self.retry = block, retry
+        self.failing = False
+        self.stopped = False
+        self.failures = 0
+
+    def call(self, fn, *args, lost: str = "", always: bool = False, **kwargs):
+        """``fn(*args, **kwargs)``, contained; ``always``: even after the writer stopped (closing
+        what was written)."""
+        if self.stopped and not always:
+            return None
+        try:
+            out = fn(*args, **kwargs)
+        except (OSError, ValueError) as exc:
+            self.failures += 1
+            self.failing = True
+            self.stopped = not self.retry
+            blk = self.block
+            then = "retrying at the next write" if self.retry else "recording stopped; the stream goes on"
+            blk.failures.report("write-failed", f"{blk.name()}: cannot write ({type(exc).__name__}: {exc}); "
+                                f"{lost + ' ' if lost else ''}{then}")
+            return None
+        if self.failing:
+            self.failing = False
+            self.block.logger.info(f"{self.block.name()}: writing again")
+        return out

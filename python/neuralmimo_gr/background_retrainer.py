@@ -12,6 +12,9 @@ import pmt
 from gnuradio import gr
 
 from neuralmimo.site.retrain import BackgroundRetrainer, RetrainSettings
+from neuralmimo.supervise import SupervisedThread
+
+from ._common import FailureLog, guarded_stop
 
 _PORT_IN, _PORT_OUT = pmt.intern("status"), pmt.intern("status")
 
@@ -34,14 +37,16 @@ class background_retrainer(gr.basic_block):
     def __init__(self, csi_log: str = "", watch_dir: str = "", min_frames: int = 1000, budget_s: float = 120.0,
                  steps: int = 2000, threads: int = 1, nice: int = 10, extra_args: str = ""):
         gr.basic_block.__init__(self, name="background_retrainer", in_sig=None, out_sig=None)
-        self.settings = RetrainSettings(Path(csi_log or "."), Path(watch_dir or "."), int(min_frames), float(budget_s),
-                                        int(steps), int(threads), int(nice), extra_args=tuple(str(extra_args).split()))
+        self.failures = FailureLog(self.logger)
+        # every setting checked here (ValueError), against neuralmimo.site.retrain.PARAMS
+        self.settings = RetrainSettings(Path(csi_log or "."), Path(watch_dir or "."), min_frames, budget_s,
+                                        steps, threads, nice, extra_args=tuple(str(extra_args).split()))
         # without both folders the block is off: a drift event is answered with retrain-failed
         self.retrainer = BackgroundRetrainer(self.settings) if csi_log and watch_dir else None
         self._inbox: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._events: list[dict] = []
-        self._thread: threading.Thread | None = None
+        self._thread: SupervisedThread | None = None
         self._stop = threading.Event()
         self.message_port_register_in(_PORT_IN)
         self.message_port_register_out(_PORT_OUT)
@@ -52,6 +57,10 @@ class background_retrainer(gr.basic_block):
         with self._lock:
             return [dict(e) for e in self._events]
 
+    def problems(self) -> dict[str, int]:
+        """Counted problems, including the thread's internal errors (``thread-error``: it goes on)."""
+        return dict(self.failures.counts)
+
     def _on_status(self, msg) -> None:
         try:
             event = pmt.to_python(msg)
@@ -60,12 +69,19 @@ class background_retrainer(gr.basic_block):
         if isinstance(event, dict):
             self._inbox.put(event)
 
+    @guarded_stop
     def start(self):
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="background_retrainer", daemon=True)
+        self._thread = SupervisedThread("background_retrainer", self._step, self._stop, self._thread_error)
         self._thread.start()
         return True
 
+    def _thread_error(self, name: str, exc: BaseException) -> None:
+        self.failures.report("thread-error", f"{self.name()}: internal error {type(exc).__name__}: {exc}; the "
+                             "re-trainer goes on with the next event")
+        self._publish({"event": "retrain-error", "reason": f"{type(exc).__name__}: {exc}", "time": time.time()})
+
+    @guarded_stop
     def stop(self):
         self._stop.set()
         if self._thread is not None:
@@ -74,25 +90,27 @@ class background_retrainer(gr.basic_block):
             self.retrainer.stop()
         return True
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                event = self._inbox.get(timeout=0.2)
-            except queue.Empty:
-                event = None
-            if self.retrainer is None:
-                out = [] if event is None or event.get("event") != "drift" else [{
-                    "event": "retrain-failed", "reason": "no CSI log folder or watch folder configured", "time": time.time()}]
-            else:
-                out = ([] if event is None else self.retrainer.on_status(event)) + self.retrainer.poll()
-            for e in out:
-                self._publish(e)
+    def _step(self) -> None:
+        """The supervised thread's unit of work: one status event (or 0.2 s without), then a poll."""
+        try:
+            event = self._inbox.get(timeout=0.2)
+        except queue.Empty:
+            event = None
+        if self.retrainer is None:
+            out = [] if event is None or event.get("event") != "drift" else [{
+                "event": "retrain-failed", "reason": "no CSI log folder or watch folder configured", "time": time.time()}]
+        else:
+            out = ([] if event is None else self.retrainer.on_status(event)) + self.retrainer.poll()
+        for e in out:
+            self._publish(e)
 
     def _publish(self, event: dict) -> None:
         with self._lock:
             self._events.append(event)
         kind = event["event"]
-        if kind == "retrain-failed":
+        if kind in ("retrain-failed", "retrain-ignored") and "malformed" in str(event.get("reason", "")):
+            self.failures.report("bad-drift-event", f"{self.name()}: {event['reason']}: ignored")
+        elif kind == "retrain-failed":
             self.logger.error(f"{self.name()}: re-training failed: {event['reason']}; the model in force stays")
         elif kind in ("retrain-started", "retrain-done"):
             what = event.get("bundle") or event.get("bundle_name")

@@ -10,7 +10,7 @@ from gnuradio import gr
 
 from neuralmimo.site.csilog import CSILogWriter
 
-from ._common import FailureLog
+from ._common import DiskWriter, FailureLog, guarded_stop, guarded_work
 from .tags import CSI, CSI_STALE, FRAME_START, NOISE_VAR, pmt_to_csi, tag_float, tag_int
 
 
@@ -23,7 +23,9 @@ class csi_logger(gr.sync_block):
 
     Frames whose estimate is refused -- a malformed, non-finite or all-zero ``csi``, a negative or
     non-finite ``noise_var``, or a frame tagged ``csi_stale`` -- are not logged (one message per
-    kind, counted in ``problems()``). ``max_bytes`` bounds the disk use (the oldest chunks go
+    kind, counted in ``problems()``). A folder that cannot be written (removed, read-only, full) is
+reported once and counted (``write-failed``); the frames are held (a few chunks) and written
+when it can be written again; the stream is never stopped. ``max_bytes`` bounds the disk use (the oldest chunks go
     first; 0: unbounded); ``recording`` (callback ``set_recording``) pauses and resumes. The last
     partial chunk is written when the flowgraph stops.
     """
@@ -37,6 +39,7 @@ class csi_logger(gr.sync_block):
         self._recording = bool(recording)
         self.writer = (CSILogWriter(folder, self.nr, self.nt, int(chunk_frames), int(max_bytes),
                                     {"description": str(description)}) if folder else None)  # CSILogError: bad field
+        self._disk = DiskWriter(self, retry=True)
         self._frame = None
         self._pending: dict[int, dict] = {}  # offset -> {"csi": ..., "noise_var": ..., "stale": ...}
         self.logged = 0
@@ -51,8 +54,11 @@ class csi_logger(gr.sync_block):
     def status(self) -> dict:
         w = self.writer
         return {"frames_logged": self.logged, "recording": self._recording,
-                "bytes": 0 if w is None else w.bytes(), "frames_dropped": 0 if w is None else w.manifest["frames_dropped"]}
+                "bytes": 0 if w is None else w.bytes(), "frames_dropped": 0 if w is None else w.manifest["frames_dropped"],
+                "write_failures": self._disk.failures, "writing": not self._disk.failing,
+                "frames_lost": 0 if w is None else w.frames_lost}
 
+    @guarded_work("sink")
     def work(self, input_items, output_items):
         n = len(input_items[0])
         start = self.nitems_read(0)
@@ -95,11 +101,13 @@ class csi_logger(gr.sync_block):
         except ValueError as exc:
             self.failures.report("bad-estimate", f"{self.name()}: {exc} at item {offset}: frame not logged")
             return
-        self.writer.add(self._frame if self._frame is not None else -1, h, nv)
-        self.logged += 1
+        self.logged += 1  # held by the writer: written now or with a later chunk
+        self._disk.call(self.writer.add, self._frame if self._frame is not None else -1, h, nv,
+                        lost="frames are held and")
 
+    @guarded_stop
     def stop(self) -> bool:
         self._flush_pending(before=2**63)
         if self.writer is not None:
-            self.writer.close()
+            self._disk.call(self.writer.close, lost=f"{self.writer.held()} frames not written;")
         return True

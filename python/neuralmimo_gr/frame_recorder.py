@@ -13,7 +13,7 @@ from gnuradio import gr
 from neuralmimo.receiver.capture import CaptureWriter
 from neuralmimo.receiver.alignment import timeline_position
 
-from ._common import FailureLog, tags_by_key
+from ._common import DiskWriter, FailureLog, guarded_stop, guarded_work, tags_by_key
 from .tags import RX_TIME, rx_time_value
 
 
@@ -27,6 +27,9 @@ class frame_recorder(gr.sync_block):
 
     ``recording`` (callback ``set_recording``) pauses and resumes; ``max_samples`` per channel
     bounds the disk use (0: unbounded). The metadata are written when the flowgraph stops.
+    A folder that cannot be written (removed, read-only, full) stops the recording (logged once,
+    counted as ``write-failed``; what was written stays readable); the stream is never stopped.
+    A malformed ``rx_time`` tag (NaN, a fraction outside [0, 1)) is ignored (``bad-rx-time``).
     """
 
     def __init__(self, nr: int = 4, folder: str = "", name: str = "capture", samp_rate: float = 1e6,
@@ -53,6 +56,7 @@ class frame_recorder(gr.sync_block):
         self._lost = 0
         self._need_segment = True
         self._annotated: set = set()
+        self._disk = DiskWriter(self, retry=False)
         self.message_port_register_in(pmt.intern("annotations"))
         self.set_msg_handler(pmt.intern("annotations"), self._on_sync)
 
@@ -61,6 +65,9 @@ class frame_recorder(gr.sync_block):
             if bool(on) and not self._recording:
                 self._need_segment = True
             self._recording = bool(on)
+
+    def problems(self) -> dict:
+        return dict(self.failures.counts)
 
     def path(self) -> str:
         return "" if self.writer is None else str(self.writer.folder / f"{self.writer.name}.sigmf-collection")
@@ -85,7 +92,7 @@ class frame_recorder(gr.sync_block):
                 self.failures.report("bad-annotation", f"{self.name()}: annotation {d!r} is not a frame_sync dict")
         with self._lock:
             if self.writer is not None and self.writer.closed:
-                self.writer.close()
+                self._disk.call(self.writer.close, always=True)
 
     def _annotate(self, d: dict) -> None:
         timing, number = float(d["timing"]), int(d["frame"])
@@ -103,9 +110,10 @@ class frame_recorder(gr.sync_block):
                         self.writer.annotate(file_start + offset - start, self.frame_samples, f"frame {number}", fields)
                     return
 
+    @guarded_work("sink")
     def work(self, input_items, output_items):
         n = len(input_items[0])
-        if self.writer is None or n == 0:
+        if self.writer is None or n == 0 or self._disk.stopped:
             return n
         r0 = self.nitems_read(0)
         cuts = [(0, None)]
@@ -113,6 +121,9 @@ class frame_recorder(gr.sync_block):
             stamp = rx_time_value(t.value)
             if stamp is not None:
                 cuts.append((t.offset - r0, stamp))
+            else:
+                self.failures.report("bad-rx-time", f"{self.name()}: rx_time tag {t.value} at sample {t.offset} is "
+                                     "not (uint64 seconds, fraction in [0, 1)): ignored")
         cuts.append((n, None))
         x = np.stack([np.asarray(a[:n]) for a in input_items])
         with self._lock:
@@ -132,12 +143,18 @@ class frame_recorder(gr.sync_block):
                     self.writer.segment(device, secs)
                     self._stretches.append((r0 + a, self.writer.written))
                     self._need_segment = False
-                if self.writer.write(x[:, a:b]) < b - a:
+                written = self._disk.call(self.writer.write, x[:, a:b])
+                if written is None:
+                    return n
+                if written < b - a:
                     self.failures.report("max-samples", f"{self.name()}: max_samples reached: recording stopped")
         return n
 
+    @guarded_stop
     def stop(self) -> bool:
         with self._lock:
             if self.writer is not None and not self.writer.closed:
-                self.logger.info(f"capture written: {self.writer.close()} ({self.writer.written} samples per channel)")
+                path = self._disk.call(self.writer.close, lost="the capture's metadata are missing;", always=True)
+                if path is not None:
+                    self.logger.info(f"capture written: {path} ({self.writer.written} samples per channel)")
         return True

@@ -10,7 +10,8 @@ from gnuradio import gr
 
 from neuralmimo.constellation import Constellation
 from neuralmimo.receiver.frames import FrameLayout
-from neuralmimo.receiver.framesync import FrameSynchronizer
+from neuralmimo.params import check_all
+from neuralmimo.receiver.framesync import PARAMS, FrameSynchronizer
 from neuralmimo.receiver.preamble import Preamble
 from neuralmimo.receiver.alignment import timeline_position
 
@@ -30,6 +31,9 @@ _EVENTS = {  # synchroniser counts that are logged (once per kind) and what they
     "unconfirmed": "no preamble followed a frame within 4 frame lengths: the frame was dropped",
     "misnumbered": "a frame's number was not above the last one handed out: dropped",
     "gap-dropped": "samples were lost (rx_time) inside a frame: the frame was dropped and the search starts again",
+    "pilot-residual": "a frame's pilots did not fit its channel estimate (mistimed or corrupted): the frame was dropped",
+    "verify-capped": "the input passed the preamble test almost everywhere (a DC offset, a tone, saturation?): "
+                     "preamble verifications are capped per frame length, some candidates were not verified",
 }
 
 
@@ -70,12 +74,8 @@ class frame_sync(gr.basic_block):
                  preamble_period: int = 16, sps: int = 4, rolloff: float = 0.35, span: int = 8, pfa: float = 1e-4,
                  track_phase: bool = True, samp_rate: float = 1e6, origin: float = -1.0):
         self.layout = FrameLayout(int(nt), int(n_pilots), int(n_data))
-        if nr < 1:
-            raise ValueError(f"need nr >= 1, got {nr}")
-        if not 0 < samp_rate < float("inf"):
-            raise ValueError(f"samp_rate must be > 0, got {samp_rate}")
-        if not 0 < pfa < 1:
-            raise ValueError(f"pfa must be in (0, 1), got {pfa}")
+        check_all(PARAMS, dict(nr=nr, sps=sps, pfa=pfa, preamble_period=preamble_period, span=span, rolloff=rolloff,
+                               samp_rate=samp_rate, **({} if origin < 0 else {"origin": origin})))
         taps = np.asarray(rrc_taps(sps, rolloff, span))
         self.preamble = Preamble(int(nt), int(preamble_period))
         self.constellation = Constellation(modulation)
@@ -212,6 +212,9 @@ class frame_sync(gr.basic_block):
                                  "users' oscillators to a common reference or shorten the frames)")
 
     def _report(self) -> None:
+        if self.sync.diagnosis is not None and "no-preamble" not in self._reported:
+            self._reported["no-preamble"] = 1
+            self.logger.warn(f"{self.name()}: {self.sync.diagnosis}")
         for kind, text in _EVENTS.items():
             count = self.sync.counts.get(kind, 0)
             if count > self._reported.get(kind, 0):

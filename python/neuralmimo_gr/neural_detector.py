@@ -157,7 +157,9 @@ class neural_detector(gr.sync_block):
         return self.switch.reverts
 
     def problems(self) -> dict[str, int]:
-        return dict(self.failures.counts)
+        """Every counted problem: the streaming thread's (per kind) and the loader's and watcher's
+        internal errors (``thread-error:<thread>: <type>``; the threads go on)."""
+        return {**self.failures.counts, **{f"thread-error:{k}": v for k, v in self.switch.thread_errors.items()}}
 
     def _on_model_message(self, msg) -> None:
         try:

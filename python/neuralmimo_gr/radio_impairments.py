@@ -8,11 +8,13 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from neuralmimo.channels.impairments import RadioImpairments
+from neuralmimo.channels.impairments import PARAMS, RadioImpairments, check_stream_cfo
+from neuralmimo.params import Param
 
 from ._common import FailureLog, big_buffers, guarded_work
 from .tags import RX_TIME, rx_time_pmt
 
+SAMP_RATE = Param(float, 0, 1e12, lo_open=True, unit="Hz")
 PENDING_LIMIT = 1 << 18  # output samples held before input is no longer taken (backpressure)
 
 
@@ -37,15 +39,12 @@ class radio_impairments(gr.basic_block):
                  cfo: float = 0.0, stream_cfo=0.0, phase_noise: float = 0.0, lo_phase: bool = False,
                  gain_imbalance_db: float = 0.0, noise_var: float = 0.0, drop_rate: float = 0.0,
                  drop_length=(1, 4096), seed: int = 0):
-        if streams < 1:
-            raise ValueError(f"need streams >= 1, got {streams}")
-        if not 0 < samp_rate < float("inf"):
-            raise ValueError(f"samp_rate must be > 0, got {samp_rate}")
-        self.streams, self.samp_rate = int(streams), float(samp_rate)
+        self.streams = Param(int, 1, 1024).check(streams, "streams")
+        self.samp_rate = SAMP_RATE.check(samp_rate, "samp_rate")
         self.process = RadioImpairments(self.streams, seed=seed, delay=delay, sro_ppm=sro_ppm, cfo=cfo,
-                                        stream_cfo=self._per_stream(stream_cfo), phase_noise=phase_noise,
+                                        stream_cfo=check_stream_cfo(stream_cfo, self.streams), phase_noise=phase_noise,
                                         lo_phase=lo_phase, gain_imbalance_db=gain_imbalance_db,
-                                        drop_rate=drop_rate, drop_length=tuple(drop_length), noise_var=noise_var)
+                                        drop_rate=drop_rate, drop_length=drop_length, noise_var=noise_var)
         gr.basic_block.__init__(self, name="radio_impairments", in_sig=[np.complex64] * self.streams,
                                 out_sig=[np.complex64] * self.streams)
         self.set_tag_propagation_policy(gr.TPP_DONT)
@@ -57,34 +56,25 @@ class radio_impairments(gr.basic_block):
         self._produced = 0  # output samples produced so far (written or pending)
         big_buffers(self)
 
-    def _per_stream(self, value) -> np.ndarray:
-        v = np.atleast_1d(np.asarray(value, dtype=np.float64))
-        if v.size == 1:
-            v = np.full(self.streams, float(v[0]))
-        if v.shape != (self.streams,) or not np.isfinite(v).all():
-            raise ValueError(f"stream_cfo must be one finite value or one per stream ({self.streams}), got {value}")
-        return v
-
     # ----------------------------------------------------------------- runtime control (GRC callbacks)
-    def _set(self, name: str, value, check=lambda v: np.isfinite(v) and v >= 0) -> None:
+    def _set(self, name: str, value) -> None:
+        """A callback: the value checked against the same declaration as the constructor's
+        (``neuralmimo.channels.impairments.PARAMS``); a bad one is logged and ignored."""
         try:
-            v = float(value)
-            ok = check(v)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            self.logger.error(f"set_{name}({value!r}) refused: not a valid value; keeping {getattr(self.process, name)}")
+            v = PARAMS[name].check(value, name)
+        except ValueError as exc:
+            self.logger.error(f"set_{name} refused: {exc}; keeping {getattr(self.process, name)}")
             return
         with self._lock:
             setattr(self.process, name, v)
 
     def set_delay(self, v): self._set("delay", v)
-    def set_sro_ppm(self, v): self._set("sro_ppm", v, lambda x: np.isfinite(x) and abs(x) < 1e4)
-    def set_cfo(self, v): self._set("cfo", v, np.isfinite)
+    def set_sro_ppm(self, v): self._set("sro_ppm", v)
+    def set_cfo(self, v): self._set("cfo", v)
     def set_phase_noise(self, v): self._set("phase_noise", v)
     def set_gain_imbalance_db(self, v): self._set("gain_imbalance_db", v)
     def set_noise_var(self, v): self._set("noise_var", v)
-    def set_drop_rate(self, v): self._set("drop_rate", v, lambda x: 0 <= x < 1)
+    def set_drop_rate(self, v): self._set("drop_rate", v)
 
     def set_lo_phase(self, v) -> None:
         with self._lock:
@@ -92,9 +82,9 @@ class radio_impairments(gr.basic_block):
 
     def set_stream_cfo(self, value) -> None:
         try:
-            v = self._per_stream(value)
-        except (TypeError, ValueError) as exc:
-            self.logger.error(f"set_stream_cfo({value!r}) refused: {exc}")
+            v = check_stream_cfo(value, self.streams)
+        except ValueError as exc:
+            self.logger.error(f"set_stream_cfo refused: {exc}")
             return
         with self._lock:
             self.process.stream_cfo = v

@@ -28,6 +28,8 @@ key is defined here and nowhere else:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pmt
 import torch
@@ -87,9 +89,11 @@ def rx_time_pmt(seconds: float) -> pmt.pmt_t:
 
 
 def rx_time_value(value) -> tuple[int, float] | None:
-    """``(whole s, fractional s)`` of an ``rx_time`` tag value, or ``None`` when it is malformed."""
+    """``(whole s, fractional s)`` of an ``rx_time`` tag value, or ``None`` when it is malformed:
+    not a pair, a negative whole part, or a fraction that is not a finite number in ``[0, 1)``
+    (UHD never sends one; a NaN would poison every timeline position computed from it)."""
     if pmt.is_tuple(value) and pmt.length(value) == 2:
         whole, frac = tag_int(pmt.tuple_ref(value, 0)), tag_float(pmt.tuple_ref(value, 1))
-        if whole is not None and frac is not None:
+        if whole is not None and frac is not None and whole >= 0 and math.isfinite(frac) and 0.0 <= frac < 1.0:
             return whole, frac
     return None

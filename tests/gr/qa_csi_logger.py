@@ -101,3 +101,28 @@ def test_record_site_example_logs_every_frame(tmp_path):
     log = read_csi_log(tmp_path / "site")
     assert log.h.shape == (30, 8, 4) and list(log.frame) == list(range(30))
     assert log.info == {"description": "iid"}
+
+
+def test_a_log_folder_that_cannot_be_written_costs_no_frame_of_the_stream(tmp_path):
+    """Issue 29, class 1: the log folder disappears before the run (and comes back as a plain
+    file, so it cannot even be re-created): the flowgraph streams exactly what it streams with a
+    good folder, the failure is logged once and counted, stop() does not abort the process."""
+    import shutil
+
+    good_snk, _ = _log(tmp_path / "good", 25, chunk_frames=10)
+    tb = gr.top_block()
+    src = sources(tb, _stream(25), [tag(i * L, "frame_start", pmt.from_long(100 + i)) for i in range(25)])
+    est = ls_channel_estimator(NR, NT, NP, ND)
+    logger = csi_logger(NR, NT, str(tmp_path / "log"), chunk_frames=10)
+    shutil.rmtree(tmp_path / "log")
+    (tmp_path / "log").write_text("not a folder")
+    snk = sinks(tb, 1)
+    for r in range(NR):
+        tb.connect(src[r], (est, r), (logger, r))
+    tb.connect((est, 0), snk[0])
+    tb._keep += [est, logger]
+    run(tb)
+    assert snk[0].data() == good_snk.data() and len(tags(snk[0], "csi")) == 25
+    assert logger.problems()["write-failed"] == 3  # chunks at 10 and 20 frames, and the last at stop()
+    status = logger.status()
+    assert status["frames_logged"] == 25 and not status["writing"] and status["write_failures"] == 3

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gnuradio import blocks, gr
+from gnuradio import gr
 from gnuradio.neuralmimo import frame_recorder, radio_impairments, sigmf_source
 from gnuradio.neuralmimo.apps.loopback import replay_capture
 from neuralmimo.receiver.capture import read_capture
@@ -65,3 +65,45 @@ def test_replay_command_refuses_a_missing_capture_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "neuralmimo.lab.cli", "replay", str(tmp_path / "none")],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such capture" in r.stderr
+
+
+_RECORDER_SCRIPT = """
+import sys, numpy as np, pmt
+from gnuradio import blocks, gr
+from gnuradio.neuralmimo import frame_recorder
+folder, case = sys.argv[1], sys.argv[2]
+tb = gr.top_block()
+x = np.ones(5000, np.complex64)
+rec = frame_recorder(2, folder, "rec", 1e6, recording=case != "off")
+stamp = pmt.make_tuple(pmt.from_uint64(5), pmt.from_double(float("nan")))
+tags = [gr.tag_utils.python_to_tag((1000, pmt.intern("rx_time"), stamp))] if case == "nan-time" else []
+srcs = [blocks.vector_source_c(x.tolist(), False, 1, tags) for _ in range(2)]
+for k in range(2):
+    tb.connect(srcs[k], (rec, k))
+tb.run()
+print("problems", rec.problems())
+"""
+
+
+@pytest.mark.parametrize("case", ["off", "nan-time", "disk-full"])
+def test_recorder_never_ends_the_process(tmp_path, case):
+    """Issue 29, class 1: a recorder switched off the whole run, an rx_time tag with a NaN
+    fraction, a full disk (the data files are /dev/full): the flowgraph ends normally (it used
+    to end with SIGABRT, exit 134, at stop or never end), each problem logged and counted. In a
+    child process: an abort would otherwise take the test run down."""
+    folder = tmp_path / "cap"
+    if case == "disk-full":
+        folder.mkdir()
+        for r in range(2):
+            (folder / f"rec-ch{r}.sigmf-data").symlink_to("/dev/full")  # every write: ENOSPC
+    script = tmp_path / "rec.py"
+    script.write_text(_RECORDER_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(folder), case], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    if case == "nan-time":
+        assert "'bad-rx-time': 1" in out.stdout
+        assert read_capture(folder).samples.shape == (2, 5000)
+    if case == "off":
+        assert (folder / "rec.sigmf-collection").is_file()
+    if case == "disk-full":
+        assert "'write-failed'" in out.stdout

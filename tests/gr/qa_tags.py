@@ -39,3 +39,26 @@ def test_numbers_and_rx_time():
     assert (whole, frac) == (12, 0.25)
     assert tags.rx_time_value(pmt.from_double(1.0)) is None
     assert tags.rx_time_value(pmt.make_tuple(pmt.intern("a"), pmt.from_double(0.5))) is None
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(whole=st.integers(min_value=0, max_value=2**63 - 1),
+       frac=st.floats(allow_nan=True, allow_infinity=True))
+def test_rx_time_values_are_accepted_only_when_they_are_times(whole, frac):
+    """Issue 29, class 4: a NaN/Inf fraction, or one outside [0, 1), is malformed (None): every
+    block that follows rx_time (Frame Sync, the LS estimator, the recorder) then reports and ignores it."""
+    import math
+
+    import pmt
+
+    from gnuradio.neuralmimo.tags import rx_time_value
+
+    v = rx_time_value(pmt.make_tuple(pmt.from_uint64(whole), pmt.from_double(frac)))
+    if math.isfinite(frac) and 0.0 <= frac < 1.0:
+        assert v == (whole, frac)
+    else:
+        assert v is None

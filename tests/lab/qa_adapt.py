@@ -75,7 +75,7 @@ def test_time_budget_and_wrong_inputs(tmp_path, capsys):
         log.add(i, hi, 0.1)
     log.close()
     assert main(["adapt", "--csi", str(tmp_path / "log"), "--base", str(tmp_path / "base"), "--out",
-                 str(tmp_path / "watch"), "--steps", "100000", "--budget-s", "1", "--nice", "0"]) == 0
+                 str(tmp_path / "watch"), "--steps", "100000", "--budget-s", "5", "--nice", "0"]) == 0
     (bundle,) = (tmp_path / "watch").iterdir()
     steps = json.loads((bundle / "manifest.json").read_text())["training"]["steps"]
     assert 0 < steps < 100000
@@ -133,3 +133,36 @@ def test_adapt_complex_deepsic_learns_the_new_site(tmp_path, capsys):
                  str(tmp_path / "w3"), "--nice", "0"]) != 0
     err = capsys.readouterr().err
     assert "reads Re y only" in err and len(err.strip().splitlines()) == 1
+
+
+def test_adapt_never_publishes_a_broken_model(tmp_path, capsys):
+    """Issue 29, class 5: a diverged training (a huge learning rate), a log with NaN channels, a
+    one-frame log (it would become the drift reference) and a --name outside --out publish
+    nothing and exit non-zero, with one line saying why."""
+    torch.manual_seed(0)
+    save_model(HyperMIMO(NT, 5, 75, "qpsk"), HYPERMIMO_CODEC, tmp_path / "base", system={
+        "nr": NR, "nt": NT, "modulation": "qpsk", "snr_convention": "hypermimo", "snr_db": list(SNR)})
+    h = _drop(5).sample(200, torch.Generator().manual_seed(2))
+    logs = {"good": h, "nan": h.clone(), "one": h[:1]}
+    logs["nan"][::2, 0, 0] = float("nan")  # in every split
+    for name, hs in logs.items():
+        log = CSILogWriter(tmp_path / name, NR, NT)
+        for i, hi in enumerate(hs):
+            log.add(i, hi, 0.1)
+        log.close()
+    base = ["--base", str(tmp_path / "base"), "--out", str(tmp_path / "watch"), "--nice", "0", "--steps", "30"]
+    cases = [(["--csi", str(tmp_path / "good"), "--lr", "1e30"], ("diverged", "worse than its base", "NaN/Inf")),
+             (["--csi", str(tmp_path / "nan")], ("NaN/Inf",)),
+             (["--csi", str(tmp_path / "one")], ("at least 64",)),
+             (["--csi", str(tmp_path / "good"), "--name", "../outside"], ("--name",))]
+    for args, reasons in cases:
+        try:
+            code = main(["adapt", *args, *base])
+        except SystemExit as e:  # an argument error: argparse exits 2
+            code = e.code
+        assert code != 0
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and any(r in err for r in reasons), err
+    assert not (tmp_path / "outside").exists()
+    assert not (tmp_path / "watch").exists() or list((tmp_path / "watch").iterdir()) == []
+    assert not list(tmp_path.glob(".watch-*.tmp"))  # nothing half-written left next to it

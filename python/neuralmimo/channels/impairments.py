@@ -8,6 +8,7 @@ import math
 import numpy as np
 import torch
 
+from ..params import Param, ParamError, check_all
 from ..receiver.pulse import INTERP_HALF, interpolate
 
 
@@ -33,6 +34,49 @@ def apply_cfo(y: torch.Tensor, cfo: float, first_sample: int) -> torch.Tensor:
 
 
 DROP_BLOCK = 4096  # phase-noise increments are drawn per block of this many output samples
+
+
+def check_stream_cfo(value, streams: int) -> np.ndarray:
+    """Per-stream CFOs ``(streams,)`` float64 from one value or one per stream (``PARAMS['stream_cfo']``
+    each); ``ValueError`` otherwise."""
+    try:
+        v = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ParamError(f"stream_cfo = {value!r}: expected one number or one per stream ({streams})") from None
+    if v.size == 1:
+        v = np.full(streams, float(v.reshape(-1)[0]))
+    if v.shape != (streams,):
+        raise ParamError(f"stream_cfo = {value!r}: expected one number or one per stream ({streams})")
+    for x in v:
+        PARAMS["stream_cfo"].check(float(x), "stream_cfo")
+    return v
+
+
+def check_drop_length(value) -> tuple[int, int]:
+    """``(min, max)`` run length of an overflow, ``1 <= min <= max`` (``PARAMS['drop_length']``)."""
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ParamError(f"drop_length = {value!r}: expected (min, max)") from None
+    lo, hi = PARAMS["drop_length"].check(lo, "drop_length min"), PARAMS["drop_length"].check(hi, "drop_length max")
+    if lo > hi:
+        raise ParamError(f"drop_length = {value!r}: min exceeds max")
+    return lo, hi
+
+
+# The values a radio can have (one declaration for the class, the block's constructor and
+# callbacks, and the loopback's command-line options; neuralmimo.params).
+PARAMS = {
+    "delay": Param(float, 0, 1e9, unit="samples"),
+    "sro_ppm": Param(float, -1000, 1000, unit="ppm", doc="crystal oscillators: +-0.1 to +-100 ppm"),
+    "cfo": Param(float, -0.5, 0.5, lo_open=True, hi_open=True, unit="cycles per sample"),
+    "stream_cfo": Param(float, -0.5, 0.5, lo_open=True, hi_open=True, unit="cycles per sample"),
+    "phase_noise": Param(float, 0, 1, unit="rad^2 per sample"),
+    "gain_imbalance_db": Param(float, 0, 40, unit="dB"),
+    "noise_var": Param(float, 0, 1e30),
+    "drop_rate": Param(float, 0, 1, hi_open=True, unit="overflows per sample"),
+    "drop_length": Param(int, 1, 10_000_000, unit="samples"),
+}
 
 
 class RadioImpairments:
@@ -66,19 +110,15 @@ class RadioImpairments:
                  gain_imbalance_db: float = 0.0, drop_rate: float = 0.0, drop_length=(1, 4096),
                  noise_var: float = 0.0):
         self.streams, self.seed = int(streams), int(seed)
-        self.delay, self.sro_ppm, self.cfo = float(delay), float(sro_ppm), float(cfo)
-        self.stream_cfo = np.zeros(self.streams) if stream_cfo is None else np.asarray(stream_cfo, dtype=np.float64)
-        if self.stream_cfo.shape != (self.streams,):
-            raise ValueError(f"stream_cfo needs one value per stream ({self.streams}), got {self.stream_cfo.shape}")
-        self.phase_noise, self.lo_phase = float(phase_noise), bool(lo_phase)
-        self.gain_imbalance_db, self.drop_rate = float(gain_imbalance_db), float(drop_rate)
-        self.noise_var = float(noise_var)
-        self.drop_length = (int(drop_length[0]), int(drop_length[1]))
-        for name in ("delay", "phase_noise", "gain_imbalance_db", "drop_rate", "noise_var"):
-            if not 0 <= getattr(self, name) < float("inf"):
-                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
-        if not 1 <= self.drop_length[0] <= self.drop_length[1]:
-            raise ValueError(f"drop_length must be (min, max) with 1 <= min <= max, got {drop_length}")
+        if self.streams < 1:
+            raise ValueError(f"need streams >= 1, got {streams}")
+        v = check_all(PARAMS, dict(delay=delay, sro_ppm=sro_ppm, cfo=cfo, phase_noise=phase_noise,
+                                   gain_imbalance_db=gain_imbalance_db, drop_rate=drop_rate, noise_var=noise_var))
+        self.delay, self.sro_ppm, self.cfo = v["delay"], v["sro_ppm"], v["cfo"]
+        self.stream_cfo = np.zeros(self.streams) if stream_cfo is None else check_stream_cfo(stream_cfo, self.streams)
+        self.phase_noise, self.lo_phase = v["phase_noise"], bool(lo_phase)
+        self.gain_imbalance_db, self.drop_rate, self.noise_var = v["gain_imbalance_db"], v["drop_rate"], v["noise_var"]
+        self.drop_length = check_drop_length(drop_length)
         rng = np.random.default_rng([self.seed, 1])
         self._lo = rng.uniform(0, 2 * np.pi, self.streams)
         self._gain_u = rng.uniform(-1, 1, self.streams)

@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 
 from ..bundle import MANIFEST, BundleError
+from ..supervise import STOP, SupervisedThread
 
 PROBATION_FRAMES = 16  # a new model that fails within its first frames is reverted
 MIN_WATCH_INTERVAL_S = 0.05  # the watcher polls the folder; 0 would be a busy loop
@@ -174,8 +175,12 @@ class ModelSwitch:
         self.reverts: list[dict] = []
         self._requests: queue.Queue = queue.Queue()
         self._stop_event: threading.Event | None = None
-        self._loader: threading.Thread | None = None
-        self._watcher: threading.Thread | None = None
+        self._loader: SupervisedThread | None = None
+        self._watcher: SupervisedThread | None = None
+        self.thread_errors: dict[str, int] = {}  # "thread: exception type" -> count (supervised threads)
+        self._watch_seen: dict[str, tuple] = {}
+        self._watch_first = True
+        self._watch_failing = False
 
     # ----------------------------------------------------------------- requests (any thread)
     def request(self, path: str, sha256: str | None = None) -> None:
@@ -216,17 +221,29 @@ class ModelSwitch:
 
     # ----------------------------------------------------------------- threads
     def start(self) -> None:
-        """Start the loader (and the watcher) unless they run."""
+        """Start the loader (and the watcher) unless they run; both are supervised
+        (:class:`~neuralmimo.supervise.SupervisedThread`): an error is reported and they go on."""
         if self._loader is not None and self._loader.is_alive():
             return
         self._stop_event = stop = threading.Event()
-        self._loader = threading.Thread(target=self._load_loop, args=(stop,), name="model-switch-loader", daemon=True)
+        self._loader = SupervisedThread("model-switch-loader", self._load_step, stop, self._thread_error)
         self._loader.start()
         _RUNNING.add(self)
         if self.watch_dir:
-            self._watcher = threading.Thread(target=self._watch_loop, args=(stop,), name="model-switch-watch",
-                                             daemon=True)
+            self._watch_first = True
+            self._watcher = SupervisedThread("model-switch-watch", self._watch_step, stop, self._thread_error)
             self._watcher.start()
+
+    def _thread_error(self, name: str, exc: BaseException) -> None:
+        """A supervised thread's step raised: log once per kind, count, ``thread-error`` event."""
+        kind = f"{name}: {type(exc).__name__}"
+        first = kind not in self.thread_errors
+        self.thread_errors[kind] = self.thread_errors.get(kind, 0) + 1
+        if first:
+            self._log("error", f"{name}: internal error {type(exc).__name__}: {exc}; the thread goes on "
+                               "(logged once; further occurrences are counted)")
+        self._emit({"event": "thread-error", "thread": name, "reason": f"{type(exc).__name__}: {exc}",
+                    "time": now_iso()})
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """End the loader (after the requests queued before this call) and the watcher; join both."""
@@ -244,21 +261,22 @@ class ModelSwitch:
         """Names of this switch's threads that are running."""
         return [th.name for th in (self._loader, self._watcher) if th is not None and th.is_alive()]
 
-    def _load_loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            req = self._requests.get()
-            if req is None:
-                return
-            if isinstance(req, threading.Event):
-                req.set()
-                continue
-            try:
-                if req[0] == "complexity":
-                    self._apply_complexity(req[1])
-                else:
-                    self._serve(*req)
-            except Exception as exc:  # noqa: BLE001 - the loader must outlive any request
-                self.refuse(str(req[0]), f"{req[0]}: {type(exc).__name__}: {exc}")
+    def _load_step(self):
+        """The loader's unit of work: serve one request (:data:`STOP` on the stop sentinel)."""
+        req = self._requests.get()
+        if req is None:
+            return STOP
+        if isinstance(req, threading.Event):
+            req.set()
+            return None
+        try:
+            if req[0] == "complexity":
+                self._apply_complexity(req[1])
+            else:
+                self._serve(*req)
+        except Exception as exc:  # noqa: BLE001 - a failing request is that request's refusal
+            self.refuse(str(req[0]), f"{req[0]}: {type(exc).__name__}: {exc}")
+        return None
 
     def _load_registered(self, path: Path, sha256: str | None):
         from .registry import load_detector  # the registry imports every family: only when loading
@@ -330,27 +348,27 @@ class ModelSwitch:
         self._log("info", f"complexity {det.describe()['options']} prepared for {det.describe()['path']}")
         self._emit({"event": "loaded", **det.describe(), "time": now_iso()})
 
-    def _watch_loop(self, stop: threading.Event) -> None:
-        """Request a bundle folder of ``watch_dir`` whenever any of its files changes: a bundle
-        copied in non-atomically (the manifest before the weights) is refused once, then requested
-        again when its weights arrive. Bundles present at start are not swapped in by themselves."""
-        seen: dict[str, tuple] = {}
-        first = True
-        failing = False
-        while not stop.wait(0 if first else self.watch_interval_s):
-            try:
-                found = self._scan()
-            except OSError as exc:  # the folder vanished or cannot be read: look again next time
-                if not failing:
-                    self._log("error", f"watch_dir {self.watch_dir} cannot be read ({exc}); retrying")
-                failing = True
-                continue
-            failing = False
-            changed = [p for p, st in found.items() if seen.get(p) != st]
-            if changed and not first:
-                newest = max(changed, key=lambda p: max((m for _, _, m in found[p]), default=0))
-                self.request(newest)
-            seen, first = found, False
+    def _watch_step(self):
+        """The watcher's unit of work: wait one interval (none the first time), then request a
+        bundle folder of ``watch_dir`` whose files changed: a bundle copied in non-atomically
+        (the manifest before the weights) is refused once, then requested again when its
+        weights arrive. Bundles present at start are not swapped in by themselves."""
+        if self._stop_event.wait(0 if self._watch_first else self.watch_interval_s):
+            return STOP
+        try:
+            found = self._scan()
+        except OSError as exc:  # the folder vanished or cannot be read: look again next time
+            if not self._watch_failing:
+                self._log("error", f"watch_dir {self.watch_dir} cannot be read ({exc}); retrying")
+            self._watch_failing = True
+            return None
+        self._watch_failing = False
+        changed = [p for p, st in found.items() if self._watch_seen.get(p) != st]
+        if changed and not self._watch_first:
+            newest = max(changed, key=lambda p: max((m for _, _, m in found[p]), default=0))
+            self.request(newest)
+        self._watch_seen, self._watch_first = found, False
+        return None
 
     def _scan(self) -> dict[str, tuple]:
         root = Path(self.watch_dir)

@@ -14,6 +14,7 @@ and never sees a half-written bundle.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..bundle import BundleError, load_model, read_manifest, save_model
+from ..params import safe_name
 from ..channels.external import FileChannel
 from ..constellation import Constellation
 from ..datasets import draw_channel_batch, draw_frames
@@ -63,10 +65,11 @@ def adapt_hypermimo(csi, base, out, *, steps: int = 2000, batch: int = 200, lr: 
     if len(snr) != 2:
         raise BundleError(f"{base}: a HyperMIMO bundle records its training SNR range [lo, hi] in system.snr_db, "
                           f"got {snr!r}")
-    chan = FileChannel(csi, split="train", since_frame=since_frame)
+    chan = _site_channels(csi, since_frame)
     if (chan.nr, chan.nt) != (system["nr"], system["nt"]):
         raise ValueError(f"{csi}: the channels are {chan.nr}x{chan.nt}, the model is for "
                          f"{system['nr']}x{system['nt']}")
+    _check_site_channels(chan, csi, since_frame)
     const = Constellation(system["modulation"])
     csi_kind = bundle.hyperparameters.get("csi", "perfect")
     g = torch.Generator().manual_seed(seed)
@@ -96,7 +99,8 @@ def adapt_hypermimo(csi, base, out, *, steps: int = 2000, batch: int = 200, lr: 
         training={"adapted_from": {"path": str(bundle.path), "sha256": bundle.sha256},
                   "csi": str(Path(csi).resolve()), "channels": int(chan.h.shape[0]), "steps": done["steps"],
                   "batch": batch, "lr": list(lr), "seconds": seconds, "history": history,
-                  "channel_stats": channel_statistics(chan.h)}), out, name or time.strftime("adapted-%Y%m%d-%H%M%S"))
+                  "channel_stats": channel_statistics(chan.h)}), out, name or time.strftime("adapted-%Y%m%d-%H%M%S"),
+        check=lambda tmp: check_adapted(tmp, bundle.path, chan, seed))
     return AdaptResult(final, done["steps"], seconds, int(chan.h.shape[0]), history)
 
 
@@ -137,10 +141,11 @@ def adapt_deepsic(csi, base, out, *, steps: int = 2000, batch: int = 32, lr: flo
     snr, convention = system.get("snr_db") or [], system.get("snr_convention") or "deepsic"
     if len(snr) != 2:
         raise BundleError(f"{base}: the bundle records no training SNR range [lo, hi] in system.snr_db ({snr!r})")
-    chan = FileChannel(csi, split="train", since_frame=since_frame)
+    chan = _site_channels(csi, since_frame)
     k_max, n_pilots = int(system["nt"]), int(system.get("n_pilots") or 32)
     if (chan.nr, chan.nt) != (system["nr"], k_max):
         raise ValueError(f"{csi}: the channels are {chan.nr}x{chan.nt}, the model is for {system['nr']}x{k_max}")
+    _check_site_channels(chan, csi, since_frame)
     real = bool(bundle.hyperparameters.get("real_channel", False))
     if real and imaginary_fraction(chan.h) > REAL_CHANNEL_TOLERANCE:
         raise ValueError(f"{csi}: the logged channels are complex and {base} reads Re y only (the paper's real "
@@ -181,8 +186,23 @@ def adapt_deepsic(csi, base, out, *, steps: int = 2000, batch: int = 32, lr: flo
                   "csi": str(Path(csi).resolve()), "channels": int(chan.h.shape[0]), "steps": done["steps"],
                   "batch_blocks": batch, "block_length": block_length, "lr": lr, "seconds": seconds,
                   "history": history, "channel_stats": channel_statistics(chan.h)}),
-        out, name or time.strftime("adapted-%Y%m%d-%H%M%S"))
+        out, name or time.strftime("adapted-%Y%m%d-%H%M%S"), check=lambda tmp: check_adapted(tmp, bundle.path, chan, seed))
     return AdaptResult(final, done["steps"], seconds, int(chan.h.shape[0]), history)
+
+
+def _site_channels(csi, since_frame) -> FileChannel:
+    return FileChannel(csi, split="train", since_frame=since_frame)
+
+
+def _check_site_channels(chan, csi, since_frame) -> None:
+    """``ValueError`` when the log's training channels are too few to be statistics or not all
+    finite (a NaN channel would train NaN weights)."""
+    if chan.h.shape[0] < MIN_ADAPT_FRAMES:
+        raise ValueError(f"{csi}: {chan.h.shape[0]} channels{' since frame ' + str(since_frame) if since_frame else ''} "
+                         f"in the training split; adapt needs at least {MIN_ADAPT_FRAMES} (fewer are no statistics, "
+                         "and the bundle's drift reference would be noise)")
+    if not bool(torch.isfinite(torch.view_as_real(chan.h)).all()):
+        raise ValueError(f"{csi}: the channels hold NaN/Inf values")
 
 
 def _lower_priority(nice: int) -> None:
@@ -202,19 +222,90 @@ def _log_channel(csi, since_frame: int | None) -> dict:
     return {"name": "file", "args": args}
 
 
-def publish_bundle(write, watch, name: str) -> Path:
+def publish_bundle(write, watch, name: str, check=None) -> Path:
     """Put a bundle into a receiver's watch folder ``watch/name`` atomically: ``write(folder)``
     writes it next to the watch folder, not in it (a watcher would see it half-written), and the
-    folder is then renamed in. ``ValueError`` if ``watch/name`` exists."""
+    folder is then renamed in. ``check(folder)`` may refuse it first (raises; nothing is
+    published). ``ValueError`` if ``watch/name`` exists or ``name`` is not a plain folder name
+    (``../x`` would write outside ``watch``)."""
+    name = safe_name(name, "bundle name (--name)")
     watch = Path(watch)
-    watch.mkdir(parents=True, exist_ok=True)
+    try:
+        watch.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"{watch}: exists and is not a folder") from None
     final, tmp = watch / name, watch.resolve().parent / f".{watch.name}-{name}.tmp"
     if final.exists():
         raise ValueError(f"{final} exists: choose another --name")
     shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
+    try:
+        write(tmp)
+        if check is not None:
+            check(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     os.replace(tmp, final)  # the watch folder sees the whole bundle at once
     return final
+
+
+class AdaptRefused(ValueError):
+    """The adapted model is not published: why, in one line."""
+
+
+MIN_ADAPT_FRAMES = 64  # channels a log must hold: fewer are no statistics (and no drift reference)
+VALIDATION_FRAMES = 256  # frames of the validation comparison with the base model
+VALIDATION_DATA = 64  # data vectors per validation frame
+WORSE_SIGMAS = 3.0  # the adapted model is refused when this many standard errors worse than its base
+
+
+def check_adapted(candidate: Path, base: Path, chan, seed: int) -> dict:
+    """Refuse (:class:`AdaptRefused`) an adapted bundle whose weights are not all finite, or that
+    detects worse than the ``base`` it started from on the same validation frames: ``chan``'s
+    channels, symbols and noise drawn with ``seed`` at SNRs uniform in the base's training range
+    (its SNR convention), LS channel estimates from the pilots, SER per complex symbol. Worse
+    means more errors than the base by more than ``WORSE_SIGMAS`` standard errors of the
+    difference (``sqrt(e_new + e_base)``, the paired count's Poisson bound). Returns both SERs."""
+    from ..detectors.registry import load_detector
+
+    try:
+        new = load_detector(candidate)
+    except BundleError as exc:  # the codec refuses NaN/Inf tensors itself
+        raise AdaptRefused(f"training diverged ({str(exc).rsplit(': ', 1)[-1]}: a learning rate too high?); nothing "
+                           "published, the model in force stays") from None
+    old = load_detector(base)
+    for name, t in new.model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise AdaptRefused(f"training diverged: weight {name} holds NaN/Inf (a learning rate too high, or "
+                               "non-finite channels in the log?); nothing published, the model in force stays")
+    system = old.bundle.system
+    snr = system.get("snr_db") or [10.0, 10.0]
+    convention = system.get("snr_convention") or "project"
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    h = chan.sample(VALIDATION_FRAMES, g)
+    nr, nt = int(h.shape[1]), int(h.shape[2])
+    snr_db = snr[0] + (snr[-1] - snr[0]) * torch.rand(VALIDATION_FRAMES, generator=g, dtype=torch.float64)
+    energy = float((h.abs() ** 2).sum() / VALIDATION_FRAMES)
+    p_ref = noise_variance(0.0, convention, channel_energy=energy, nr=nr, nt=nt)
+    const = Constellation(system["modulation"])
+    n_pilots = max(int(system.get("n_pilots") or nt), nt)
+    frames = draw_frames(h, const, n_pilots, VALIDATION_DATA, (p_ref / 10 ** (snr_db / 10)).float(), g)
+    y = frames.y[..., n_pilots:]
+    errors = {}
+    with torch.inference_mode():
+        for label, det in (("adapted", new), ("base", old)):
+            x = det.detect(y, frames.h_ls, frames.noise_var_hat)
+            if not bool(torch.isfinite(torch.view_as_real(x)).all()):
+                if label == "adapted":
+                    raise AdaptRefused("the adapted model outputs NaN/Inf on the validation frames; nothing published")
+            errors[label] = int((const.hard_decision(x) != frames.idx).sum())
+    total = int(frames.idx.numel())
+    ser = {k: v / total for k, v in errors.items()}
+    if errors["adapted"] - errors["base"] > WORSE_SIGMAS * math.sqrt(errors["adapted"] + errors["base"] + 1):
+        raise AdaptRefused(f"the adapted model detects worse than its base on {VALIDATION_FRAMES} validation frames of "
+                           f"the log (SER {ser['adapted']:.3g} vs {ser['base']:.3g}); nothing published, the model in "
+                           "force stays")
+    return {"validation_ser": ser, "validation_symbols": total}
 
 
 class _OutOfTime(Exception):

@@ -18,7 +18,9 @@ import yaml
 
 from ..bundle import BundleError
 from ..channels import ChannelSpec, describe_channels
+from ..channels.impairments import PARAMS as IMPAIRMENT_PARAMS
 from ..constellation import MODULATIONS
+from ..params import safe_name
 from ..snr import CONVENTIONS
 from .families import FAMILIES, by_pipeline
 from .families import NAMES as FAMILY_NAMES
@@ -92,6 +94,14 @@ def positive_number(text) -> float:
     if not (math.isfinite(v) and v > 0):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return v
+
+
+def bundle_name(text) -> str:
+    """argparse type of a folder name a command creates inside its output folder (no ``/``, no ``..``)."""
+    try:
+        return safe_name(text, "--name")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def writable_file(path: Path) -> Path:
@@ -456,13 +466,19 @@ def _add_loopback(sub):
     p.add_argument("--out", type=Path, default=Path("out/loopback"), help="folder for generated code, JSON and PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("over-the-air loopbacks (examples/loopback_ota.grc): impairments; default: the flowgraph's own")
-    g.add_argument("--cfo-hz", type=finite_float, help="common carrier frequency offset [Hz]")
-    g.add_argument("--timing-offset", type=non_negative_float, help="start offset of the receiver [samples, fractional]")
-    g.add_argument("--sro-ppm", type=finite_float, help="sample-rate offset [ppm]")
-    g.add_argument("--phase-noise", type=non_negative_float, help="Wiener phase noise [rad^2 per sample]")
+    radio = IMPAIRMENT_PARAMS  # one declaration of each range: the block's constructor and callbacks use it too
+    g.add_argument("--cfo-hz", type=finite_float, help="common carrier frequency offset [Hz], below half the sample rate")
+    g.add_argument("--timing-offset", type=radio["delay"].arg("--timing-offset"),
+                   help=f"start offset of the receiver: {radio['delay'].describe()}, fractional")
+    g.add_argument("--sro-ppm", type=radio["sro_ppm"].arg("--sro-ppm"),
+                   help=f"sample-rate offset: {radio['sro_ppm'].describe()}")
+    g.add_argument("--phase-noise", type=radio["phase_noise"].arg("--phase-noise"),
+                   help=f"Wiener phase noise: {radio['phase_noise'].describe()}")
     g.add_argument("--samp-rate", type=positive_number, help="sample rate [Hz] (CFO in Hz is relative to it)")
-    g.add_argument("--drop-rate", type=non_negative_float, help="overflows per sample (runs of 1..4096 lost samples)")
-    g.add_argument("--gain-imbalance-db", type=non_negative_float, help="gain per receive channel within +- this [dB]")
+    g.add_argument("--drop-rate", type=radio["drop_rate"].arg("--drop-rate"),
+                   help=f"overflows (runs of 1..4096 lost samples): {radio['drop_rate'].describe()}")
+    g.add_argument("--gain-imbalance-db", type=radio["gain_imbalance_db"].arg("--gain-imbalance-db"),
+                   help=f"gain per receive channel within +- this: {radio['gain_imbalance_db'].describe()}")
     g.add_argument("--record", type=Path, help="record the receive streams as a SigMF capture in this folder (one SNR), "
                    "with the live SERs in live.json: replay it with 'neuralmimo replay'")
     p.set_defaults(func=cmd_loopback)
@@ -539,7 +555,8 @@ def _add_adapt(sub):
     p.add_argument("--base", type=Path, required=True, help="the bundle to start from (hypermimo, hypernet-deepsic or "
                    "hypernet-deepsic-complex)")
     p.add_argument("--out", type=Path, required=True, help="folder for the new bundle (the detector's watch_dir)")
-    p.add_argument("--name", help="the new bundle's folder name (default adapted-<time>)")
+    p.add_argument("--name", type=bundle_name, help="the new bundle's folder name: letters, digits, ._+- (default "
+                   "adapted-<time>)")
     p.add_argument("--steps", type=positive_int, default=2000, help="training steps (default 2000)")
     p.add_argument("--batch", type=positive_int, help="channels (HyperMIMO, default 200) or blocks (DeepSIC, default "
                    "32) per step")

@@ -38,6 +38,8 @@ import numpy as np
 import sigmf
 from sigmf import SigMFCollection, SigMFFile
 
+from ..params import safe_name
+
 NAMESPACE = "neuralmimo"
 EXTENSION = {"name": NAMESPACE, "version": "1.0.0", "optional": True}
 LAYOUT_FIELDS = {  # field: (type, check)
@@ -67,12 +69,21 @@ class CaptureWriter:
 
     def __init__(self, folder: Path, name: str, n_rx: int, samp_rate: float, info: dict, center_freq: float = 0.0,
                  max_samples: int = 0, description: str = ""):
-        self.folder, self.name, self.n_rx = Path(folder), str(name), int(n_rx)
+        self.folder, self.name, self.n_rx = Path(folder), safe_name(name, "capture name"), int(n_rx)
+        if self.n_rx < 1 or not 0 < float(samp_rate) < float("inf") or int(max_samples) < 0:
+            raise CaptureError(f"capture: n_rx >= 1, samp_rate > 0 and max_samples >= 0 needed, got {n_rx}, "
+                               f"{samp_rate}, {max_samples}")
         self.samp_rate, self.center_freq, self.max_samples = float(samp_rate), float(center_freq), int(max_samples)
         self.info = validate_info(info)
         self.description = description
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._files = [open(self._data_path(r), "wb") for r in range(self.n_rx)]
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise CaptureError(f"{self.folder}: exists and is not a folder") from None
+        try:
+            self._files = [open(self._data_path(r), "wb") for r in range(self.n_rx)]
+        except OSError as exc:
+            raise CaptureError(f"{self.folder}: cannot write the capture ({exc.strerror or exc})") from None
         self.written = 0
         self.truncated = False
         self._captures: list[tuple[int, int, float | None]] = []  # (sample_start, global_index, seconds)
@@ -125,7 +136,10 @@ class CaptureWriter:
                     "core:description": self.description or f"receive channel {r} of {self.n_rx}",
                     "core:extensions": [EXTENSION], f"{NAMESPACE}:channel": r, f"{NAMESPACE}:n_rx": self.n_rx,
                     **{f"{NAMESPACE}:{k}": v for k, v in self.info.items()}}
-            meta = SigMFFile(data_file=self._data_path(r), global_info=glob, skip_checksum=False)
+            # an empty data file cannot be memory-mapped (a recorder switched off the whole run):
+            # its metadata are written without a checksum
+            data = self._data_path(r) if self.written else None
+            meta = SigMFFile(data_file=data, global_info=glob, skip_checksum=data is None)
             for start, gidx, secs in self._captures:
                 cap = {"core:frequency": self.center_freq, "core:global_index": gidx}
                 if secs is not None:

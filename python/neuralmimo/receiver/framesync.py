@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..params import Param, check_all
 from .frames import FrameLayout
 from .preamble import Preamble, autocorrelation_threshold, correlation_threshold
 from .pulse import INTERP_HALF, interpolate, interpolate_grid, noise_correlation_energy
@@ -68,6 +69,112 @@ HOLD = 4  # frame lengths an unconfirmed frame waits for a following preamble
 PPM_TOLERANCE = 50e-6  # sample-rate offset allowed between confirmed preambles
 PEAK_RATIO = 4 / 3  # a start is refused if the autocorrelation is this much higher earlier (_detect)
 SEARCHING, FOUND, LOCKED = "searching", "found", "locked"
+MAX_VERIFY_PER_FRAME = 8  # preamble verifications per frame length of searched input (cost bound)
+DC_BLOCK_FRAMES = 8  # the DC estimate averages over about this many frame lengths
+SILENT_FRAMES = 64  # frame lengths searched without a preamble before the input is diagnosed
+PERIODS = tuple(range(2, 65))
+TONE_FRACTION = 0.8  # a "preamble" with more of its energy in one spectral line is a tone (_detect_many)  # preamble periods (symbols) the diagnosis looks for
+
+
+PARAMS = {  # neuralmimo.params: the constructor and the frame_sync block check against these
+    "nr": Param(int, 1, 1024),
+    "sps": Param(int, 2, 64, doc="samples per symbol"),
+    "pfa": Param(float, 0, 1, lo_open=True, hi_open=True, doc="false frame starts per frame length of noise"),
+    "origin": Param(float, 0, 1e15, unit="samples"),
+    "preamble_period": Param(int, 2, 1024, unit="symbols"),
+    "span": Param(int, 2, 64, doc="RRC span in symbols (even)"),
+    "rolloff": Param(float, 0, 1, lo_open=True),
+    "samp_rate": Param(float, 0, 1e12, lo_open=True, unit="Hz"),
+}
+
+
+class DCBlocker:
+    """Removes a DC offset per receive stream (a direct-conversion front end without DC
+    correction): every sample minus the mean of the input up to the last whole block of
+    ``block`` samples before it (a running mean over the first blocks, then an exponential one
+    over ``ema`` blocks), where that mean is significant (larger than ``SIGNIFICANCE`` standard
+    errors) and matters (its power above ``MIN_POWER`` times the rest): input without a DC offset
+    passes unchanged, bit for bit. Blocks lie on the stream's
+    own sample count, so the output does not depend on how the input is cut into pieces (a
+    replay gives the live samples bit for bit). The first block is held back until complete and
+    corrected by its own mean. Without it a DC above the noise makes every window periodic:
+    every start passes the autocorrelation test and is verified (~100x slower than real time)."""
+
+    SIGNIFICANCE = 6.0
+    # and only a DC offset that matters: one whose power exceeds this fraction of the rest. A
+    # frame's own mean (DFT pilots' first row is constant: ~0.3 % of the power for 16 pilots in a
+    # 304-symbol frame) is signal, not offset; a DC offset starts to make noise look periodic to
+    # the autocorrelation test at ~30 % of the noise power.
+    MIN_POWER = 0.05
+
+    def __init__(self, nr: int, block: int, ema: int = 8):
+        self.block, self.ema = int(block), int(ema)
+        self.mean = np.zeros((nr, 1), dtype=np.complex128)  # running mean of the input
+        self.power = np.zeros((nr, 1), dtype=np.float64)  # running mean of |input|^2
+        self.dc = np.zeros((nr, 1), dtype=np.complex64)  # what is subtracted (0 unless significant)
+        self._sum = np.zeros((nr, 1), dtype=np.complex128)
+        self._sq = np.zeros((nr, 1), dtype=np.float64)
+        self._count = 0  # samples in the current block
+        self._blocks = 0
+        self._held: list[np.ndarray] = []  # the first block, until complete
+
+    def _update(self, total: np.ndarray, sq: np.ndarray, n: int) -> None:
+        mean, power = total / n, sq / n
+        if not (np.isfinite(mean).all() and np.isfinite(power).all()):
+            return  # a NaN burst must not poison every later sample
+        self._blocks += 1
+        w = 1.0 / min(self._blocks, self.ema)
+        self.mean += w * (mean - self.mean)
+        self.power += w * (power - self.power)
+        n_eff = n * min(self._blocks, self.ema)
+        var = np.maximum(self.power - np.abs(self.mean) ** 2, 0.0)
+        dc_power = np.abs(self.mean) ** 2
+        significant = (dc_power > self.SIGNIFICANCE ** 2 * var / n_eff) & (dc_power > self.MIN_POWER * var)
+        self.dc = np.where(significant, self.mean, 0).astype(np.complex64)
+
+    def remove(self, s: np.ndarray) -> np.ndarray:
+        """``s (Nr, n)`` minus the DC estimate (the output is shorter than the input while the
+        first block is held back)."""
+        if self._blocks == 0:
+            self._held.append(s)
+            if sum(h.shape[1] for h in self._held) < self.block:
+                return s[:, :0]
+            s, self._held = np.concatenate(self._held, axis=1), []
+            return np.concatenate([self._own_mean(s[:, :self.block]), self._causal(s[:, self.block:])], axis=1)
+        return self._causal(s)
+
+    def flush(self) -> np.ndarray:
+        """The samples held back (the first block, incomplete), corrected by their own mean: a
+        gap in the stream comes before the next samples."""
+        if self._blocks or not self._held:
+            return np.zeros((self.dc.shape[0], 0), np.complex64)
+        s, self._held = np.concatenate(self._held, axis=1), []
+        return self._own_mean(s)
+
+    def _own_mean(self, s: np.ndarray) -> np.ndarray:
+        self._update(s.sum(1, keepdims=True, dtype=np.complex128),
+                     (np.abs(s) ** 2).sum(1, keepdims=True, dtype=np.float64), s.shape[1])
+        self._blocks = max(self._blocks, 1)
+        return s - self.dc if self.dc.any() else s
+
+    def _causal(self, s: np.ndarray) -> np.ndarray:
+        out = np.empty_like(s) if self.dc.any() else s.copy()
+        pos = 0
+        while pos < s.shape[1]:
+            n = min(self.block - self._count, s.shape[1] - pos)
+            seg = s[:, pos:pos + n]
+            if self.dc.any():
+                out[:, pos:pos + n] = seg - self.dc
+            else:
+                out[:, pos:pos + n] = seg
+            self._sum += seg.sum(1, keepdims=True, dtype=np.complex128)
+            self._sq += (np.abs(seg) ** 2).sum(1, keepdims=True, dtype=np.float64)
+            self._count += n
+            pos += n
+            if self._count == self.block:
+                self._update(self._sum, self._sq, self.block)
+                self._sum[:], self._sq[:], self._count = 0, 0, 0
+        return out
 
 
 @dataclass
@@ -113,11 +220,10 @@ class FrameSynchronizer:
 
     def __init__(self, nr: int, layout: FrameLayout, preamble: Preamble, sps: int, taps: np.ndarray,
                  pfa: float = 1e-4, window: int | None = None, origin: float = 0.0, constellation=None,
-                 chunk: int = 16):
+                 chunk: int = 16, dc_block: bool = True):
         if preamble.nt != layout.nt:
             raise ValueError(f"preamble has {preamble.nt} streams, frame layout {layout.nt}")
-        if nr < 1 or sps < 2:
-            raise ValueError(f"need nr >= 1 and sps >= 2, got nr={nr}, sps={sps}")
+        check_all(PARAMS, {"nr": nr, "sps": sps, "pfa": pfa, "origin": origin})
         self.nr, self.layout, self.preamble, self.sps = int(nr), layout, preamble, int(sps)
         self.symbols_per_frame = preamble.length + layout.length
         self.frame_samples = self.symbols_per_frame * self.sps  # Ls
@@ -146,6 +252,10 @@ class FrameSynchronizer:
         self._last_number: int | None = None
         self.state = SEARCHING
         self.counts: dict[str, int] = {}
+        self._dc = DCBlocker(self.nr, self.frame_samples, DC_BLOCK_FRAMES) if dc_block else None
+        self._verify_budget = 0.0  # verifications left (refilled per frame length searched)
+        self._silent_from = 0  # first sample searched since the last preamble found
+        self.diagnosis: str | None = None  # why nothing is found, once diagnosed
 
     # ------------------------------------------------------------------ input
     def push(self, samples: np.ndarray) -> list[SyncedFrame]:
@@ -153,6 +263,11 @@ class FrameSynchronizer:
         s = np.asarray(samples, dtype=np.complex64)
         if s.ndim != 2 or s.shape[0] != self.nr:
             raise ValueError(f"expected samples of shape ({self.nr}, n), got {s.shape}")
+        if self._dc is not None:
+            s = self._dc.remove(s)
+        return self._push_clean(s)
+
+    def _push_clean(self, s: np.ndarray) -> list[SyncedFrame]:
         self._buf = np.concatenate([self._buf, s], axis=1)
         out: list[SyncedFrame] = []
         while self._step(out):
@@ -168,9 +283,9 @@ class FrameSynchronizer:
         before the gap whose own preamble was where its predecessor put it (``locked``) is handed
         out; a freshly acquired one cannot be confirmed (its successor is gone) and is dropped like
         everything else; the search starts again after the gap. Returns the frames handed out."""
-        out: list[SyncedFrame] = []
         if lost <= 0:
-            return out
+            return []
+        out: list[SyncedFrame] = self._push_clean(self._dc.flush()) if self._dc is not None else []
         end = self._base + self._buf.shape[1]
         if self._open is not None:
             if self.state == LOCKED and not self._missed and \
@@ -264,24 +379,72 @@ class FrameSynchronizer:
 
     def _search(self, lo: int, limit: float | None) -> tuple[Detection | None, int]:
         """First verified preamble at or after absolute sample ``lo``; returns it (or ``None``)
-        and how far the search got (where to continue)."""
+        and how far the search got (where to continue).
+
+        Cost bound: the metric is computed once for the whole range, and at most
+        ``MAX_VERIFY_PER_FRAME`` candidates per frame length searched are verified (the budget
+        refills with the samples searched); candidates beyond it are skipped and counted
+        (``verify-capped``). Input that passes the autocorrelation test everywhere (a DC offset the
+        blocker has not yet learnt, a tone, saturation) costs at most that many verifications."""
         lo = max(lo, self._base + INTERP_HALF + self.search_span + 1)
         hi = self.end - self._lookahead()
         if limit is not None:
             hi = min(hi, int(math.ceil(limit)))
-        while hi > lo:
-            metric, p = self._autocorrelation(lo, hi)
-            above = np.flatnonzero(metric > self.threshold_search)
-            if above.size == 0:
-                return None, hi
-            first = lo + int(above[0])
-            seg, _ = self._autocorrelation(first, first + self.half + 1)
-            peak = first + int(np.argmax(seg))
-            det = self._detect(peak, self.search_span, self.threshold_search)
-            if det is not None:
-                return det, peak
-            lo = peak + 1  # not a preamble (or not verified): go on after this peak
-        return None, max(lo, hi)
+        if hi <= lo:
+            return None, lo
+        cap = MAX_VERIFY_PER_FRAME
+        self._verify_budget = min(self._verify_budget + cap * (hi - lo) / self.frame_samples, 2.0 * cap)
+        step = 2 * self.frame_samples  # the metric is computed window by window: a hit costs one window
+        while lo < hi:
+            top = min(hi, lo + step)
+            metric, _ = self._autocorrelation(lo, top + self.half + 1)
+            above = metric[:top - lo] > self.threshold_search
+            pos = 0
+            while True:
+                nxt = np.flatnonzero(above[pos:])
+                if nxt.size == 0:
+                    break
+                first = pos + int(nxt[0])
+                peak = first + int(np.argmax(metric[first:first + self.half + 1]))
+                if self._verify_budget < 1.0:
+                    self._count("verify-capped")
+                    break  # the rest of this window is not verified: cost bound
+                self._verify_budget -= 1.0
+                det = self._detect(lo + peak, self.search_span, self.threshold_search)
+                if det is not None:
+                    self._silent_from = lo + peak
+                    return det, lo + peak
+                pos = peak + 1  # not a preamble (or not verified): go on after this peak
+            lo = top
+        self._note_silence(hi)
+        return None, hi
+
+    def _note_silence(self, searched_to: int) -> None:
+        """After ``SILENT_FRAMES`` frame lengths searched without a preamble, diagnose the input
+        once (:attr:`diagnosis`, counted as ``no-preamble``): a periodicity at another preamble
+        period says the receiver's period differs from the transmitter's."""
+        if self.diagnosis is not None or searched_to - self._silent_from < SILENT_FRAMES * self.frame_samples:
+            return
+        span = min(self._buf.shape[1] - 2 * PERIODS[-1] * self.sps - 1, 4 * self.frame_samples)
+        found = []
+        if span > 0:
+            y = self._buf[:, -(span + 2 * PERIODS[-1] * self.sps):]
+            for period in PERIODS:
+                w = period * self.sps
+                m = periodicity(y, w, span)
+                threshold = autocorrelation_threshold(self.pfa, self.frame_samples, self.nr, w, self.noise_corr)
+                if m > threshold:
+                    found.append((m, period))
+        self._count("no-preamble")
+        mine = self.preamble.period
+        other = [p for _, p in sorted(found, reverse=True) if p != mine]
+        if other and mine not in [p for _, p in found]:
+            self.diagnosis = (f"no preamble found in {SILENT_FRAMES} frame lengths, but the input repeats with a period "
+                              f"of {other[0]} symbols: the transmitter's preamble period is probably {other[0]}, "
+                              f"this receiver expects {mine}")
+        else:
+            self.diagnosis = (f"no preamble found in {SILENT_FRAMES} frame lengths of input: is the transmitter on, "
+                              "and are its preamble period, samples per symbol and pulse this receiver's?")
 
     def _autocorrelation(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Schmidl-Cox metric and ``P`` for starts ``lo .. hi - 1`` (absolute samples)."""
@@ -354,8 +517,12 @@ class FrameSynchronizer:
         ys = interpolate(self._buf, (pos - self._base).reshape(-1)).reshape(self.nr, len(cen), L)
         ys *= np.exp(-2j * np.pi * cfo[:, None] * (pos - start[:, None])).astype(np.complex64)
         ref = np.conj(self._ref).astype(np.complex64)
-        cc = np.einsum("rkl,ml->rkm", ys, ref)  # (Nr, K, Nt); einsum: per frame the same whatever K
-        energy = (np.abs(ys) ** 2).sum(2).sum(0)
+        # the verification ignores the samples' mean: a tone (or a DC offset) is periodic at every
+        # lag, the CFO estimate derotates it into a constant, and a constant correlates with the
+        # sequences' (small, nonzero) sums; a preamble loses only that small part (2/(2N) of its energy)
+        yc = ys - ys.mean(2, keepdims=True)
+        cc = np.einsum("rkl,ml->rkm", yc, ref)  # (Nr, K, Nt); einsum: per frame the same whatever K
+        energy = (np.abs(yc) ** 2).sum(2).sum(0)
         rho = (np.abs(cc) ** 2).sum(2).sum(0) / np.maximum(energy * L, 1e-300)
         t0 = np.round(start).astype(np.int64)
         # the autocorrelation at the start, and a quarter to half a period earlier: it must peak
@@ -370,7 +537,13 @@ class FrameSynchronizer:
         first = np.einsum("rkl,ml->rkm", ys[..., :n], ref[:, :n])
         second = np.einsum("rkl,ml->rkm", ys[..., n:], ref[:, n:])
         user = cfo[:, None] + np.angle((np.conj(first) * second).sum(0)) / (2 * np.pi * n * sps)  # (K, Nt)
-        good = inner & (rho >= self.threshold_corr) & (metric >= threshold) & (earlier <= PEAK_RATIO * metric)
+        # a tone is periodic at every lag and correlates with the Zadoff-Chu sequences where its
+        # frequency (after the CFO derotation, ambiguous by 1/W) meets one of their spectral
+        # lines; its spectrum is one line, a preamble's is flat (measured max: 0.59 of the
+        # energy in one line at N = 2, 0.15 at N = 8; a tone: >= 0.95 with 4x zero padding)
+        spec = (np.abs(np.fft.fft(ys, 4 * L, axis=2)) ** 2).sum(0)  # (K, 4L)
+        tonal = spec.max(1) / np.maximum(L * (np.abs(ys) ** 2).sum(2).sum(0), 1e-300) > TONE_FRACTION
+        good = inner & (rho >= self.threshold_corr) & (metric >= threshold) & (earlier <= PEAK_RATIO * metric) & ~tonal
         for j in np.flatnonzero(good):
             out[ok_idx[j]] = Detection(float(start[j]), float(cfo[j]), float(metric[j]), float(rho[j]),
                                        user[j].astype(np.float64), self._lost)
@@ -385,6 +558,7 @@ class FrameSynchronizer:
             return
         self.origin = det.start + det.lost - number * self.frame_samples
         self._last_number = number
+        self._silent_from = max(self._silent_from, int(det.start))
         self._count("frames")
         out.append(SyncedFrame(number, det.start, det.cfo, det.metric, det.correlation, det.user_cfo,
                                np.zeros(0, np.complex64)))
@@ -514,3 +688,17 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
         y_d[..., sl] = yc * np.exp(-1j * e).astype(np.complex64)[:, None, None]
         phase[:, c] = phi
     return np.concatenate([y_p, y_d], -1), phase
+
+
+def periodicity(y: np.ndarray, w: int, span: int) -> float:
+    """The largest Schmidl-Cox metric ``|P|^2 / R^2`` (summed over the streams) of ``y (Nr, n)``
+    at lag ``w`` over starts ``0 .. span - 1`` (``n >= span + 2 w``): how strongly the input
+    repeats itself every ``w`` samples."""
+    y = np.asarray(y[:, :span - 1 + 2 * w])
+    prod = (np.conj(y[:, :span - 1 + w]) * y[:, w:]).sum(0)
+    energy = (y.real ** 2 + y.imag ** 2).sum(0)
+    cp = np.concatenate([[0], np.cumsum(prod, dtype=np.complex128)])
+    ce = np.concatenate([[0], np.cumsum(energy, dtype=np.float64)])
+    p = cp[w:w + span] - cp[:span]
+    r = 0.5 * (ce[2 * w:2 * w + span] - ce[:span])
+    return float((np.abs(p) ** 2 / np.maximum(r, 1e-300) ** 2).max())

@@ -28,6 +28,7 @@ import torch
 FORMAT = "neuralmimo-csi-log"
 VERSION = 1
 MANIFEST = "manifest.json"
+MAX_HELD_CHUNKS = 4  # chunks of frames held in memory while the folder cannot be written
 
 
 class CSILogError(ValueError):
@@ -70,6 +71,7 @@ class CSILogWriter:
             self.manifest = {"format": FORMAT, "version": VERSION, "nr": self.nr, "nt": self.nt, "info": info or {},
                              "chunks": [], "frames_written": 0, "frames_dropped": 0, "next_chunk": 1}
         self._h, self._nv, self._frame = [], [], []
+        self.frames_lost = 0  # frames dropped while the folder could not be written
 
     def add(self, frame: int, h, noise_var: float) -> None:
         """One frame's ``(Nr, Nt)`` estimate and noise variance; a chunk is written when full."""
@@ -79,18 +81,33 @@ class CSILogWriter:
         self._h.append(h)
         self._nv.append(float(noise_var))
         self._frame.append(int(frame))
-        if len(self._h) >= self.chunk_frames:
+        if len(self._h) % self.chunk_frames == 0:  # after a failed write: tried again one chunk later
             self.flush()
 
     def flush(self) -> None:
-        """Write the frames held so far as a chunk (no-op when none)."""
+        """Write the frames held so far as a chunk (no-op when none). If the folder cannot be
+        written (removed, read-only, full) the ``OSError`` propagates and the frames stay held,
+        to be written with the next chunk (a folder restored meanwhile loses nothing); at most
+        ``MAX_HELD_CHUNKS`` chunks are held, older frames are then dropped (:attr:`frames_lost`)."""
         if not self._h:
             return
         name = f"csi-{self.manifest['next_chunk']:06d}.npz"
         tmp = self.folder / (name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, h=np.stack(self._h), noise_var=np.asarray(self._nv), frame=np.asarray(self._frame, np.int64))
-        os.replace(tmp, self.folder / name)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, h=np.stack(self._h), noise_var=np.asarray(self._nv),
+                         frame=np.asarray(self._frame, np.int64))
+            os.replace(tmp, self.folder / name)
+        except OSError:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            excess = len(self._h) - MAX_HELD_CHUNKS * self.chunk_frames
+            if excess > 0:
+                del self._h[:excess], self._nv[:excess], self._frame[:excess]
+                self.frames_lost += excess
+            raise
         self.manifest["chunks"].append({"file": name, "frames": len(self._h), "first_frame": self._frame[0],
                                         "last_frame": self._frame[-1], "bytes": (self.folder / name).stat().st_size})
         self.manifest["frames_written"] += len(self._h)
@@ -103,6 +120,10 @@ class CSILogWriter:
         self._write_manifest()
         for c in dropped:  # after the manifest no longer names them
             (self.folder / c["file"]).unlink(missing_ok=True)
+
+    def held(self) -> int:
+        """Frames added but not written yet."""
+        return len(self._h)
 
     def bytes(self) -> int:
         return sum(c["bytes"] for c in self.manifest["chunks"])

@@ -23,13 +23,55 @@ detector's status messages and polls it from a thread.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..params import Param, ParamError, check_all
 from .csilog import frames_since
+
+# The re-trainer's settings (one declaration: the dataclass, the block's constructor, GRC).
+PARAMS = {
+    "min_frames": Param(int, 1, 10_000_000),
+    "budget_s": Param(float, 0, 86_400, lo_open=True, unit="s"),
+    "steps": Param(int, 1, 10_000_000),
+    "threads": Param(int, 1, 256),
+    "nice": Param(int, 0, 19, doc="os.nice: a background job only lowers its priority"),
+    "grace_s": Param(float, 0, 3_600, unit="s"),
+}
+# ``adapt`` options a user may add (``extra_args``); the others are the re-trainer's to set.
+EXTRA_ARGS = {
+    "--lr": Param(float, 0, 1, lo_open=True),
+    "--batch": Param(int, 1, 100_000),
+    "--seed": Param(int, 0, 2**31 - 1),
+}
+
+
+def check_extra_args(args) -> tuple[str, ...]:
+    """``extra_args`` as ``("--lr", "1e-4", ...)``: pairs of an option of :data:`EXTRA_ARGS` and its
+    value; :class:`~neuralmimo.params.ParamError` otherwise (checked when the block is built, not
+    when a drift event finally starts ``adapt`` hours later)."""
+    tokens = tuple(str(a) for a in args)
+    if len(tokens) % 2:
+        raise ParamError(f"extra_args {' '.join(tokens)!r}: expected pairs of option and value")
+    for opt, value in zip(tokens[::2], tokens[1::2]):
+        if opt not in EXTRA_ARGS:
+            raise ParamError(f"extra_args: {opt!r} is not an adapt option the re-trainer passes on (allowed: "
+                             f"{', '.join(EXTRA_ARGS)})")
+        try:
+            EXTRA_ARGS[opt].arg(f"extra_args {opt}")(value)  # the same parse as the command line's
+        except argparse.ArgumentTypeError as exc:
+            raise ParamError(str(exc)) from None
+    return tokens
+
+
+def drift_frame(event: dict) -> int:
+    """The frame number of a ``drift`` event: a whole number >= 0 (``ParamError`` otherwise: a
+    string, NaN, a list or a negative number is not a frame)."""
+    return Param(int, 0, 2**62).check(event.get("frame"), "drift event frame")
 
 
 @dataclass
@@ -55,9 +97,9 @@ class RetrainSettings:
     log_file: Path | None = None  # the adapt process's output (default: next to the watch folder)
 
     def __post_init__(self):
-        if self.min_frames < 1 or self.budget_s <= 0 or self.steps < 1 or self.threads < 1 or self.grace_s < 0:
-            raise ValueError(f"re-trainer: min_frames, steps, threads >= 1, budget_s > 0 and grace_s >= 0 needed, got "
-                             f"{self.min_frames}, {self.steps}, {self.threads}, {self.budget_s}, {self.grace_s}")
+        for name, value in check_all(PARAMS, {k: getattr(self, k) for k in PARAMS}, "re-trainer ").items():
+            setattr(self, name, value)
+        self.extra_args = check_extra_args(self.extra_args)
         self.csi_log, self.watch_dir = Path(self.csi_log), Path(self.watch_dir)
 
 
@@ -80,8 +122,8 @@ class BackgroundRetrainer:
 
     def on_status(self, event: dict) -> list[dict]:
         kind = event.get("event")
-        if kind == "swapped" and event.get("path"):
-            self.base = str(event["path"])
+        if kind == "swapped" and isinstance(event.get("path"), str) and event["path"]:
+            self.base = event["path"]
             return []
         if kind == "drift-back" and self.state == "collecting":
             self.state, self.drift_frame = "idle", None
@@ -94,7 +136,11 @@ class BackgroundRetrainer:
         if self.base is None:
             return self._emit({"event": "retrain-failed", "reason": "no model in force is known (no swapped event "
                                "seen): connect the detector's status before the flowgraph starts"})
-        self.state, self.drift_frame = "collecting", int(event.get("frame") or 0)
+        try:
+            frame = drift_frame(event)
+        except ParamError as exc:
+            return self._emit({"event": "retrain-ignored", "reason": f"malformed drift event: {exc}"})
+        self.state, self.drift_frame = "collecting", frame
         return self._emit({"event": "retrain-collecting", "since_frame": self.drift_frame,
                            "min_frames": self.settings.min_frames, "base": self.base})
 
@@ -141,11 +187,15 @@ class BackgroundRetrainer:
                "--since-frame", str(self.drift_frame), "--steps", str(s.steps), "--budget-s", str(s.budget_s),
                "--threads", str(s.threads), "--nice", str(s.nice), *map(str, s.extra_args)]
         log = self._log_path()
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as out:
-            out.write(" ".join(cmd) + "\n")
-            out.flush()
-            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as out:
+                out.write(" ".join(cmd) + "\n")
+                out.flush()
+                self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        except OSError as exc:  # the log's folder cannot be created or written, the command cannot start
+            self.state, self.drift_frame = "idle", None
+            return self._emit({"event": "retrain-failed", "reason": f"cannot start adapt ({exc})"})
         self._started = time.monotonic()
         self.state = "training"
         return self._emit({"event": "retrain-started", "frames": frames, "since_frame": self.drift_frame,

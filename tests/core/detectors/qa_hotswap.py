@@ -248,3 +248,47 @@ def test_stop_joins_every_thread_and_requests_made_while_stopped_are_served_at_s
     assert sw.wait_idle(TIMEOUT) and sw.pending is not None  # wait_idle starts the threads again
     sw.stop()
     assert sw.threads_alive() == []
+
+
+def test_supervised_threads_survive_their_own_work_failing(tmp_path):
+    """Issue 29, class 2: the loader's and the watcher's work functions are made to raise on
+    purpose (not a bad request: an internal error); each error is reported once per kind and
+    counted (``thread-error``) and both threads go on serving."""
+    sw, events, _ = make_switch(tmp_path, watch_dir=str(tmp_path / "watch"), watch_interval_s=0.05)
+    (tmp_path / "watch").mkdir()
+    scans = {"n": 0}
+    real_scan = sw._scan
+
+    def broken_scan():
+        scans["n"] += 1
+        if scans["n"] <= 3:
+            raise RuntimeError("scan broken on purpose")
+        return real_scan()
+
+    sw._scan = broken_scan
+    real_apply = sw._apply_complexity
+    sw._apply_complexity = lambda setting: (_ for _ in ()).throw(KeyError("loader broken on purpose"))
+    sw.start()
+    try:
+        sw.set_complexity(0.5)  # the loader's work raises outside any request handler's refusal path
+        assert sw.wait_idle(TIMEOUT)
+        sw._apply_complexity = real_apply
+        deadline = time.monotonic() + TIMEOUT
+        while scans["n"] <= 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert scans["n"] > 4  # the watcher scanned again after its failures
+        assert sorted(sw.threads_alive()) == ["model-switch-loader", "model-switch-watch"]
+        assert sw.thread_errors == {"model-switch-watch: RuntimeError": 3}
+        assert [e["reason"] for e in sw.refusals] == ["complexity: KeyError: 'loader broken on purpose'"]
+        sw.request(str(bundle(tmp_path, "good")))  # and the loader still serves
+        assert sw.wait_idle(TIMEOUT) and sw.pending is not None
+        time.sleep(0.1)
+        b = bundle(tmp_path / "watch", "new")  # the watcher still watches
+        deadline = time.monotonic() + TIMEOUT
+        while not any(e["event"] == "loaded" and e["path"] == str(b) for e in events) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert any(e["event"] == "loaded" and e["path"] == str(b) for e in events)
+        assert sum(e["event"] == "thread-error" for e in events) == 3
+    finally:
+        sw.stop()
+    assert sw.threads_alive() == []

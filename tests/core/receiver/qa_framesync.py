@@ -109,3 +109,66 @@ def test_pilot_check_refuses_a_window_of_data():
     rho = np.full(6, 0.95)
     assert not pilots_misaligned(y[..., :16].numpy(), lay, rho).any()
     assert pilots_misaligned(y[..., 20:36].numpy(), lay, rho).all()
+
+
+def _noise(n, seed=0, scale=0.1):
+    rng = np.random.default_rng(seed)
+    return (scale * (rng.standard_normal((3, n)) + 1j * rng.standard_normal((3, n)))).astype(np.complex64)
+
+
+@pytest.mark.parametrize("kind", ["dc", "tone", "saturated"])
+def test_cost_is_bounded_and_no_frame_is_found_on_radio_junk(kind):
+    """Issue 29, class 3: input that passes the autocorrelation test almost everywhere -- a DC
+    offset far above the noise (the blocker removes it), a strong tone (its spectrum is one line:
+    refused by the verification), a saturated front end -- gives no frame, and the preamble
+    verifications stay within MAX_VERIFY_PER_FRAME per frame length searched (the cost bound;
+    without it every window was verified, ~100x slower than real time)."""
+    from neuralmimo.receiver import framesync as fsm
+
+    n = 200 * (PRE.length + LAYOUT.length) * SPS
+    y = _noise(n)
+    if kind == "dc":
+        y += np.complex64(2 + 1j)
+    elif kind == "tone":
+        y += (2 * np.exp(2j * np.pi * 0.013 * np.arange(n))).astype(np.complex64)
+    else:
+        y = (np.sign(y.real) + 1j * np.sign(y.imag)).astype(np.complex64) + np.complex64(1)
+    taps = rrc_taps(SPS, 0.35, 8)
+    s = _sync(taps, 37)
+    verified = {"n": 0}
+    real = s._detect_many
+
+    def counting(centers, span, threshold):
+        verified["n"] += len(centers)
+        return real(centers, span, threshold)
+
+    s._detect_many = counting
+    frames = []
+    for k in range(0, n, 4096):
+        frames += s.push(y[:, k:k + 4096])
+    assert frames == [] and s.counts.get("frames", 0) == 0
+    assert verified["n"] <= fsm.MAX_VERIFY_PER_FRAME * 200 + 2 * fsm.MAX_VERIFY_PER_FRAME
+    assert s.counts["no-preamble"] == 1 and s.diagnosis is not None
+
+
+def test_frames_under_a_dc_offset_are_found_and_detected():
+    """A DC offset 10x the signal on every antenna: the frames are found, numbered and decoded."""
+    z, idx, taps = _received(frames=30)
+    z = z + np.complex64(10 - 5j)
+    out = _sync(taps, 37).push(z)
+    assert [f.number for f in out] == list(range(1, 30)) or [f.number for f in out] == list(range(30))
+    for f in out[1:]:
+        x = torch.from_numpy(f.symbols[None])
+        h, _ = LSChannelEstimator(LAYOUT.pilots())(x[..., :LAYOUT.n_pilots])
+        est = torch.linalg.pinv(h) @ x[..., LAYOUT.n_pilots:]
+        assert torch.equal(CONST.hard_decision(est)[0], idx[f.number])
+
+
+def test_a_preamble_period_mismatch_is_diagnosed():
+    """Issue 29, class 6: a receiver expecting period 8 on a transmitter sending period 16 used to
+    log nothing at all; now the silence is diagnosed, naming the period the input repeats with."""
+    z, _, taps = _received(frames=100)
+    s = FrameSynchronizer(3, LAYOUT, Preamble(2, 8), SPS, taps, constellation=CONST)
+    assert s.push(z) == []
+    assert s.counts["no-preamble"] == 1
+    assert "period of 16 symbols" in s.diagnosis and "expects 8" in s.diagnosis

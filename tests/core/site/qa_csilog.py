@@ -43,3 +43,37 @@ def test_bound_and_damage(tmp_path):
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(CSILogError, match="not valid JSON"):
         read_csi_log(tmp_path)
+
+
+def test_a_folder_removed_and_restored_loses_no_frame(tmp_path):
+    """Issue 29: while the folder is gone the frames are held (bounded) and written with the next
+    chunk once it is back; beyond MAX_HELD_CHUNKS chunks the oldest are dropped and counted."""
+    import shutil
+
+    from neuralmimo.site.csilog import MAX_HELD_CHUNKS
+
+    w = CSILogWriter(tmp_path / "log", 2, 2, chunk_frames=4)
+    h = torch.ones(2, 2, dtype=torch.complex64)
+    for i in range(4):
+        w.add(i, h * i, 0.1)
+    saved = tmp_path / "saved"
+    shutil.move(tmp_path / "log", saved)
+    for i in range(4, 12):
+        try:
+            w.add(i, h * i, 0.1)
+        except OSError:
+            pass  # the chunk at 8 and at 12 frames cannot be written
+    assert w.held() == 8 and w.frames_lost == 0
+    shutil.move(saved, tmp_path / "log")
+    for i in range(12, 16):
+        w.add(i, h * i, 0.1)
+    w.close()
+    log = read_csi_log(tmp_path / "log")
+    assert list(log.frame) == list(range(16))
+    shutil.rmtree(tmp_path / "log")
+    for i in range(16, 16 + 4 * (MAX_HELD_CHUNKS + 2)):
+        try:
+            w.add(i, h, 0.1)
+        except OSError:
+            pass
+    assert w.held() == 4 * MAX_HELD_CHUNKS and w.frames_lost == 8
