@@ -40,7 +40,7 @@ grc: bootstrap
 ## against the plain module and the neural block against its kernel (rx)
 bench: bootstrap
 	$(LAB)/neuralmimo bench detectors
-	$(RX)/neuralmimo bench flowgraph
+	$(RX)/neuralmimo bench flowgraph --sync-junk noise-dc,tone,saturated
 	$(RX)/neuralmimo bench training
 	$(RX)/neuralmimo bench neural
 

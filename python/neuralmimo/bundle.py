@@ -10,7 +10,15 @@ so loading never unpickles anything) and ``manifest.json``::
      "training": {...provenance: config, data, seed, epochs, metrics...},
      "learngene": {...source collective model, layer ids, strategy... (when it applies)},
      "tensors": {"name": {"shape": [...], "dtype": "float32"}, ...},
-     "weights_sha256": "<sha256 of weights.safetensors>"}
+     "weights_sha256": "<sha256 of weights.safetensors>",
+     "fingerprint": {"version": 1, "output": [...]}}
+
+``fingerprint`` is behavioural: the detector's output on a fixed, seeded probe input
+(:meth:`~neuralmimo.detectors.base.FrameDetector.probe_output`), written by :func:`save_model` for
+every detector architecture and recomputed at load (:func:`neuralmimo.detectors.registry.load_detector`).
+The sha256 covers the weights only; hyper-parameters that shapes do not reveal (WeSNet's
+``profile`` or ``alpha``) would otherwise load and detect at many times the SER without a word.
+A manifest whose hyper-parameters change the behaviour is refused.
 
 ``system`` always holds the seven keys of :data:`SYSTEM_KEYS` (a hypernetwork's ``nt`` is the
 most users it serves, ``K_max``). Version-1 manifests (before the system schema) are read and
@@ -49,6 +57,11 @@ MAX_STREAMS = 4096
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "int64": torch.int64, "int32": torch.int32}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+FINGERPRINT_VERSION = 1
+MAX_FINGERPRINT = 65536  # numbers in a fingerprint
+# architecture -> fingerprint(model, hyperparameters, system) -> list of floats; filled by each
+# detector family when its FrameDetector class is defined (the leaf cannot import the families)
+FINGERPRINTERS: dict[str, Callable] = {}
 
 
 class BundleError(ValueError):
@@ -237,7 +250,8 @@ class ModelCodec:
 
 # --------------------------------------------------------------------------- save
 def save_bundle(directory, tensors: dict[str, torch.Tensor], *, architecture: str, hyperparameters: dict,
-                system: dict, training: dict | None = None, learngene: dict | None = None) -> Path:
+                system: dict, training: dict | None = None, learngene: dict | None = None,
+                fingerprint: list | None = None) -> Path:
     """Write a bundle folder (schema :data:`SCHEMA_VERSION`, ``system`` validated by
     :func:`system_section`) and return its path; overwrites a bundle there."""
     from safetensors.torch import save_file
@@ -258,6 +272,8 @@ def save_bundle(directory, tensors: dict[str, torch.Tensor], *, architecture: st
     }
     if learngene is not None:
         manifest["learngene"] = learngene
+    if fingerprint is not None:
+        manifest["fingerprint"] = {"version": FINGERPRINT_VERSION, "output": [float(v) for v in fingerprint]}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
     return directory
 
@@ -274,8 +290,14 @@ def save_model(model: torch.nn.Module, codec: ModelCodec, directory, *, system: 
             codec.check_system(hp, system_section(system))
         except ValueError as e:
             raise BundleError(f"{directory}: {e}") from None
+    fingerprint = None
+    if codec.architecture in FINGERPRINTERS:
+        try:
+            fingerprint = FINGERPRINTERS[codec.architecture](model, hp, system_section(system))
+        except Exception as e:  # noqa: BLE001 - a model that cannot run the probe is not a detector to ship
+            raise BundleError(f"{directory}: the model fails on the fingerprint probe ({type(e).__name__}: {e})") from None
     return save_bundle(directory, model.state_dict(), architecture=codec.architecture, hyperparameters=hp,
-                       system=system, training=training, learngene=learngene)
+                       system=system, training=training, learngene=learngene, fingerprint=fingerprint)
 
 
 def _json_default(o):
@@ -352,6 +374,14 @@ def read_manifest(path) -> tuple[Path, dict]:
             raise BundleError(f"{manifest_path}: {key} must be a JSON object")
     if not is_sha256(manifest["weights_sha256"]):
         raise BundleError(f"{manifest_path}: weights_sha256 must be 64 hex digits")
+    if "fingerprint" in manifest:
+        fp = manifest["fingerprint"]
+        if not (isinstance(fp, dict) and fp.get("version") == FINGERPRINT_VERSION and isinstance(fp.get("output"), list)
+                and 0 < len(fp["output"]) <= MAX_FINGERPRINT
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        for v in fp["output"])):
+            raise BundleError(f"{manifest_path}: fingerprint must be {{version: {FINGERPRINT_VERSION}, output: "
+                              f"[1..{MAX_FINGERPRINT} finite numbers]}}")
     tensors = manifest["tensors"]
     if not isinstance(tensors, dict):
         raise BundleError(f"{manifest_path}: tensors must be a JSON object")

@@ -107,7 +107,7 @@ class linear_detector(gr.sync_block):
 
         def detect(y, states, kind):
             h = torch.stack([h for h, _ in states])
-            nv = torch.tensor([v for _, v in states])
+            nv = torch.tensor([v for _, v in states], dtype=torch.float64)  # |y|^2 of a 1e22 signal overflows float32
             x, eff = linear_detect(y, h, nv, kind, const)  # (S, Nt, length), (S, Nt)
             llr = const.llr_maxlog(x.transpose(1, 2), eff.clamp(min=1e-12)[:, None, :]) if self.llr_output else None
             return x, llr

@@ -116,7 +116,7 @@ def test_a_malformed_drift_event_is_ignored_and_the_next_one_served(tmp_path):
     from neuralmimo.site.retrain import BackgroundRetrainer
 
     r = BackgroundRetrainer(RetrainSettings(tmp_path / "log", tmp_path / "watch"), base=str(tmp_path / "m"))
-    for bad in ("seven", float("nan"), [3], -1, None):
+    for bad in ("seven", float("nan"), [3], -1, True):
         (e,) = r.on_status({"event": "drift", "frame": bad})
         assert e["event"] == "retrain-ignored" and "malformed" in e["reason"] and r.state == "idle"
     (e,) = r.on_status({"event": "drift", "frame": 12})

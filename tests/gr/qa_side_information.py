@@ -146,3 +146,28 @@ def test_channel_refuses_non_finite_snr_and_cfo():
 def test_estimator_refuses_meaningless_thresholds(kwargs):
     with pytest.raises(ValueError):
         ls_channel_estimator(NR, NT, NP, ND, **kwargs)
+
+
+@pytest.mark.parametrize("scale", [1e22, 1e30])
+def test_mmse_decides_the_same_at_any_scale_float32_holds(scale):
+    """Issue 29, class 8: at input amplitudes >= 1e22 the noise variance (|y|^2 ~ 1e44) no longer
+    fits float32; the MMSE block kept it in float32 and failed every frame. It is float64 now:
+    the decisions at 1e22 and 1e30 are those at scale 1, with no problem counted."""
+    h, y, nv = _frames(4, seed=5)
+    outs = []
+    for s in (1.0, scale):
+        tag_list = []
+        for f in range(4):
+            from gnuradio.neuralmimo.tags import csi_to_pmt
+
+            tag_list += [tag(f * ND, "frame_start", pmt.from_long(f)),
+                         tag(f * ND, "csi", csi_to_pmt(h[f] * s)),
+                         tag(f * ND, "noise_var", pmt.from_double(float(nv[f]) * s * s))]
+        det = linear_detector(NR, NT, "qpsk", "mmse")
+        tb, snk = detector_flowgraph((y * s).transpose(0, 1).reshape(NR, -1).numpy(), tag_list, det, NT)
+        tb.det = det
+        run(tb)
+        assert det.problems() == {}
+        outs.append(np.stack([np.array(k.data()) for k in snk]))  # symbol estimates: scale-free
+    c = Constellation("qpsk")
+    assert torch.equal(c.hard_decision(torch.from_numpy(outs[0])), c.hard_decision(torch.from_numpy(outs[1])))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..bundle import Bundle, BundleError, ModelCodec, Param
+from ..bundle import FINGERPRINTERS, Bundle, BundleError, ModelCodec, Param
 from ..constellation import Constellation
 
 
@@ -49,6 +49,23 @@ class FrameDetector:
     codec: ModelCodec
     serves_fewer_users = False
     options: dict[str, Param] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        """A family's detector class registers its behavioural fingerprint with the bundle codec
+        (:data:`neuralmimo.bundle.FINGERPRINTERS`): ``save_model`` writes it for every bundle of
+        its architecture, wherever the family is saved from."""
+        super().__init_subclass__(**kwargs)
+        if "codec" in cls.__dict__:
+            FINGERPRINTERS[cls.codec.architecture] = cls._fingerprint_of
+
+    @classmethod
+    def _fingerprint_of(cls, model: torch.nn.Module, hyperparameters: dict, system: dict) -> list[float]:
+        was_training = model.training
+        try:
+            det = cls(model.eval(), hyperparameters, SystemSpec.of_bundle(system))
+            return det.probe_output()
+        finally:
+            model.train(was_training)
 
     @property
     def real_channels_only(self) -> bool:
@@ -129,7 +146,40 @@ class FrameDetector:
             raise BundleError(f"{self._where()}: the model's output on a dummy frame is malformed "
                               f"(shape {tuple(x.shape)}, finite {bool(torch.isfinite(x).all())})")
 
+    PROBE_FRAMES, PROBE_VECTORS, PROBE_SEED, PROBE_NOISE = 2, 8, 20260, 0.1
+
+    def probe_output(self) -> list[float]:
+        """The detector's output on the fixed probe (``PROBE_FRAMES`` frames of ``PROBE_VECTORS``
+        vectors through seeded Gaussian channels, every stream active, noise variance
+        ``PROBE_NOISE``, perfect CSI): the real and imaginary parts of ``x (S, Nt, n)``, in
+        order, rounded to 7 significant digits -- the bundle's behavioural fingerprint."""
+        g = torch.Generator().manual_seed(self.PROBE_SEED)
+        s, n = self.PROBE_FRAMES, self.PROBE_VECTORS
+        h = torch.randn(s, self.nr, self.nt, dtype=torch.complex64, generator=g)
+        x = self.constellation.symbols(self.constellation.random_indices((s, self.nt, n), g))
+        noise = torch.randn(s, self.nr, n, dtype=torch.complex64, generator=g) * self.PROBE_NOISE ** 0.5
+        with torch.inference_mode():
+            out = self.detect(h @ x + noise, h, torch.full((s,), self.PROBE_NOISE))
+        return [float(f"{v:.7g}") for v in torch.view_as_real(out.to(torch.complex64)).reshape(-1).tolist()]
+
+    def check_fingerprint(self) -> str:
+        """Compare the probe output with the bundle's fingerprint: ``"checked"``, or ``"absent"``
+        for a bundle saved before fingerprints; :class:`~neuralmimo.bundle.BundleError` when they
+        differ beyond float32 rounding across machines (``rtol 1e-3`` of the output's scale)."""
+        fp = None if self.bundle is None else self.bundle.manifest.get("fingerprint")
+        if fp is None:
+            return "absent"
+        stored = torch.tensor(fp["output"], dtype=torch.float64)
+        got = torch.tensor(self.probe_output(), dtype=torch.float64)
+        scale = float(stored.abs().max()) if stored.numel() else 0.0
+        if got.shape != stored.shape or not bool(torch.allclose(got, stored, rtol=1e-3, atol=1e-3 * max(scale, 1e-6))):
+            diff = float((got - stored).abs().max()) if got.shape == stored.shape else float("nan")
+            raise BundleError(f"{self._where()}: the model does not behave as the manifest's fingerprint says (largest "
+                              f"difference {diff:.3g} on the probe): its hyper-parameters or system do not describe "
+                              "these weights")
+        return "checked"
+
     def describe(self) -> dict:
-        return {"architecture": self.architecture, "sha256": self.sha256,
+        return {"architecture": self.architecture, "sha256": self.sha256, "fingerprint": getattr(self, "fingerprint", None),
                 "path": None if self.bundle is None else str(self.bundle.path), "nr": self.nr, "nt": self.nt,
                 "modulation": self.constellation.name, "options": dict(self.option_values)}

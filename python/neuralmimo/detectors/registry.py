@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bundle import BundleError, ModelCodec, is_sha256, load_bundle, load_model, read_manifest
+from ..bundle import FINGERPRINT_VERSION, BundleError, ModelCodec, is_sha256, load_bundle, load_model, read_manifest
 from .base import FrameDetector, SystemSpec
 from .deepsic import JOINT_CODEC, ComplexHyperDeepSICDetector, HyperDeepSICDetector
 from .detnet import DetNetDetector, WeSNetDetector
@@ -70,7 +70,25 @@ def load_detector(path, system: SystemSpec | None = None, sha256: str | None = N
     if system is not None:
         det.check_system(system)
     det.smoke_test()
+    det.fingerprint = det.check_fingerprint()
     return det
+
+
+def write_fingerprint(path) -> Path:
+    """Add the behavioural fingerprint to a detector bundle saved before fingerprints (its weights
+    and sha256 unchanged); the bundle must load as it is. Returns the bundle's folder."""
+    import json
+
+    directory, manifest = read_manifest(path)
+    cls = REGISTRY.get(manifest["architecture"]["name"])
+    if cls is None:
+        raise BundleError(f"{directory}: not a detector bundle")
+    model, bundle = load_model(directory, cls.codec)
+    raw = json.loads((directory / "manifest.json").read_text())
+    raw["fingerprint"] = {"version": FINGERPRINT_VERSION,
+                          "output": cls._fingerprint_of(model, bundle.hyperparameters, bundle.system)}
+    (directory / "manifest.json").write_text(json.dumps(raw, indent=2))
+    return directory
 
 
 def inspect_bundle(path) -> dict:

@@ -299,6 +299,11 @@ def _add_bench(sub):
     f.add_argument("--sync-seconds", type=non_negative_float, default=2.0,
                    help="seconds of 8-channel signal at 1 MS/s for the Frame Sync real-time bench, on one core "
                         "(default 2; 0: skip it)")
+    f.add_argument("--sync-junk", default="",
+                   help="comma list of frame-free inputs for Frame Sync's cost bound: noise-dc, tone, saturated, noise "
+                        "(default none)")
+    f.add_argument("--sync-junk-seconds", type=positive_number, default=10.0,
+                   help="seconds of each --sync-junk input at 1 MS/s, 8 channels (default 10)")
     _add_bench_common(f)
     f.set_defaults(func=cmd_bench_flowgraph)
     t = s.add_parser("training", help="training throughput per family in 1 process and in 2 data-parallel processes "
@@ -361,7 +366,11 @@ def cmd_bench_flowgraph(a) -> int:
     if a.sync_seconds > 0:
         sync = stress.bench_frame_sync(seconds=a.sync_seconds, repeats=a.repeats)
         print(stress.format_bench_frame_sync(sync))
-    _write_json(a.json, {**r, "frame_sync": sync})
+    junk = []
+    for kind in a.sync_junk.split(",") if a.sync_junk else []:
+        junk.append(stress.bench_frame_sync_junk(kind.strip(), seconds=a.sync_junk_seconds))
+        print(stress.format_bench_frame_sync_junk(junk[-1]))
+    _write_json(a.json, {**r, "frame_sync": sync, "frame_sync_junk": junk})
     return 0
 
 
@@ -495,7 +504,7 @@ def cmd_loopback(a) -> int:
         _write_json(a.out / "loopback.json", records)
         loopback.plot_ota_loopback(records, a.out / "loopback_ser.png")
         print(f"results: {a.out / 'loopback.json'}, plot: {a.out / 'loopback_ser.png'}")
-        return 0
+        return _measured(records)
     if any(v is not None for v in impairments.values()) or a.record is not None:
         raise ValueError(f"{a.grc} is not an over-the-air loopback (no genie probe): the impairment options apply "
                          "to examples/loopback_ota.grc")
@@ -504,6 +513,18 @@ def cmd_loopback(a) -> int:
     _write_json(a.out / "loopback.json", records)
     loopback.plot_loopback(records, a.out / "loopback_ser.png")
     print(f"results: {a.out / 'loopback.json'}, plot: {a.out / 'loopback_ser.png'}")
+    return _measured(records)
+
+
+def _measured(records: list[dict]) -> int:
+    """0 when every flowgraph probe measured symbols; else one line and 1 (an SER of no symbols is
+    NaN: the receiver found no frame, which is a failed run, not a result)."""
+    empty = sorted({f"{r['detector']} at {r['snr_db']:g} dB" for r in records
+                    if r.get("source") == "flowgraph" and not r.get("n_symbols")})
+    if empty:
+        print(f"neuralmimo: error: no frame reached the probe ({', '.join(empty)}): nothing was measured; see the "
+              "sync events above", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 import types
@@ -21,6 +22,7 @@ from typing import Callable
 import yaml
 
 from .. import training
+from ..params import Param
 
 
 def read_config(typ, data: dict | None, where: str):
@@ -54,11 +56,32 @@ def read_config(typ, data: dict | None, where: str):
             extra = " (YAML reads a number like 5e-4 as text: write 5.0e-4)" if _numeric_text(value) else ""
             raise ValueError(f"{where}: {key} must be {_describe(hint)}, got {value!r}{extra}")
         else:
-            values[key] = value
+            values[key] = _declared_check(typ, key, value, place)
     cfg = typ(**values)
     if hasattr(cfg, "check"):
         cfg.check()
     return cfg
+
+
+# Scalar config values checked by name, for every pipeline (neuralmimo.params): a count of steps,
+# epochs, frames, ... is a whole number >= 1 (``training.steps: -5`` used to write an untrained
+# bundle), a learning rate lies in (0, 10], every float is finite. A field may declare its own
+# range instead: ``field(metadata={"param": Param(...)})``.
+_COUNT = re.compile(r"(^|_)(steps|epochs|batch|batch_size|batch_blocks|frames|threads|layers|hidden|blocks|symbols|"
+                    r"samples|ues|chunk|iterations|workers)(_|$)")
+_LR = re.compile(r"(^|_)lr(_|$)")
+
+
+def _declared_check(typ, key: str, value, place: str):
+    declared = {f.name: f.metadata.get("param") for f in fields(typ)}.get(key)
+    if declared is None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, int) and _COUNT.search(key):
+            declared = Param(int, 1)
+        elif _LR.search(key):
+            declared = Param(float, 0, 10, lo_open=True)
+        elif isinstance(value, float):
+            declared = Param(float)
+    return value if declared is None else declared.check(value, place)
 
 
 def _nested(hint) -> tuple[type | None, bool, bool]:

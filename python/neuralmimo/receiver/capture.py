@@ -213,8 +213,11 @@ def read_capture(path: Path) -> Capture:
         names = [s["name"] for s in streams]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CaptureError(f"{path}: not a SigMF collection ({exc})") from None
-    if not names:
-        raise CaptureError(f"{path}: the collection lists no recording")
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise CaptureError(f"{path}: the collection lists no recording, or a stream without a name")
+    if len(set(names)) != len(names):
+        raise CaptureError(f"{path}: the collection lists one recording more than once ({sorted(names)}): each "
+                           "receive channel is its own recording")
     chans, ref = [], None
     for name in names:
         meta_path = path.parent / f"{Path(name).name}.sigmf-meta"

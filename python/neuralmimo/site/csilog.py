@@ -60,7 +60,12 @@ class CSILogWriter:
                               f"{chunk_frames}, {max_bytes}")
         self.folder, self.nr, self.nt = Path(folder), int(nr), int(nt)
         self.chunk_frames, self.max_bytes = int(chunk_frames), int(max_bytes)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise CSILogError(f"{self.folder}: exists and is not a folder") from None
+        except OSError as e:
+            raise CSILogError(f"{self.folder}: cannot create the log folder ({e.strerror or e})") from None
         if (self.folder / MANIFEST).exists():
             m = _read_manifest(self.folder)
             if (m["nr"], m["nt"]) != (self.nr, self.nt):

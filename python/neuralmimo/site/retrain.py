@@ -69,9 +69,11 @@ def check_extra_args(args) -> tuple[str, ...]:
 
 
 def drift_frame(event: dict) -> int:
-    """The frame number of a ``drift`` event: a whole number >= 0 (``ParamError`` otherwise: a
-    string, NaN, a list or a negative number is not a frame)."""
-    return Param(int, 0, 2**62).check(event.get("frame"), "drift event frame")
+    """The frame number of a ``drift`` event: a whole number >= 0, or 0 when the detector did not
+    know it (``None``: train on the whole log); ``ParamError`` otherwise (a string, NaN, a list
+    or a negative number is not a frame)."""
+    frame = event.get("frame")
+    return 0 if frame is None else Param(int, 0, 2**62).check(frame, "drift event frame")
 
 
 @dataclass
@@ -130,16 +132,16 @@ class BackgroundRetrainer:
             return self._emit({"event": "retrain-cancelled", "reason": "the channels came back before training began"})
         if kind != "drift":
             return []
-        if self.state != "idle":
-            return self._emit({"event": "retrain-ignored", "reason": f"a re-training is already {self.state}",
-                               "frame": event.get("frame")})
-        if self.base is None:
-            return self._emit({"event": "retrain-failed", "reason": "no model in force is known (no swapped event "
-                               "seen): connect the detector's status before the flowgraph starts"})
         try:
             frame = drift_frame(event)
         except ParamError as exc:
             return self._emit({"event": "retrain-ignored", "reason": f"malformed drift event: {exc}"})
+        if self.state != "idle":
+            return self._emit({"event": "retrain-ignored", "reason": f"a re-training is already {self.state}",
+                               "frame": frame})
+        if self.base is None:
+            return self._emit({"event": "retrain-failed", "reason": "no model in force is known (no swapped event "
+                               "seen): connect the detector's status before the flowgraph starts"})
         self.state, self.drift_frame = "collecting", frame
         return self._emit({"event": "retrain-collecting", "since_frame": self.drift_frame,
                            "min_frames": self.settings.min_frames, "base": self.base})

@@ -16,7 +16,7 @@ from gnuradio import gr
 from .._common import FailureLog, guarded_work
 from ..tags import CSI, FRAME_START, NOISE_VAR, RX_TIME, csi_to_pmt, rx_time_pmt, tag_int
 
-FAULT_KINDS = ("delete", "insert", "nan", "repeat")
+FAULT_KINDS = ("delete", "insert", "nan", "repeat", "bad-time")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ class Fault:
     * ``insert``: ``count`` zero samples are inserted before ``offset``;
     * ``nan``: the ``count`` samples from ``offset`` become NaN (tags kept);
     * ``repeat``: the ``count`` samples from ``offset`` are sent twice, tags included (a
-      transport that retransmits a stretch, e.g. a repeated frame).
+      transport that retransmits a stretch, e.g. a repeated frame);
+    * ``bad-time``: a malformed ``rx_time`` tag (NaN fraction) on the sample at ``offset``; the
+      samples are untouched (a receiver must ignore it and lose nothing).
     """
 
     offset: int
@@ -123,6 +125,13 @@ class fault_injector(gr.basic_block):
                 for b in output_items:
                     b[o:o + c] = np.nan
                 i, o = i + c, o + c
+            elif fault.kind == "bad-time":
+                if o >= n_out or i >= n_in:
+                    break
+                value = pmt.make_tuple(pmt.from_uint64(int(r0 + i) // max(1, int(self.samp_rate or 1))),
+                                       pmt.from_double(float("nan")))
+                for k in range(self.n):
+                    self.add_item_tag(k, at, pmt.intern(RX_TIME), value)
             else:  # repeat
                 if i + c > n_in or o + 2 * c > n_out:
                     break

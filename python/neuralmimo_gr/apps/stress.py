@@ -27,13 +27,14 @@ from tqdm import tqdm
 from neuralmimo.bundle import MANIFEST, WEIGHTS, file_sha256, save_model
 from neuralmimo.channels import make_channel, transmit
 from neuralmimo.constellation import Constellation
-from neuralmimo.detectors import REGISTRY, SystemSpec, linear_detect, load_detector
+from neuralmimo.detectors import REGISTRY, FrameDetector, SystemSpec, linear_detect, load_detector
 from neuralmimo.detectors.deepsic import HYPERNET_CODEC, HyperDeepSICDetector, ModularHypernetwork, ModuleSpec
 from neuralmimo.detectors.mmnet import HYPERMIMO_CODEC, HyperMIMO
 from neuralmimo.detectors.sdnet import SDNET_CODEC
 from neuralmimo.receiver.estimation import LSChannelEstimator, estimate_problems
 from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
 from neuralmimo.lab.bench import random_sdnet
+from neuralmimo.site.csilog import read_csi_log
 from neuralmimo.snr import noise_variance
 
 from .._common import TORCH_THREADS_PER_BLOCK
@@ -46,6 +47,9 @@ from ..ls_channel_estimator import ls_channel_estimator
 from ..mimo_channel import mimo_channel
 from ..mimo_frame_source import mimo_frame_source
 from ..neural_detector import neural_detector
+from ..background_retrainer import background_retrainer
+from ..csi_logger import csi_logger
+from ..frame_recorder import frame_recorder
 
 # the bytes of pickle.dumps({"weights": [1.0, 2.0]}): a pickle renamed weights.safetensors must be
 # refused without being unpickled
@@ -163,6 +167,56 @@ def bench_frame_sync(nr: int = 8, nt: int = 4, seconds: float = 1.0, samp_rate: 
     return {"nr": nr, "nt": nt, "samples": n, "samp_rate": samp_rate, "frames_sent": frames, "one_core": one_core,
             "flowgraph_s": fg[0], "flowgraph_frames": fg[1], "flowgraph_realtime": n / fg[0] / samp_rate,
             "core_s": core[0], "core_frames": core[1], "core_realtime": n / core[0] / samp_rate}
+
+
+JUNK_KINDS = ("noise-dc", "tone", "saturated", "noise")
+
+
+def bench_frame_sync_junk(kind: str = "noise-dc", nr: int = 8, nt: int = 4, seconds: float = 10.0,
+                          samp_rate: float = 1e6, timeout_s: float = 600) -> dict:
+    """Frame Sync searching radio input that holds no frame (issue 29): ``seconds`` of ``kind``
+    (:data:`JUNK_KINDS`: receiver noise plus a DC offset 5x its amplitude, noise plus a strong
+    tone, a saturated front end, plain noise) through a repeating source of 65536 samples ->
+    head -> Frame Sync -> null sinks, the process pinned to one core. Its cost must stay bounded
+    on any input: the real-time ratio (samples per second per channel / ``samp_rate``) and what
+    the synchroniser counted (no frame may come out)."""
+    from ..frame_sync import frame_sync
+
+    if kind not in JUNK_KINDS:
+        raise ValueError(f"junk input must be one of {JUNK_KINDS}, got {kind!r}")
+    quiet_info_logs()
+    rng = np.random.default_rng(0)
+    m = 65536
+    noise = (0.1 * (rng.standard_normal((nr, m)) + 1j * rng.standard_normal((nr, m)))).astype(np.complex64)
+    if kind == "noise-dc":
+        x = noise + np.complex64(0.4 + 0.3j)
+    elif kind == "tone":
+        x = noise + (0.5 * np.exp(2j * np.pi * 0.01 * np.arange(m))).astype(np.complex64)
+    elif kind == "saturated":
+        x = ((np.sign(noise.real) + 1j * np.sign(noise.imag)) * 0.7).astype(np.complex64)
+    else:
+        x = noise
+    n = int(seconds * samp_rate)
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(affinity)})
+    torch.set_num_threads(1)
+    try:
+        tb = gr.top_block()
+        sync = frame_sync(nr, nt, 16, 256, "qpsk", 16, 4, 0.35, 8, 1e-4, True, samp_rate)
+        for r in range(nr):
+            tb.connect(blocks.vector_source_c(x[r].tolist(), True), blocks.head(gr.sizeof_gr_complex, n), (sync, r),
+                       blocks.null_sink(gr.sizeof_gr_complex))
+        t = run_flowgraph(tb, timeout_s)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return {"input": kind, "nr": nr, "samples": n, "samp_rate": samp_rate, "seconds": t, "realtime": n / t / samp_rate,
+            "problems": sync.problems()}
+
+
+def format_bench_frame_sync_junk(r: dict) -> str:
+    return (f"frame sync on {r['input']} ({r['nr']} channels, {r['samples']:,} samples each, one core): "
+            f"{r['realtime']:.2f}x real time at {r['samp_rate'] / 1e6:g} MS/s ({r['seconds']:.2f} s); counted "
+            f"{r['problems']}")
 
 
 def format_bench_frame_sync(r: dict) -> str:
@@ -481,18 +535,25 @@ def format_soak(r: dict) -> str:
 
 # ----------------------------------------------------------------------------- fault soak
 class _FailingDeepSIC(HyperDeepSICDetector):
-    """hypernetwork-DeepSIC that passes validation (its dummy frame has noise variance 1) and then
+    """hypernetwork-DeepSIC that passes validation (its dummy frame has noise variance 1, the
+    fingerprint probe exactly ``PROBE_NOISE``) and then
     raises on every frame: a model that fails only at run time. Registered for the soak only."""
 
     codec = dataclasses.replace(HYPERNET_CODEC, architecture="soak-failing-deepsic")
 
     def detect_with_llr(self, y, h, noise_var, n_users=None, llr=True):
-        if not bool((torch.as_tensor(noise_var) == 1).all()):
+        nv = torch.as_tensor(noise_var, dtype=torch.float32)
+        probe = torch.tensor(FrameDetector.PROBE_NOISE, dtype=torch.float32)
+        if not bool(((nv == 1) | (nv == probe)).all()):  # the dummy frame and the fingerprint probe pass
             raise RuntimeError("soak: this model fails at run time")
         return super().detect_with_llr(y, h, noise_var, n_users, llr)
 
 
-FAULT_SOAK_KINDS = ("slip-delete", "slip-insert", "drop-frame", "repeat-frame", "nan-burst", "absurd-tag")
+FAULT_SOAK_KINDS = ("slip-delete", "slip-insert", "drop-frame", "repeat-frame", "nan-burst", "absurd-tag", "bad-time")
+# what the soak's side thread does besides requesting models (issue 29): malformed drift events
+# on the re-trainer's status port, and the CSI log folder removed and restored
+MALFORMED_DRIFT = ({"event": "drift", "frame": "seven"}, {"event": "drift", "frame": float("nan")},
+                   {"event": "drift", "frame": [3]}, {"event": "drift", "frame": -4})
 
 
 def fault_schedule(rng: np.random.Generator, n_frames: int, length: int, span: int, spacing=(10, 30)):
@@ -525,6 +586,10 @@ def fault_schedule(rng: np.random.Generator, n_frames: int, length: int, span: i
             o, c = k * length + int(rng.integers(0, length - 64)), int(rng.integers(1, 64))
             faults.append(Fault(o, "nan", c))
             hit = {k}
+        elif kind == "bad-time":  # an rx_time tag with a NaN fraction: ignored, nothing lost
+            o, c = k * length + int(rng.integers(0, length)), 1
+            faults.append(Fault(o, "bad-time", c))
+            hit = set()
         else:
             o, c = k * length, 0
             corrupt.append(k)
@@ -546,7 +611,11 @@ def soak_faults(models: Path, vectors: int = 10_000_000, interval_s: float = 0.2
     (all-zero ``csi``, ``noise_var`` 1e30) -> neural detector (hypernetwork-DeepSIC) -> error-rate
     probe, while a thread requests models every ``interval_s``: the two shipped bundles, invalid
     ones (flipped weight byte, pickle, missing, wrong architecture) and one that passes validation
-    but fails at run time (to be reverted).
+    but fails at run time (to be reverted). Disk and message faults (issue 29) on the side: a
+    *CSI Logger* on the estimator's output whose log folder the thread removes and restores, a
+    *Frame Recorder* on the radio streams writing to a full disk (``/dev/full``), rx_time tags
+    with a NaN fraction in the schedule, and malformed ``drift`` events posted to a *Background
+    Re-trainer* fed by the detector's ``status`` (each must be ignored, its thread alive).
 
     Ground truth is the schedule: every source frame that no fault may spoil (a *good* frame)
     must reach the probe under its own number and match its reference. Reports vectors in/out,
@@ -582,6 +651,12 @@ def soak_faults(models: Path, vectors: int = 10_000_000, interval_s: float = 0.2
             invalid = [flipped, pickled, tmp / "missing", models / "sdnet-learngene-umi50"]
 
             tb = gr.top_block()
+            logger = csi_logger(nr, nt, str(tmp / "csi-log"), chunk_frames=64)
+            (tmp / "full").mkdir()
+            for r in range(nr):
+                (tmp / "full" / f"rec-ch{r}.sigmf-data").symlink_to("/dev/full")
+            recorder = frame_recorder(nr, str(tmp / "full"), "rec", samp_rate)
+            retrainer = background_retrainer(str(tmp / "csi-log"), str(tmp / "watch"), min_frames=10_000_000)
             src = mimo_frame_source(nt, n_pilots, n_data, "bpsk", False, seed, n_frames)
             chan = mimo_channel(nt, nr, "deepsic-sed", snr_db, length, 0, 0.0, seed, "deepsic")
             inj = fault_injector(nr, faults, samp_rate)
@@ -597,12 +672,26 @@ def soak_faults(models: Path, vectors: int = 10_000_000, interval_s: float = 0.2
                 tb.connect((inj, r), (est, r))
                 tb.connect((est, r), (cor, r))
                 tb.connect((cor, r), (det, r))
+                tb.connect((est, r), (logger, r))
+                tb.connect((inj, r), (recorder, r))
+            tb.msg_connect((det, "status"), (retrainer, "status"))
             done = threading.Event()
-            requests = {"valid": 0, "invalid": 0, "failing": 0}
+            requests = {"valid": 0, "invalid": 0, "failing": 0, "malformed_drift": 0, "log_outages": 0}
+            log_dir, away = tmp / "csi-log", tmp / "csi-log-away"
 
             def swapper():
                 i = 0
                 while not done.wait(interval_s):
+                    if i % 5 == 1 and probe.frames() < 0.8 * n_frames:  # a malformed drift event on the
+                        # re-trainer's status port (not near the end: messages after the stop are not handled)
+                        event = MALFORMED_DRIFT[requests["malformed_drift"] % len(MALFORMED_DRIFT)]
+                        retrainer.to_basic_block()._post(pmt.intern("status"), pmt.to_pmt(event))
+                        requests["malformed_drift"] += 1
+                    if i % 4 == 0 and log_dir.exists():  # the log folder removed ...
+                        log_dir.rename(away)
+                        requests["log_outages"] += 1
+                    elif i % 4 == 2 and away.exists():  # ... and restored
+                        away.rename(log_dir)
                     if i % 7 == 6:
                         det.set_model(str(failing))
                         requests["failing"] += 1
@@ -622,8 +711,11 @@ def soak_faults(models: Path, vectors: int = 10_000_000, interval_s: float = 0.2
             stop_poll = threading.Event()
             bar = tqdm(total=n_frames, unit="frame", desc="fault soak", disable=not progress)
 
+            retrainer_alive = []  # the re-trainer's thread, sampled while the flowgraph runs
+
             def poll():
                 while not stop_poll.wait(0.5):
+                    retrainer_alive.append(retrainer._thread is not None and retrainer._thread.is_alive())
                     bar.n = probe.frames()
                     if rss_warm[0] is None and probe.frames() >= n_frames // 10:
                         rss_warm[0] = _rss_bytes()
@@ -643,6 +735,16 @@ def soak_faults(models: Path, vectors: int = 10_000_000, interval_s: float = 0.2
             bar.n = probe.frames()
             bar.close()
             det.wait_idle()
+            if away.exists():
+                away.rename(log_dir)
+            retrainer_alive = bool(retrainer_alive) and all(retrainer_alive)
+            retrainer_events = retrainer.events()
+            logger.stop()
+            try:
+                logged = int(read_csi_log(log_dir).h.shape[0])
+            except ValueError:
+                logged = 0
+            retrainer.stop()
             rss_end = _rss_bytes()
             det.close()
     finally:
@@ -690,8 +792,21 @@ def soak_faults(models: Path, vectors: int = 10_000_000, interval_s: float = 0.2
          "model_failed_frames": len(det.failed_frames),
          "rss_warm_mb": warm / 2**20, "rss_end_mb": rss_end / 2**20, "rss_growth_pct": 100.0 * (rss_end - warm) / warm,
          "rss_trace_mb": rss_trace, "wall_s": wall, "vectors_per_s": n_frames * n_data / wall,
-         "events": events, "reacquisitions": est.reacquisitions}
-    r["ok"] = not (misnumbered or lost_good or unexpected_dup)
+         "events": events, "reacquisitions": est.reacquisitions,
+         "bad_timestamps": kinds.get("bad-time", 0),
+         "csi_log": {"outages": requests["log_outages"], "frames_logged": logger.status()["frames_logged"],
+                     "frames_read_back": logged, "write_failures": logger.status()["write_failures"],
+                     "frames_lost": logger.status()["frames_lost"]},
+         "recorder_problems": recorder.problems(),
+         "retrainer": {"malformed_sent": requests["malformed_drift"], "alive": retrainer_alive,
+                       "ignored": sum(e["event"] == "retrain-ignored" for e in retrainer_events),
+                       "started": sum(e["event"] == "retrain-started" for e in retrainer_events),
+                       "errors": sum(e["event"] == "retrain-error" for e in retrainer_events)}}
+    rt = r["retrainer"]
+    r["side_ok"] = (rt["alive"] and rt["ignored"] == rt["malformed_sent"] and rt["started"] == rt["errors"] == 0
+                    and "write-failed" in r["recorder_problems"]
+                    and r["csi_log"]["frames_read_back"] + r["csi_log"]["frames_lost"] == r["csi_log"]["frames_logged"])
+    r["ok"] = not (misnumbered or lost_good or unexpected_dup) and r["side_ok"]
     return r
 
 
@@ -714,6 +829,13 @@ def format_soak_faults(r: dict) -> str:
         f"  RSS {r['rss_warm_mb']:.0f} MB after 10 % -> {r['rss_end_mb']:.0f} MB at the end: growth "
         f"{r['rss_growth_pct']:+.1f} %",
     ]
+    c, rt = r["csi_log"], r["retrainer"]
+    lines.append(f"  disk and messages: CSI log removed and restored {c['outages']} times: {c['frames_logged']:,} frames "
+                 f"logged, {c['frames_read_back']:,} read back, {c['frames_lost']} dropped while held "
+                 f"({c['write_failures']} failed writes); recorder on a full disk: {r['recorder_problems']}; "
+                 f"{rt['malformed_sent']} malformed drift events: {rt['ignored']} ignored, re-trainer "
+                 f"{'alive' if rt['alive'] else 'DEAD'}; {r['bad_timestamps']} rx_time tags with a NaN fraction "
+                 f"(estimator: {r['estimator_problems'].get('bad-rx-time', 0)} counted)")
     if not r["ok"]:
         lines.append(f"  lost good: {r['lost_good_frames'][:20]} misnumbered: {r['misnumbered_frames'][:20]} "
                      f"duplicates: {r['unexpected_duplicates'][:20]}")

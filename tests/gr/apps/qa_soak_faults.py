@@ -1,7 +1,8 @@
 """The fault soak end to end, tiny: the count-framed receiver with the neural detector under a
 fault schedule of every kind loses no good frame, misnumbers none, re-acquires every silent
-slip within two frames, sees each repeated frame twice under its number and reverts the model
-that fails at run time (issue 14, "prove it"; `neuralmimo soak --faults` runs it at 10^7)."""
+slip within two frames, sees each repeated frame twice under its number, reverts the model
+that fails at run time, ignores rx_time tags with a NaN fraction and malformed drift events, and
+keeps streaming while its CSI log folder comes and goes and its recorder's disk is full (issue 14, "prove it"; `neuralmimo soak --faults` runs it at 10^7)."""
 
 from pathlib import Path
 
@@ -32,3 +33,9 @@ def test_receiver_survives_the_fault_schedule():
     assert r["reverts"] >= 1 and r["refusals"] >= 1
     assert r["detector_problems"]["stale-csi-frame"] >= r["faults"]["absurd-tag"]
     assert r["good_frame_ser"] < 0.1  # the frames are really detected (chance: 0.5)
+    # issue 29: disk faults, malformed timestamps and drift events on the side cost no good frame
+    assert r["bad_timestamps"] > 0 and r["estimator_problems"]["bad-rx-time"] == r["bad_timestamps"]
+    c, rt = r["csi_log"], r["retrainer"]
+    assert c["outages"] >= 1 and c["frames_logged"] > 0 and c["frames_read_back"] + c["frames_lost"] == c["frames_logged"]
+    assert "write-failed" in r["recorder_problems"]
+    assert rt["alive"] and rt["malformed_sent"] >= 1 and rt["ignored"] == rt["malformed_sent"]
