@@ -1,5 +1,7 @@
 """Helpers for the flowgraph tests: run with a timeout, build and read tags."""
 
+from pathlib import Path
+
 import numpy as np
 import pmt
 import pytest
@@ -8,6 +10,7 @@ from gnuradio import blocks
 from gnuradio.neuralmimo.apps.harness import gr_tag, run_flowgraph
 
 FLOWGRAPH_TIMEOUT_S = 60
+ROOT_MODELS = Path(__file__).resolve().parents[2] / "models"  # the shipped bundles
 
 
 def run(tb, timeout_s: float = FLOWGRAPH_TIMEOUT_S) -> float:

@@ -142,3 +142,37 @@ def test_users_cfo_spread_is_measured_tagged_and_warned_about(spread, warned):
     want = np.array([spread, -spread]) / SPS * 1e6
     assert np.allclose(user.mean(0), want, atol=60), (user.mean(0), want)
     assert ("user-cfo-spread" in tb.sync.problems()) == warned
+
+
+def test_settings_out_of_range_are_refused_at_once():
+    """Issue 29, class 8: frame_sync(sps=100000) used to take minutes to build its filters; now
+    every setting is checked against its declaration before anything is built."""
+    for bad in (dict(sps=100000), dict(origin=float("nan")), dict(origin=float("inf")), dict(pfa=0.0),
+                dict(rolloff=1.5), dict(preamble_period=1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            frame_sync(NR, NT, NP, ND, "qpsk", **{"preamble_period": N, "sps": SPS, **bad})
+
+
+def test_malformed_rx_time_tags_cost_no_frame():
+    """Issue 29, class 4: rx_time tags with a NaN fraction (or one outside [0, 1)) in the middle of
+    a run used to be taken as timestamps: Frame Sync discarded buffers of good frames and
+    misnumbered the next ones. They are ignored and counted; every frame arrives in order."""
+    from gnuradio.neuralmimo.apps.faults import Fault, fault_injector
+
+    tb = gr.top_block()
+    tb.src = mimo_frame_source(NT, NP, ND, "qpsk", False, 1, 40, 0, N)
+    tb.chan = mimo_channel(NT, NR, "iid", 200.0, FRAME, 0, 0.0, 2)
+    tb.shape = rrc_pulse_shaper(NR, SPS, 0.35, 8)
+    tb.radio = radio_impairments(NR, 1e6, seed=3)  # stamps rx_time at the start, like a USRP
+    L = FRAME * SPS
+    tb.inj = fault_injector(NR, [Fault(k * L + 37, "bad-time", 1) for k in (5, 12, 13, 30)])
+    tb.mf = rrc_matched_filter(NR, SPS, 0.35, 8)
+    tb.sync = frame_sync(NR, NT, NP, ND, "qpsk", N, SPS, 0.35, 8, 1e-4, True, 1e6, 32)
+    for k in range(NT):
+        tb.connect((tb.src, k), (tb.chan, k))
+    for r in range(NR):
+        tb.connect((tb.chan, r), (tb.shape, r), (tb.radio, r), (tb.inj, r), (tb.mf, r), (tb.sync, r))
+    _receiver(tb)
+    run(tb)
+    assert tb.probe.frames() == 40 and not tb.probe.problems()
+    assert tb.sync.problems()["bad-rx-time"] == 4 and "gap-dropped" not in tb.sync.problems()

@@ -46,3 +46,21 @@ def test_setters_refuse_bad_values_and_keep_running():
     blk.set_cfo(1e-3)
     blk.set_stream_cfo([1e-4, -1e-4])
     assert blk.process.cfo == 1e-3 and np.allclose(blk.process.stream_cfo, [1e-4, -1e-4])
+
+
+def test_values_no_radio_has_are_refused_by_the_constructor_and_ignored_by_the_callbacks():
+    """Issue 29, class 8: the constructor raises ValueError naming the parameter; a callback logs
+    and keeps the running value (one declaration, neuralmimo.channels.impairments.PARAMS)."""
+    from gnuradio.neuralmimo import radio_impairments
+
+    for bad in (dict(drop_rate=1.5), dict(sro_ppm=1e6), dict(cfo=float("nan")), dict(stream_cfo=[0.1, 0.7]),
+                dict(drop_length=(9, 3)), dict(samp_rate=0.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            radio_impairments(2, **{"samp_rate": 1e6, **bad})
+    r = radio_impairments(2, 1e6, drop_rate=0.01, sro_ppm=5.0)
+    r.set_drop_rate(1.5)
+    r.set_sro_ppm(float("inf"))
+    r.set_cfo("x")
+    assert (r.process.drop_rate, r.process.sro_ppm, r.process.cfo) == (0.01, 5.0, 0.0)
+    r.set_drop_rate(0.2)
+    assert r.process.drop_rate == 0.2

@@ -53,3 +53,29 @@ def test_bad_captures_are_refused_with_the_reason(tmp_path):
     (tmp_path / "cap.sigmf-collection").write_text("{not json")
     with pytest.raises(CaptureError, match="not a SigMF collection"):
         read_capture(tmp_path / "cap.sigmf-collection")
+
+
+def test_a_collection_listing_one_recording_twice_is_refused(tmp_path):
+    """Issue 29, class 8: a collection naming channel 0's recording twice used to read back as a
+    two-channel capture of one channel."""
+    _write(tmp_path)[0].close()
+    path = next(tmp_path.glob("*.sigmf-collection"))
+    m = json.loads(path.read_text())
+    streams = m["collection"]["core:streams"]
+    streams[1] = dict(streams[0])
+    path.write_text(json.dumps(m))
+    with pytest.raises(CaptureError, match="more than once"):
+        read_capture(tmp_path)
+
+
+def test_writers_refuse_a_file_where_their_folder_should_be_and_names_outside_it(tmp_path):
+    from neuralmimo.site.csilog import CSILogError, CSILogWriter
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CSILogError, match="not a folder"):
+        CSILogWriter(tmp_path / "file", 2, 2)
+    with pytest.raises(CaptureError, match="not a folder"):
+        _write(tmp_path / "file")
+    for name in ("../escape", "a/b", ".hidden", ""):
+        with pytest.raises(ValueError, match="name"):
+            CaptureWriter(tmp_path / "cap", name, 1, 1e6, INFO)
