@@ -294,6 +294,8 @@ def save_model(model: torch.nn.Module, codec: ModelCodec, directory, *, system: 
     if codec.architecture in FINGERPRINTERS:
         try:
             fingerprint = FINGERPRINTERS[codec.architecture](model, hp, system_section(system))
+            if not all(math.isfinite(v) for v in fingerprint):
+                fingerprint = None  # non-finite weights: no fingerprint; load_bundle refuses the tensors anyway
         except Exception as e:  # noqa: BLE001 - a model that cannot run the probe is not a detector to ship
             raise BundleError(f"{directory}: the model fails on the fingerprint probe ({type(e).__name__}: {e})") from None
     return save_bundle(directory, model.state_dict(), architecture=codec.architecture, hyperparameters=hp,

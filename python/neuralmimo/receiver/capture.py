@@ -252,7 +252,11 @@ def read_capture(path: Path) -> Capture:
             raise CaptureError(f"{path}: a capture segment lacks a valid core:sample_start/core:global_index")
         secs = None
         if "core:datetime" in cap:
-            t = _dt.datetime.strptime(cap["core:datetime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc)
+            try:
+                t = _dt.datetime.strptime(cap["core:datetime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc)
+            except (TypeError, ValueError):
+                raise CaptureError(f"{path}: core:datetime {cap['core:datetime']!r} is not an ISO 8601 UTC time "
+                                   "(YYYY-MM-DDTHH:MM:SS.ffffffZ)") from None
             secs = (t - _dt.datetime.fromtimestamp(0, _dt.timezone.utc)).total_seconds()
         segments.append((start, gidx, secs))
     if [s for s, _, _ in segments] != sorted(s for s, _, _ in segments):
