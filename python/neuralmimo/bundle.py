@@ -279,10 +279,17 @@ def save_bundle(directory, tensors: dict[str, torch.Tensor], *, architecture: st
 
 
 def save_model(model: torch.nn.Module, codec: ModelCodec, directory, *, system: dict, training: dict | None = None,
-               learngene: dict | None = None, hyperparameters: dict | None = None) -> Path:
+               learngene: dict | None = None, hyperparameters: dict | None = None,
+               allow_nonfinite: bool = False) -> Path:
     """Write ``model`` (its state dict, CPU float32 as trained) as a bundle of ``codec``'s
     architecture; ``hyperparameters`` defaults to ``codec.hyperparameters(model)`` and is
-    validated against the codec's schema before anything is written."""
+    validated against the codec's schema before anything is written. A model with NaN/Inf
+    weights (a diverged training) is refused (:class:`BundleError`), so no pipeline publishes
+    one; ``allow_nonfinite`` writes it anyway (tests of the loader's refusal)."""
+    if not allow_nonfinite:
+        bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise BundleError(f"{directory}: weights {bad[:3]} hold NaN/Inf (the training diverged?): not saved")
     hp = codec.check(hyperparameters if hyperparameters is not None else codec.hyperparameters(model),
                      f"{directory}")
     if codec.check_system is not None:

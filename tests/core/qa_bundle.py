@@ -182,3 +182,15 @@ def test_save_bundle_refuses_a_system_without_the_schema(tmp_path):
         save_bundle(tmp_path / "x", {"w": torch.zeros(1)}, architecture="x", hyperparameters={},
                     system={"nr": 1, "nt": 1})
     shutil.rmtree(tmp_path / "x", ignore_errors=True)
+
+
+def test_a_diverged_model_is_not_saved(tmp_path):
+    """Issue 29, class 5: no pipeline publishes NaN/Inf weights (save_model refuses them)."""
+    from neuralmimo.detectors.detnet.model import WESNET_CODEC, DetNet
+
+    m = DetNet(3, 2, 8, "bpsk", "half-exp")
+    with torch.no_grad():
+        next(iter(m.parameters())).view(-1)[0] = float("inf")
+    with pytest.raises(BundleError, match="NaN/Inf"):
+        save_model(m, WESNET_CODEC, tmp_path / "b", system={"nt": 3, "nr": 6, "modulation": "bpsk"})
+    assert not (tmp_path / "b").exists()

@@ -82,7 +82,7 @@ def bundles(tmp_path_factory):
     nan_model = _sdnet(8)
     with torch.no_grad():
         nan_model.fc.weight[0, 0] = float("nan")
-    b["nan"] = save_model(nan_model, SDNET_CODEC, root / "nan", system=SYSTEM)
+    b["nan"] = save_model(nan_model, SDNET_CODEC, root / "nan", system=SYSTEM, allow_nonfinite=True)
     b["pickle"] = save_model(_sdnet(9), SDNET_CODEC, root / "pickle", system=SYSTEM)
     marker = root / "unpickled.txt"
     (b["pickle"] / WEIGHTS).write_bytes(pickle.dumps(_Exploit(marker)))
