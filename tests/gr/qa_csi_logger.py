@@ -28,7 +28,9 @@ def _stream(n_frames, seed=0):
     return np.concatenate(list(y.numpy()), axis=1)
 
 
-def _log(tmp_path, n_frames, extra_tags=(), **kw):
+def _log(tmp_path, n_frames, extra_tags=(), prepare=None, **kw):
+    """Estimator -> CSI Logger over ``n_frames`` frames; ``prepare()`` runs after the blocks are
+    built, before the flowgraph starts."""
     tb = gr.top_block()
     src = sources(tb, _stream(n_frames), [tag(i * L, "frame_start", pmt.from_long(100 + i)) for i in range(n_frames)])
     est = ls_channel_estimator(NR, NT, NP, ND)
@@ -38,6 +40,8 @@ def _log(tmp_path, n_frames, extra_tags=(), **kw):
         tb.connect(src[r], (est, r), (logger, r))
     tb.connect((est, 0), snk[0])
     tb._keep += [est, logger]
+    if prepare is not None:
+        prepare()
     run(tb)
     return snk[0], logger
 
@@ -109,20 +113,13 @@ def test_a_log_folder_that_cannot_be_written_costs_no_frame_of_the_stream(tmp_pa
     good folder, the failure is logged once and counted, stop() does not abort the process."""
     import shutil
 
+    def break_folder():
+        shutil.rmtree(tmp_path / "log")
+        (tmp_path / "log").write_text("not a folder")
+
     good_snk, _ = _log(tmp_path / "good", 25, chunk_frames=10)
-    tb = gr.top_block()
-    src = sources(tb, _stream(25), [tag(i * L, "frame_start", pmt.from_long(100 + i)) for i in range(25)])
-    est = ls_channel_estimator(NR, NT, NP, ND)
-    logger = csi_logger(NR, NT, str(tmp_path / "log"), chunk_frames=10)
-    shutil.rmtree(tmp_path / "log")
-    (tmp_path / "log").write_text("not a folder")
-    snk = sinks(tb, 1)
-    for r in range(NR):
-        tb.connect(src[r], (est, r), (logger, r))
-    tb.connect((est, 0), snk[0])
-    tb._keep += [est, logger]
-    run(tb)
-    assert snk[0].data() == good_snk.data() and len(tags(snk[0], "csi")) == 25
+    snk, logger = _log(tmp_path, 25, prepare=break_folder, chunk_frames=10)
+    assert snk.data() == good_snk.data() and len(tags(snk, "csi")) == 25
     assert logger.problems()["write-failed"] == 3  # chunks at 10 and 20 frames, and the last at stop()
     status = logger.status()
     assert status["frames_logged"] == 25 and not status["writing"] and status["write_failures"] == 3

@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pmt
 import pytest
-from gnuradio import blocks, gr
+from gnuradio import gr
 from gnuradio.neuralmimo import (csi_logger, frame_recorder, frame_sync, linear_detector, ls_channel_estimator,
                                  neural_detector)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT_MODELS, run, tag
+from conftest import ROOT_MODELS, run, sinks, sources, tag
 
 pytestmark = pytest.mark.timeout(600)
 NR, NT, NP, ND = 4, 2, 4, 12
@@ -51,16 +51,15 @@ def _streams(kind: str, n: int, seed: int) -> np.ndarray:
     return x
 
 
-def _run(block, n_out: int, streams: np.ndarray, tag_list, out_kind=blocks.vector_sink_c):
+def _run(block, n_out: int, streams: np.ndarray, tag_list):
     tb = gr.top_block()
-    srcs = [blocks.vector_source_c(row.tolist(), False, 1, [tag(o, k, v) for o, k, v in tag_list] if i == 0 else [])
-            for i, row in enumerate(streams)]
-    snks = [out_kind() for _ in range(n_out)]
-    for i, s in enumerate(srcs):
-        tb.connect(s, (block, i))
-    for k, s in enumerate(snks):
-        tb.connect((block, k), s)
-    tb._keep = srcs + snks + [block]
+    srcs = sources(tb, streams, [tag(o, k, v) for o, k, v in tag_list])
+    snks = sinks(tb, n_out)
+    for i, src in enumerate(srcs):
+        tb.connect(src, (block, i))
+    for k, snk in enumerate(snks):
+        tb.connect((block, k), snk)
+    tb._keep.append(block)
     run(tb)
     return snks
 

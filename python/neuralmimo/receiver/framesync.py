@@ -473,20 +473,13 @@ class FrameSynchronizer:
         return metric[0], p[0]
 
     def _lag_metric(self, lo: int, hi: int, lag: int) -> np.ndarray:
-        """The Schmidl-Cox metric at ``lag`` samples (windows of ``W`` samples) for starts
-        ``lo .. hi - 1``. At one symbol a preamble's is small (the Zadoff-Chu sequences have an
-        ideal periodic autocorrelation and the pulse no inter-symbol interference), a tone's or a
-        DC offset's as large as at ``W``: every start of such input passes the autocorrelation test,
-        and this cheap test keeps it from the verification."""
-        W, count = self.half, hi - lo
-        y = self._windows(np.array([lo]), count - 1 + W + lag)[:, 0]  # (Nr, count - 1 + W + lag)
-        prod = (np.conj(y[:, :count - 1 + W]) * y[:, lag:lag + count - 1 + W]).sum(0)
-        energy = (y.real ** 2 + y.imag ** 2).sum(0)
-        cp = np.concatenate([[0], np.cumsum(prod, dtype=np.complex128)])
-        ce = np.concatenate([[0], np.cumsum(energy, dtype=np.float64)])
-        p = cp[W:W + count] - cp[:count]
-        r = 0.5 * ((ce[W:W + count] - ce[:count]) + (ce[W + lag:W + lag + count] - ce[lag:lag + count]))
-        return np.abs(p) ** 2 / np.maximum(r, 1e-300) ** 2
+        """:func:`lag_metric` at ``lag`` samples (windows of ``W``) for starts ``lo .. hi - 1``.
+        At one symbol a preamble's is small (the Zadoff-Chu sequences have an ideal periodic
+        autocorrelation and the pulse no inter-symbol interference), a tone's or a DC offset's as
+        large as at ``W``: every start of such input passes the autocorrelation test, and this
+        cheap test keeps it from the verification."""
+        count = hi - lo
+        return lag_metric(self._windows(np.array([lo]), count - 1 + self.half + lag)[:, 0], self.half, lag, count)
 
     def _windows(self, starts: np.ndarray, length: int) -> np.ndarray:
         """``(Nr, K, length)`` samples from each absolute start (a gather)."""
@@ -727,15 +720,22 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
     return np.concatenate([y_p, y_d], -1), phase
 
 
-def periodicity(y: np.ndarray, w: int, span: int) -> float:
-    """The largest Schmidl-Cox metric ``|P|^2 / R^2`` (summed over the streams) of ``y (Nr, n)``
-    at lag ``w`` over starts ``0 .. span - 1`` (``n >= span + 2 w``): how strongly the input
-    repeats itself every ``w`` samples."""
-    y = np.asarray(y[:, :span - 1 + 2 * w])
-    prod = (np.conj(y[:, :span - 1 + w]) * y[:, w:]).sum(0)
+def lag_metric(y: np.ndarray, window: int, lag: int, count: int) -> np.ndarray:
+    """Schmidl-Cox metric ``|P|^2 / R^2`` of ``y (Nr, n)`` (summed over the streams) at ``lag``
+    samples with windows of ``window`` samples, for starts ``0 .. count - 1`` (``n >= count - 1
+    + window + lag``): ``P`` the correlation of each window with the one ``lag`` later, ``R`` the
+    mean energy of the two."""
+    y = np.asarray(y[:, :count - 1 + window + lag])
+    prod = (np.conj(y[:, :count - 1 + window]) * y[:, lag:lag + count - 1 + window]).sum(0)
     energy = (y.real ** 2 + y.imag ** 2).sum(0)
     cp = np.concatenate([[0], np.cumsum(prod, dtype=np.complex128)])
     ce = np.concatenate([[0], np.cumsum(energy, dtype=np.float64)])
-    p = cp[w:w + span] - cp[:span]
-    r = 0.5 * (ce[2 * w:2 * w + span] - ce[:span])
-    return float((np.abs(p) ** 2 / np.maximum(r, 1e-300) ** 2).max())
+    p = cp[window:window + count] - cp[:count]
+    r = 0.5 * ((ce[window:window + count] - ce[:count]) + (ce[window + lag:window + lag + count] - ce[lag:lag + count]))
+    return np.abs(p) ** 2 / np.maximum(r, 1e-300) ** 2
+
+
+def periodicity(y: np.ndarray, w: int, span: int) -> float:
+    """How strongly ``y (Nr, n)`` repeats itself every ``w`` samples: the largest
+    :func:`lag_metric` at lag ``w`` over starts ``0 .. span - 1`` (``n >= span + 2 w``)."""
+    return float(lag_metric(y, w, w, span).max())
