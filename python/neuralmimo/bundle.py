@@ -11,7 +11,8 @@ so loading never unpickles anything) and ``manifest.json``::
      "learngene": {...source collective model, layer ids, strategy... (when it applies)},
      "tensors": {"name": {"shape": [...], "dtype": "float32"}, ...},
      "weights_sha256": "<sha256 of weights.safetensors>",
-     "fingerprint": {"version": 1, "output": [...]}}
+     "fingerprint": {"version": 1, "output": [...]},
+     "envelope": {...where the model is measured not worse than MMSE (neuralmimo.envelope)...}}
 
 ``fingerprint`` is behavioural: the detector's output on a fixed, seeded probe input
 (:meth:`~neuralmimo.detectors.base.FrameDetector.probe_output`), written by :func:`save_model` for
@@ -47,6 +48,7 @@ from typing import Callable
 import torch
 
 from .constellation import MODULATIONS
+from .envelope import EnvelopeError, check_envelope
 from .snr import CONVENTIONS
 
 SCHEMA_VERSION = 2
@@ -391,6 +393,13 @@ def read_manifest(path) -> tuple[Path, dict]:
                         for v in fp["output"])):
             raise BundleError(f"{manifest_path}: fingerprint must be {{version: {FINGERPRINT_VERSION}, output: "
                               f"[1..{MAX_FINGERPRINT} finite numbers]}}")
+    if "envelope" in manifest:
+        try:
+            manifest["envelope"] = check_envelope(manifest["envelope"], nt=manifest["system"]["nt"],
+                                                  snr_convention=manifest["system"]["snr_convention"],
+                                                  where=f"{manifest_path}: envelope")
+        except EnvelopeError as e:
+            raise BundleError(str(e)) from None
     tensors = manifest["tensors"]
     if not isinstance(tensors, dict):
         raise BundleError(f"{manifest_path}: tensors must be a JSON object")

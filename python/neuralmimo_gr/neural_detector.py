@@ -25,7 +25,7 @@ from neuralmimo.site.drift import DriftWatch
 from ._common import EstimateTags, FailureLog, big_buffers, detect_groups, frame_segments, guarded_work, mark_stale
 from ._common import write_streams
 from ._paths import MODELS_DIR
-from .tags import FRAME_START, MODEL, N_USERS, tag_int
+from .tags import DETECTOR, FRAME_START, MODEL, N_USERS, tag_int
 
 _PORT_MODEL = pmt.intern("model")
 _PORT_STATUS = pmt.intern("status")
@@ -66,6 +66,15 @@ class neural_detector(gr.sync_block):
     ``drift-monitor`` (``drift_window``, ``drift_threshold``: :class:`~neuralmimo.site.drift.DriftWatch`)
     and ``channel-family``. Rules and events: :mod:`neuralmimo.detectors.hotswap`.
 
+    Operating envelope: a bundle whose manifest carries one (``neuralmimo bundle envelope``) is
+    used only inside it; each frame whose operating point -- SNR estimated from its ``csi`` and
+    ``noise_var``, and its ``n_users`` (:mod:`neuralmimo.envelope`) -- lies outside is detected
+    with MMSE (``fallback``, default on; :meth:`set_fallback`). A change between the model and
+    MMSE is tagged ``detector`` (``mmse``, or the model's architecture when it takes over again)
+    at the frame's first vector and reported once on ``status`` (``fallback`` / ``fallback-end``
+    with the frame, the estimated SNR and the user count); :attr:`fallback_frames` counts the
+    frames MMSE detected.
+
     Complexity dial (DetNet/WeSNet [WS]): ``keep`` in ``(0, 1]`` and ``layers`` (0: all) at
     construction and through :meth:`set_complexity`; put in force at a frame boundary like a swap.
 
@@ -78,7 +87,7 @@ class neural_detector(gr.sync_block):
     def __init__(self, nr: int = 12, nt: int = 8, modulation: str = "bpsk", model: str = "", watch_dir: str = "",
                  watch_interval_s: float = 1.0, torch_threads: int = 1, llr_output: bool = False,
                  max_slowdown: float = 50.0, keep: float = 1.0, layers: int = 0, drift_window: int = 256,
-                 drift_threshold: float = 0.2):
+                 drift_threshold: float = 0.2, fallback: bool = True):
         if nr < 1 or nt < 1 or nt > nr:
             raise ValueError(f"neural detection needs 1 <= nt <= nr, got nr={nr}, nt={nt}")
         if torch_threads < 1:
@@ -105,6 +114,10 @@ class neural_detector(gr.sync_block):
         self._estimate = EstimateTags(self, self.nr, self.nt, noise_floor=0.0)  # DeepSIC divides by sqrt(nv)
         self._n_users: int | None = None
         self._frame_number: int | None = None
+        self._fallback_enabled = bool(fallback)
+        self._on_mmse = False  # the frame in progress is detected by the MMSE fallback
+        self.fallback_frames = 0
+        self.fallback_events: list[dict] = []
         big_buffers(self)
         self.message_port_register_in(_PORT_MODEL)
         self.message_port_register_out(_PORT_STATUS)
@@ -126,6 +139,11 @@ class neural_detector(gr.sync_block):
         """Request a kept fraction and a depth; in force from the next frame boundary. A bad value
         is logged and refused (``refused`` on ``status``); the running setting stays."""
         self.switch.set_complexity(keep, layers)
+
+    def set_fallback(self, enabled: bool) -> None:
+        """Turn the MMSE fallback outside a bundle's operating envelope on or off (from the next
+        frame boundary; GRC callback)."""
+        self._fallback_enabled = bool(enabled)
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Block until every requested bundle has been loaded or refused (for scripts and tests)."""
@@ -237,6 +255,33 @@ class neural_detector(gr.sync_block):
             self.drift_watch.new_model(swapped)
         if self._estimate.h is not h_before:  # this frame's estimate was accepted
             self.drift_watch.frame(self._estimate.h, frame=self._frame_number, offset=int(offset))
+        self._choose_detector(offset)
+
+    def _choose_detector(self, offset: int) -> None:
+        """The model or the MMSE fallback for the frame starting at ``offset`` (its operating point
+        against the envelope of the model in force); a change is tagged and reported once."""
+        det, est = self.switch.active, self._estimate
+        if det is None or est.h is None:
+            return
+        snr, k = float("nan"), self._n_users or self.nt
+        on_mmse = False
+        if self._fallback_enabled and det.fallback:
+            outside, snr_t = det.outside_envelope(est.h[None], torch.tensor([est.noise_var], dtype=torch.float64), [k])
+            on_mmse, snr = bool(outside[0]), float(snr_t[0])
+        if on_mmse != self._on_mmse:
+            self._on_mmse = on_mmse
+            name = "mmse" if on_mmse else det.architecture
+            for port in range(self.nt + self.llr_output):
+                self.add_item_tag(port, offset, pmt.intern(DETECTOR), pmt.intern(name))
+            info = {"event": "fallback" if on_mmse else "fallback-end", "frame": self._frame_number,
+                    "offset": int(offset), "snr_db": round(snr, 2) if snr == snr else None, "n_users": k,
+                    "path": det.describe()["path"], "envelope": det.envelope.describe() if det.envelope else None}
+            self.fallback_events.append(info)
+            self.logger.info(f"{self.name()}: frame {self._frame_number}: " + (
+                f"SNR {snr:.1f} dB with {k} users is outside the model's envelope: MMSE detects"
+                if on_mmse else "back inside the model's envelope: the model detects"))
+            self._status(info)
+        self.fallback_frames += on_mmse
 
     @guarded_work("zeros")
     def work(self, input_items, output_items):
@@ -256,13 +301,15 @@ class neural_detector(gr.sync_block):
             if est.h is None:
                 self.failures.report("no-csi", f"{self.name()}: no channel estimate yet (no csi tag): output is 0")
                 continue
-            groups.setdefault((b - a, id(active)), []).append((a, (active, est.h, est.noise_var,
-                                                                   self._n_users or self.nt)))
+            groups.setdefault((b - a, "mmse" if self._on_mmse else id(active)), []).append(
+                (a, (active, est.h, est.noise_var, self._n_users or self.nt)))
             numbers[a] = self._frame_number
 
         def detect(y, states, key):
             h = torch.stack([st[1] for st in states])
             nv = torch.tensor([st[2] for st in states], dtype=torch.float32)
+            if key == "mmse":  # outside the envelope (not timed as the model's work)
+                return states[0][0].detect_mmse(y, h, nv.double(), [st[3] for st in states], self.llr_output)
             return self.switch.detect(states[0][0], y, h, nv, [st[3] for st in states], self.llr_output)
 
         llr_width = self.nt * self.bits_per_symbol if self.llr_output else 0

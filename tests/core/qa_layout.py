@@ -31,7 +31,7 @@ FAMILIES = tuple(f"neuralmimo.detectors.{p.name}" for p in sorted((CORE / "detec
                  if (p / "__init__.py").exists())
 NO_FAMILY_ROOMS = ("neuralmimo.channels", "neuralmimo.datasets", "neuralmimo.receiver", "neuralmimo.site",
                    "neuralmimo.training")
-LEAVES = {"__init__", "constellation", "realvalued", "snr", "metrics", "bundle", "params", "supervise"}
+LEAVES = {"__init__", "constellation", "realvalued", "snr", "metrics", "bundle", "params", "supervise", "envelope"}
 ROOMS = {"receiver", "site", "training", "channels", "datasets", "detectors", "lab"}
 
 

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from neuralmimo.lab.cli import build_parser, parse_snr_range, subcommand_parser
 
 CLI = [sys.executable, "-m", "neuralmimo.lab.cli"]
@@ -135,6 +137,41 @@ def test_bundle_upgrade_rewrites_a_version_1_manifest(tmp_path, capsys):
     new = json.loads((b / "manifest.json").read_text())
     assert new["schema_version"] == 2 and new["system"]["nr"] == 12 and new["system"]["channel"]["name"] == "deepsic-sed"
     assert new["weights_sha256"] == m["weights_sha256"]
+
+
+def test_bundle_envelope_writes_the_manifest_and_inspect_prints_it(tmp_path, capsys):
+    """Issue 30: ``bundle envelope`` sweeps a bundle on its recorded system, writes the envelope
+    (weights untouched), the plot and the tables; ``bundle inspect`` prints it; a malformed
+    envelope is refused in one line."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    b = tmp_path / "hm"
+    shutil.copytree(root / "models" / "hypermimo-ls12x6-drop0", b)
+    before = json.loads((b / "manifest.json").read_text())
+    code, out, err = _main(["bundle", "envelope", str(b), "--snr", "0:4:24", "--symbols", "24000", "--no-progress",
+                            "--plot", str(tmp_path / "env.png"), "--report", str(tmp_path / "env.md")], capsys)
+    assert code == 0, err
+    after = json.loads((b / "manifest.json").read_text())
+    assert after["weights_sha256"] == before["weights_sha256"] and after["fingerprint"] == before["fingerprint"]
+    env = after["envelope"]
+    (u,) = env["users"]
+    assert u["n_users"] == 6 and [p["snr_db"] for p in u["sweep"]] == [0, 4, 8, 12, 16, 20, 24]
+    assert all("validation" in p for p in u["sweep"]) and env["snr_convention"] == "hypermimo"
+    assert u["snr_db"] and u["snr_db"][0][0] <= 8.0 <= u["snr_db"][0][1]  # it beats MMSE at 8 dB (its training range)
+    assert "| users | envelope [dB]" in out and (tmp_path / "env.png").stat().st_size > 0
+    assert (tmp_path / "env.md").read_text().startswith("Envelope of hm")
+    code, out, _ = _main(["bundle", "inspect", str(b)], capsys)
+    assert code == 0 and "envelope      K=6: " in out
+    after["envelope"]["users"][0]["snr_db"] = [[10.0, 2.0]]
+    (b / "manifest.json").write_text(json.dumps(after))
+    for cmd in ("inspect", "verify"):
+        code, _, err = _main(["bundle", cmd, str(b)], capsys)
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "envelope" in err, err
+    with pytest.raises(SystemExit) as e:
+        _main(["bundle", "envelope", str(b), "--users", "0"], capsys)
+    assert e.value.code == 2 and "user counts" in capsys.readouterr().err
 
 
 def test_channel_option_takes_a_spec_and_refuses_misspelt_arguments(capsys):

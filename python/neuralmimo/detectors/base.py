@@ -9,6 +9,8 @@ import torch
 
 from ..bundle import FINGERPRINTERS, Bundle, BundleError, ModelCodec, Param
 from ..constellation import Constellation
+from ..envelope import OperatingEnvelope
+from .classical import linear_detect
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class FrameDetector:
     * :meth:`detect_with_llr` and, optionally, :meth:`flops_per_vector`.
 
     ``hyperparameters`` are the validated ones of the bundle (or of an in-memory model).
+
+    Every detector also has the run-time option ``fallback`` (default true): where the bundle
+    carries an operating envelope (:mod:`neuralmimo.envelope`), :meth:`detect_with_fallback`
+    detects the frames outside it with MMSE. :meth:`detect` and :meth:`detect_with_llr` are
+    always the model alone.
     """
 
     codec: ModelCodec
@@ -79,6 +86,9 @@ class FrameDetector:
         self.nr, self.nt = system.nr, system.nt
         self.constellation = Constellation(system.modulation)
         self.option_values = {name: hyperparameters.get(name) for name in self.options}
+        self.option_values["fallback"] = True
+        section = None if bundle is None else bundle.manifest.get("envelope")
+        self.envelope = None if section is None else OperatingEnvelope(section, bundle.system["n_pilots"])
 
     @property
     def architecture(self) -> str:
@@ -105,12 +115,17 @@ class FrameDetector:
         if not self.serves_fewer_users and system.nt != self.nt:
             raise BundleError(f"{self._where()}: model is for Nt = {self.nt} streams, the flowgraph has {system.nt}")
 
+    FALLBACK_OPTION = Param("bool")
+
     def configure(self, **options) -> None:
         """Set run-time options; ``ValueError`` names an unknown option or a bad value."""
         for name, value in options.items():
+            if name == "fallback":
+                self.option_values[name] = self.FALLBACK_OPTION.check(name, value)
+                continue
             if name not in self.options:
                 raise ValueError(f"{self.architecture} has no run-time option {name!r}; it has "
-                                 f"{sorted(self.options) or 'none'}")
+                                 f"{sorted([*self.options, 'fallback'])}")
             self.option_values[name] = self.options[name].check(name, value)
 
     def detect(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor,
@@ -124,6 +139,65 @@ class FrameDetector:
         favour bit 1, absent users' LLRs are 0. ``n_users`` (default: every stream of ``h``)
         gives each frame's active users where the family supports fewer."""
         raise NotImplementedError
+
+    @property
+    def fallback(self) -> bool:
+        """MMSE detects the frames outside the envelope (the ``fallback`` option, and an envelope)."""
+        return bool(self.option_values["fallback"]) and self.envelope is not None
+
+    def outside_envelope(self, h: torch.Tensor, noise_var: torch.Tensor,
+                         n_users: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(outside (S,) bool, snr_db (S,))``: the frames :meth:`detect_with_fallback` hands to
+        MMSE (none without an envelope or with ``fallback`` off; ``snr_db`` NaN then) and each
+        frame's estimated SNR in the bundle's convention (:meth:`OperatingEnvelope.frame_snr_db`)."""
+        s = h.shape[0]
+        if not self.fallback:
+            return torch.zeros(s, dtype=torch.bool), torch.full((s,), float("nan"), dtype=torch.float64)
+        inside, snr = self.envelope.check(h, noise_var, n_users if n_users is not None else [h.shape[2]] * s)
+        return ~inside, snr
+
+    def detect_mmse(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor,
+                    n_users: list[int] | None = None, llr: bool = True):
+        """What the fallback detects with: unbiased MMSE on each frame's active users (the first
+        ``n_users[s]`` columns of ``h``), absent users 0; max-log LLRs with MMSE's effective
+        noise variance (absent users' LLRs 0). ``(x (S, h's streams, n), llr (S, n, h's
+        streams, bits_per_symbol) or None)``, as :meth:`detect_with_llr` gives them."""
+        s, _, n = y.shape
+        const = self.constellation
+        streams = h.shape[2]  # the receiver's streams (a hypernetwork's may be fewer than its K_max)
+        x = torch.zeros(s, streams, n, dtype=torch.complex64)
+        bits = torch.zeros(s, n, streams, const.bits_per_symbol) if llr else None
+        users = [h.shape[2]] * s if n_users is None else [int(k) for k in n_users]
+        for k in sorted(set(users)):
+            rows = torch.tensor([i for i, v in enumerate(users) if v == k])
+            xk, eff = linear_detect(y[rows], h[rows, :, :k], noise_var.reshape(s)[rows].double(), "mmse", const)
+            x[rows, :k] = xk.to(torch.complex64)
+            if bits is not None:
+                bits[rows, :, :k] = const.llr_maxlog(xk.transpose(1, 2), eff.clamp(min=1e-12)[:, None, :]).float()
+        return x, bits
+
+    def detect_with_fallback(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor,
+                             n_users: list[int] | None = None, llr: bool = True):
+        """``(x, llr, outside (S,) bool)``: the model on the frames inside the bundle's envelope,
+        :meth:`detect_mmse` on the others (:meth:`outside_envelope`). Inside the envelope this
+        is :meth:`detect_with_llr` plus one channel-energy sum per frame."""
+        outside, _ = self.outside_envelope(h, noise_var, n_users)
+        if not bool(outside.any()):
+            return (*self.detect_with_llr(y, h, noise_var, n_users, llr=llr), outside)
+        if bool(outside.all()):
+            return (*self.detect_mmse(y, h, noise_var, n_users, llr=llr), outside)
+        inner = torch.nonzero(~outside).flatten()
+        outer = torch.nonzero(outside).flatten()
+        sub = (lambda idx: None if n_users is None else [n_users[i] for i in idx.tolist()])
+        x_in, l_in = self.detect_with_llr(y[inner], h[inner], noise_var.reshape(-1)[inner], sub(inner), llr=llr)
+        x_out, l_out = self.detect_mmse(y[outer], h[outer], noise_var.reshape(-1)[outer], sub(outer), llr=llr)
+        x = torch.empty((y.shape[0], *x_in.shape[1:]), dtype=x_in.dtype)
+        x[inner], x[outer] = x_in, x_out.to(x_in.dtype)
+        bits = None
+        if llr and l_in is not None:
+            bits = torch.empty((y.shape[0], *l_in.shape[1:]), dtype=l_in.dtype)
+            bits[inner], bits[outer] = l_in, l_out.to(l_in.dtype)
+        return x, bits, outside
 
     def flops_per_vector(self, vectors_per_frame: int, n_users: int | None = None) -> float | None:
         """Floating-point operations per detected vector (2 x multiply-accumulates, per-frame work
@@ -181,5 +255,6 @@ class FrameDetector:
 
     def describe(self) -> dict:
         return {"architecture": self.architecture, "sha256": self.sha256, "fingerprint": getattr(self, "fingerprint", None),
+                "envelope": None if self.envelope is None else self.envelope.describe(),
                 "path": None if self.bundle is None else str(self.bundle.path), "nr": self.nr, "nt": self.nt,
                 "modulation": self.constellation.name, "options": dict(self.option_values)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..bundle import FINGERPRINT_VERSION, BundleError, ModelCodec, is_sha256, load_bundle, load_model, read_manifest
+from ..envelope import OperatingEnvelope
 from .base import FrameDetector, SystemSpec
 from .deepsic import JOINT_CODEC, ComplexHyperDeepSICDetector, HyperDeepSICDetector
 from .detnet import DetNetDetector, WeSNetDetector
@@ -105,6 +106,7 @@ def inspect_bundle(path) -> dict:
             "tensors": {k: v["shape"] for k, v in b.manifest["tensors"].items()},
             "training": {k: v for k, v in training.items() if k not in ("history",)},
             "learngene": b.manifest.get("learngene"), "registered": arch in REGISTRY,
+            "envelope": None if "envelope" not in b.manifest else OperatingEnvelope(b.manifest["envelope"], b.system["n_pilots"]).describe(),
             "schema_version": b.manifest["schema_version"]}
 
 

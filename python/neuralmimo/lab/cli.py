@@ -334,6 +334,13 @@ def _add_bench(sub):
     dl.add_argument("--frame-data", type=positive_int, default=1024, help="data vectors per frame (default 1024)")
     _add_bench_common(dl, repeats=2)
     dl.set_defaults(func=cmd_bench_dial)
+    fb = s.add_parser("fallback", help="the neural detector block with a bundle's envelope check on and off, on frames "
+                      "inside the envelope: what the MMSE fallback costs where it never acts (rx environment)")
+    fb.add_argument("--model", required=True, help="bundle folder with an envelope")
+    fb.add_argument("--frames", type=positive_int, default=256, help="frames (default 256)")
+    fb.add_argument("--frame-data", type=positive_int, default=64, help="data vectors per frame (default 64)")
+    _add_bench_common(fb, repeats=5)
+    fb.set_defaults(func=cmd_bench_fallback)
     n = s.add_parser("neural", help="neural detectors: SDNet fast path vs the plain module, hypernetwork-DeepSIC, any "
                      "bundle vs MMSE, and the neural detector block in a flowgraph vs its kernel (rx environment)")
     n.add_argument("--models", default="",
@@ -405,6 +412,14 @@ def cmd_bench_dial(a) -> int:
     rows = stress.bench_dial_flowgraph(a.model, a.keeps, frames=a.frames, frame_data=a.frame_data, repeats=a.repeats)
     print(stress.format_bench_dial_flowgraph(rows, a.model))
     _write_json(a.json, rows)
+    return 0
+
+
+def cmd_bench_fallback(a) -> int:
+    stress = _gr("stress")
+    r = stress.bench_fallback_flowgraph(a.model, frames=a.frames, frame_data=a.frame_data, repeats=a.repeats)
+    print(stress.format_bench_fallback(r))
+    _write_json(a.json, r)
     return 0
 
 
@@ -839,6 +854,23 @@ def _add_bundle(sub):
     q.add_argument("--frames", type=positive_int, default=2000, help="channels drawn (default 2000)")
     q.add_argument("--force", action="store_true", help="replace statistics the bundle already has")
     q.set_defaults(func=cmd_bundle_stats)
+    q = s.add_parser("envelope", help="sweep a bundle against MMSE on its recorded system and write the region "
+                     "where it is not worse (95 %% confidence) into its manifest (weights untouched); receivers "
+                     "detect with MMSE outside it")
+    q.add_argument("path", type=Path, help="bundle folder")
+    q.add_argument("--snr", type=parse_snr_range, help="SNR sweep in the bundle's convention (default: 5 dB below "
+                   "its training range to 30 dB in 2 dB steps)")
+    q.add_argument("--users", type=user_counts, help="user counts, e.g. 6 or 1:12 or 2,4,8 (default: every count "
+                   "the model serves)")
+    q.add_argument("--symbols", type=positive_int, default=200_000,
+                   help="complex symbols per SNR point and user count (default 200000)")
+    q.add_argument("--frame-data", type=positive_int, default=32, help="data vectors per frame (default 32)")
+    q.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sweep; the check uses seed + 1")
+    q.add_argument("--no-validate", action="store_true", help="skip the second sweep with the fallback on")
+    q.add_argument("--plot", type=Path, help="write the SER-vs-SNR PNG (envelope shaded) here")
+    q.add_argument("--report", type=Path, help="write the tables (Markdown) here")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_bundle_envelope)
 
 
 def cmd_bundle_inspect(a) -> int:
@@ -856,6 +888,10 @@ def cmd_bundle_inspect(a) -> int:
     names = [f"{k}{v}" for k, v in info["tensors"].items()]
     more = f", ... ({len(names) - 8} more)" if len(names) > 8 else ""
     print(f"  tensors       {len(names)}: " + ", ".join(names[:8]) + more)
+    if info.get("envelope"):
+        print(f"  envelope      {info['envelope']}")
+    elif info["kind"] == "detector":
+        print("  envelope      none recorded (no MMSE fallback; neuralmimo bundle envelope measures it)")
     if info["learngene"]:
         lg = info["learngene"]
         print("  learngene     " + ", ".join(f"{k}={lg[k]}" for k in ("strategy", "layers", "source_sha256", "segment")
@@ -910,6 +946,45 @@ def cmd_bundle_stats(a) -> int:
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
     print(f"{directory}: channel statistics of {a.frames} channels of {system['channel']['name']} written "
           "(weights unchanged)")
+    return 0
+
+
+def user_counts(text) -> list[int]:
+    """``"6"``, ``"1:12"`` (inclusive) or ``"2,4,8"`` -> a list of user counts >= 1."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            lo, hi = (int(v) for v in text.split(":"))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected user counts such as 6, 1:12 or 2,4,8, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"user counts must be >= 1, got {text!r}")
+    return values
+
+
+def cmd_bundle_envelope(a) -> int:
+    from .envelope import format_envelope, measure_envelope, plot_envelope, validate_envelope, write_envelope
+
+    command = "neuralmimo " + " ".join(sys.argv[1:]) if sys.argv and "neuralmimo" in sys.argv[0] else ""
+    section = measure_envelope(a.path, a.snr, a.users, a.symbols, a.frame_data, a.seed,
+                               progress=not a.no_progress, command=command)
+    directory = write_envelope(a.path, section)
+    bad = [] if a.no_validate else validate_envelope(directory, section, progress=not a.no_progress)
+    write_envelope(directory, section)
+    table = format_envelope(section, directory.name)
+    print(table)
+    if a.report:
+        a.report.parent.mkdir(parents=True, exist_ok=True)
+        a.report.write_text(table + "\n")
+    if a.plot:
+        plot_envelope(section, a.plot, f"{directory.name}: envelope against MMSE")
+    print(f"{directory}: envelope written (weights unchanged)")
+    for b in bad:
+        print(f"warning: with its fallback, the model is still worse than MMSE at {b['snr_db']:g} dB with "
+              f"{b['n_users']} users (an edge the sweep's steps do not resolve?)", file=sys.stderr)
     return 0
 
 

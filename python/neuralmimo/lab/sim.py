@@ -7,6 +7,12 @@ bundles given as ``PATH[@key=value...]`` (an entry containing ``/``), which run 
 :class:`~neuralmimo.detectors.FrameDetector` as the neural detector block. SER is per complex
 symbol, BER per bit. The SER interval ``ci`` accounts for the errors of one frame sharing a
 channel (:func:`~neuralmimo.metrics.error_rate_interval`); ``ber_ci`` is the binomial one.
+
+With ``mmse`` among the detectors, every other detector's record carries ``vs_mmse``: the paired
+SER difference on the same frames and its 95 % interval, and ``worse`` when the detector is worse
+than MMSE at 95 % confidence (:func:`~neuralmimo.envelope.paired_difference`). A bundle with an
+operating envelope detects the frames outside it with MMSE (``PATH@fallback=false`` turns that
+off); its records carry ``fallback_frames``, the fraction of frames MMSE detected.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from ..channels import ChannelSpec, make_channel
 from ..constellation import Constellation
 from ..datasets import draw_frames
 from ..detectors import SystemSpec, kbest_detect, linear_detect, load_detector, ml_detect, parse_bundle_entry
+from ..envelope import paired_difference
 from ..metrics import ErrorRate, bit_errors, error_rate_interval, symbol_errors
 from ..snr import noise_variance
 
@@ -61,29 +68,38 @@ class SimConfig:
 
 
 def _detector_functions(cfg: SimConfig, const: Constellation) -> dict:
-    """``{entry: (detect(y_d, h_hat, nv_hat) -> point indices, record fields)}`` in the config's order."""
+    """``{entry: (detect(y_d, h_hat, nv_hat) -> (point indices, frames MMSE detected (S,) bool or
+    None), record fields)}`` in the config's order."""
     out = {}
     system = SystemSpec(cfg.nr, cfg.nt, cfg.modulation)
     for d in cfg.detectors:
         if d in ("zf", "mmse", "kbest") and cfg.nt > cfg.nr:
             raise ValueError(f"{d} needs Nt <= Nr (a tall channel), got Nt = {cfg.nt} > Nr = {cfg.nr}")
         if d in ("zf", "mmse"):
-            out[d] = (lambda y, h, nv, kind=d: const.hard_decision(linear_detect(y, h, nv, kind, const)[0]), {})
+            out[d] = (lambda y, h, nv, kind=d: (const.hard_decision(linear_detect(y, h, nv, kind, const)[0]), None), {})
         elif d == "ml":
-            out[d] = (lambda y, h, nv: ml_detect(y, h, const), {})
+            out[d] = (lambda y, h, nv: (ml_detect(y, h, const), None), {})
         elif d == "kbest":
-            out[d] = (lambda y, h, nv: kbest_detect(y, h, const, cfg.kbest_k), {})
+            out[d] = (lambda y, h, nv: (kbest_detect(y, h, const, cfg.kbest_k), None), {})
         elif is_bundle_entry(d):
             path, options = parse_bundle_entry(d)
             det = load_detector(path, system)
             det.configure(**options)
             label = path.name + "".join(f"@{k}={v}" for k, v in options.items())
-            out[d] = (lambda y, h, nv, det=det: const.hard_decision(det.detect(y, h, nv)),
+            out[d] = (lambda y, h, nv, det=det: _detect_bundle(det, y, h, nv),
                       {"label": label, "architecture": det.architecture, "sha256": det.sha256, "bundle": str(path),
-                       "options": dict(det.option_values), "flops_per_vector": det.flops_per_vector(cfg.frame_data)})
+                       "options": dict(det.option_values), "flops_per_vector": det.flops_per_vector(cfg.frame_data),
+                       "envelope": det.describe()["envelope"]})
         else:
             raise ValueError(f"unknown detector {d!r}; choose from {CLASSICAL} or give a bundle folder (a path with /)")
     return out
+
+
+def _detect_bundle(det, y, h, nv):
+    if det.fallback:
+        x, _, outside = det.detect_with_fallback(y, h, nv, llr=False)
+        return det.constellation.hard_decision(x), outside
+    return det.constellation.hard_decision(det.detect(y, h, nv)), None
 
 
 def simulate(cfg: SimConfig, progress: bool = True) -> list[dict]:
@@ -112,6 +128,7 @@ def simulate(cfg: SimConfig, progress: bool = True) -> list[dict]:
         ser = {d: ErrorRate(0, 0, "complex symbol") for d in detectors}
         ber = {d: ErrorRate(0, 0, "bit") for d in detectors}
         frame_errors = {d: [] for d in detectors}
+        fallback = {d: [] for d in detectors}
         done = 0
         while done < n_frames:
             b = min(cfg.batch_frames, n_frames - done)
@@ -124,19 +141,27 @@ def simulate(cfg: SimConfig, progress: bool = True) -> list[dict]:
                 h_hat, nv_hat = f.h, torch.full((b,), nv)
             bits = const.indices_to_bits(f.idx)
             for d, (detect, _) in detectors.items():
-                dec = detect(f.y_d, h_hat, nv_hat)
+                dec, outside = detect(f.y_d, h_hat, nv_hat)
+                if outside is not None:
+                    fallback[d].append(outside)
                 ser[d] = ser[d] + symbol_errors(dec, f.idx)
                 frame_errors[d].append((dec != f.idx).sum((-2, -1)))
                 ber[d] = ber[d] + bit_errors(const.indices_to_bits(dec), bits)
             done += b
+        errors = {d: torch.cat(frame_errors[d]) for d in detectors}
         for d, (_, extra) in detectors.items():
+            vs = {}
+            if "mmse" in detectors and d != "mmse":
+                vs["vs_mmse"] = paired_difference(errors[d], errors["mmse"], cfg.nt * cfg.frame_data)
+            if fallback[d]:
+                vs["fallback_frames"] = float(torch.cat(fallback[d]).double().mean())
             records.append({
                 "snr_db": float(snr_db), "snr_convention": cfg.snr_convention, "detector": d,
-                "ser": ser[d].rate, "ci": list(error_rate_interval(torch.cat(frame_errors[d]), cfg.nt * cfg.frame_data)),
+                "ser": ser[d].rate, "ci": list(error_rate_interval(errors[d], cfg.nt * cfg.frame_data)),
                 "n_symbols": ser[d].trials, "ser_unit": "per complex symbol",
                 "ber": ber[d].rate, "ber_ci": list(ber[d].ci), "n_bits": ber[d].trials, "ber_unit": "per bit",
                 "channel": spec.to_dict(), "nt": cfg.nt, "nr": cfg.nr, "modulation": cfg.modulation, "csi": csi,
-                **extra,
+                **extra, **vs,
             })
     return records
 
@@ -157,14 +182,29 @@ def format_table(records: list[dict]) -> str:
             r = by[(s, d)]
             cell = f"{r['ser']:.3e} ±{(r['ci'][1] - r['ci'][0]) / 2:.1e}" if r["ser"] > 0 else \
                 f"< {r['ci'][1]:.1e} (0 errors)"  # an upper bound, not a value
+            cell += _marks(r)
             cells.append(cell.rjust(width))
         lines.append(f"{s:>20.2f} | " + " | ".join(cells))
     lines.append(f"SER per complex symbol, 95% CI half-width (Wilson or over frames, whichever is wider); "
                  f"{records[0]['n_symbols'] if records else 0} symbols per point")
+    if any(r.get("vs_mmse", {}).get("worse") for r in records):
+        lines.append("W: worse than MMSE at 95% confidence (paired over the same frames)")
+    if any(r.get("fallback_frames") for r in records):
+        lines.append("F<p>: MMSE fallback on <p> of the frames (outside the bundle's operating envelope; "
+                     "PATH@fallback=false turns it off)")
     for d in dets:
         r = by[(snrs[0], d)]
         if "architecture" in r:
             flops = r.get("flops_per_vector")
             lines.append(f"{labels[d]}: {r['architecture']} bundle {r['bundle']}, sha256 {r['sha256'][:16]}..., "
-                         f"options {r['options']}" + ("" if flops is None else f", {flops:,.0f} FLOPs per vector"))
+                         f"options {r['options']}" + ("" if flops is None else f", {flops:,.0f} FLOPs per vector")
+                         + f"; envelope: {r['envelope'] or 'none recorded'}")
     return "\n".join(lines)
+
+
+def _marks(r: dict) -> str:
+    """The table's marks of a cell: ``W`` worse than MMSE, ``F<p>`` MMSE fallback on a fraction."""
+    out = " W" if r.get("vs_mmse", {}).get("worse") else ""
+    if r.get("fallback_frames"):
+        out += f" F{r['fallback_frames']:.0%}"
+    return out

@@ -308,6 +308,53 @@ def bench_neural_flowgraph(frames: int = 64, frame_data: int = 1024, repeats: in
     return rows
 
 
+def bench_fallback_flowgraph(bundle: str, frames: int = 256, frame_data: int = 64, repeats: int = 5,
+                             timeout_s: float = 600) -> dict:
+    """The cost of the envelope check inside the envelope: the neural detector block with a
+    bundle that carries an envelope, on frames whose estimates put them in its middle (so no
+    frame falls back), with the MMSE fallback on and off, interleaved, best of ``repeats``.
+    Also the share of the frames the fallback detected (0 expected) and, for scale, MMSE alone
+    on frames outside (every frame falling back)."""
+    quiet_info_logs()
+    torch.set_num_threads(TORCH_THREADS_PER_BLOCK)
+    kernel = load_detector(bundle)
+    if kernel.envelope is None:
+        raise ValueError(f"{bundle}: the bundle has no envelope (neuralmimo bundle envelope {bundle})")
+    nr, nt, mod = kernel.nr, kernel.nt, kernel.constellation.name
+    y, h, _, _ = _frame_stream(nr, nt, frames, frame_data, real_channel=kernel.real_channels_only)
+    env = kernel.envelope
+    k = nt if env.intervals(nt) else max(u for u in env.user_counts if env.intervals(u))
+    lo, hi = max(env.intervals(k), key=lambda iv: iv[1] - iv[0])
+    n_p = env.n_pilots or 0
+    energy = h[:, :, :k].abs().double().square().sum((1, 2))
+    r = 10 ** (((lo + hi) / 2 - env.offset_db(k)) / 10)
+    nv = energy / (nr * (r + (k / n_p if n_p else 0.0)))  # the middle of the envelope, exactly
+    tags = [gr_tag(f * frame_data, key, value) for f in range(frames)
+            for key, value in (("frame_start", pmt.from_long(f)), ("csi", csi_to_pmt(h[f])),
+                               ("noise_var", pmt.from_double(float(nv[f])))) + ((("n_users", pmt.from_long(k)),)
+                                                                               if k != nt else ())]
+    best = {True: float("inf"), False: float("inf")}
+    shares = {}
+    for _ in range(repeats):
+        for on in (True, False):
+            det = neural_detector(nr, nt, mod, str(bundle), fallback=on)
+            det.wait_idle()
+            best[on] = min(best[on], run_flowgraph(_neural_fg(det, y, tags, null_outputs=nt), timeout_s))
+            shares[on] = det.fallback_frames / frames
+            det.close()
+    n = frames * frame_data
+    return {"bundle": str(bundle), "frames": frames, "frame_data": frame_data, "envelope_snr_db": (lo + hi) / 2,
+            "vps_fallback_on": n / best[True], "vps_fallback_off": n / best[False],
+            "ratio_on_to_off": best[False] / best[True], "fallback_share": shares[True]}
+
+
+def format_bench_fallback(r: dict) -> str:
+    return (f"{r['bundle']}: {r['frames']} frames x {r['frame_data']} vectors at {r['envelope_snr_db']:g} dB (inside "
+            f"its envelope): block {r['vps_fallback_on']:,.0f} vectors/s with the MMSE fallback on, "
+            f"{r['vps_fallback_off']:,.0f} with it off: {r['ratio_on_to_off']:.3f}x (fallback on "
+            f"{r['fallback_share']:.0%} of the frames)")
+
+
 def bench_dial_flowgraph(bundle: str, keeps: list[float], frames: int = 16, frame_data: int = 1024,
                          repeats: int = 2, timeout_s: float = 600) -> list[dict]:
     """A DetNet/WeSNet bundle in the neural detector block at each kept fraction, on the same

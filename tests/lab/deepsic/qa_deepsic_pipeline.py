@@ -81,6 +81,19 @@ def test_varying_users_handled_per_block(run):
     assert _clearly_below(r["mean_ser"]["hypernetwork"], r["mean_ser"]["mmse"], n), r["mean_ser"]
 
 
+def test_online_deepsic_starts_warm_no_worse_than_mmse(run):
+    """Issue 30: online DeepSIC's first block, and each block where the user count changed, are
+    not worse than MMSE at 95 % confidence (they start from the joint model for that K)."""
+    for name in ("fixed_k", "varying_k"):
+        r = json.loads((run / "scenarios" / name / "metrics.json").read_text())
+        ks, ser, n_info = r["n_users"], r["ser"], r["scenario"]["n_info"]
+        cold = [0] + [t for t in range(1, len(ks)) if ks[t] != ks[t - 1]]
+        n = sum(n_info * ks[t] for t in cold)
+        online = sum(ser["online"][t] * n_info * ks[t] for t in cold) / n
+        mmse = sum(ser["mmse"][t] * n_info * ks[t] for t in cold) / n
+        assert not _clearly_below(mmse, online, n, z=1.96), (name, cold, online, mmse)
+
+
 def test_report_has_tables(run):
     report = (run / "report.md").read_text()
     assert "Mean SER over the blocks" in report and "Runtime over the transmission" in report

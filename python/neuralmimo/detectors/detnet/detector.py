@@ -30,7 +30,7 @@ class DetNetDetector(FrameDetector):
 
     def __init__(self, model: DetNet, hyperparameters, system, bundle=None):
         super().__init__(model, hyperparameters, system, bundle)
-        self.option_values = {"keep": model.keep, "layers": 0}
+        self.option_values = {"keep": model.keep, "layers": 0, "fallback": True}
         self._run = model.sliced()
 
     @classmethod
@@ -44,8 +44,12 @@ class DetNetDetector(FrameDetector):
         or more layers than the network has (nothing changes then)."""
         values = dict(self.option_values)
         for name, value in options.items():
+            if name == "fallback":
+                values[name] = self.FALLBACK_OPTION.check(name, value)
+                continue
             if name not in self.options:
-                raise ValueError(f"{self.architecture} has no run-time option {name!r}; it has {sorted(self.options)}")
+                raise ValueError(f"{self.architecture} has no run-time option {name!r}; it has "
+                                 f"{sorted([*self.options, 'fallback'])}")
             values[name] = self.options[name].check(name, value)
         m = self.model
         if kept_units(values["keep"], m.hidden) > m.units:

@@ -63,10 +63,22 @@ class TrainingConfig:
     seed: int = 100
 
 
+ONLINE_STARTS = ("joint", "fresh")
+
+
 @dataclass
 class OnlineConfig:
+    """Online DeepSIC ([MH] eq. (7)): ``steps`` Adam iterations on each block's pilots, from the
+    previous block's modules. Where there are none -- the first block and every change of the
+    user count -- ``start: joint`` begins from the joint model for that ``K`` (trained offline on
+    the same data as the hypernetwork; without it the first block's SER was 7x MMSE's, issue 30),
+    ``start: fresh`` from freshly initialised modules as in the paper; either way such a block
+    gets ``cold_steps`` iterations."""
+
     steps: int = 100
     lr: float = 1e-3
+    start: str = "joint"
+    cold_steps: int = 300
 
 
 @dataclass
@@ -118,6 +130,8 @@ class DeepSICConfig:
             raise ValueError(f"receiver.architecture must be one of {ARCHITECTURES}, got {self.receiver.architecture!r}")
         if self.snr_convention not in SNR_CONVENTIONS:
             raise ValueError(f"snr_convention must be one of {SNR_CONVENTIONS}, got {self.snr_convention!r}")
+        if self.online.start not in ONLINE_STARTS:
+            raise ValueError(f"online.start must be one of {ONLINE_STARTS}, got {self.online.start!r}")
         if self.receiver.architecture == "hypernet-deepsic-complex" and self.spec.real_channel:
             raise ValueError("the complex-baseband hypernetwork needs a complex receiver (real_channel false)")
         train_channel = ChannelSpec.parse(self.training.channel)

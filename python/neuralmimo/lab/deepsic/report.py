@@ -146,6 +146,10 @@ def step_report(cfg: DeepSICConfig, run: Path, progress: bool = True) -> dict:
              f"{'' if cfg.spec.soft_per_user == 1 else f'x{cfg.spec.soft_per_user}'} -> "
              f"{cfg.receiver.module_hidden} -> {cfg.spec.num_classes}; training channel `{cfg.training.channel}`, "
              f"{cfg.training.symbols_per_k} symbols per K in {cfg.k_values[0]}..{cfg.k_values[-1]}.", "",
+             f"Online DeepSIC: {cfg.online.steps} Adam steps per block from the previous block's modules; the "
+             f"first block and every change of K start from "
+             f"{'the joint model for that K' if cfg.online.start == 'joint' else 'fresh modules (the paper)'} "
+             f"with {cfg.online.cold_steps} steps.", "",
              f"Training time: hypernetwork {train['seconds']['hypernetwork']:.0f} s, joint (all K) "
              f"{train['seconds']['joint']:.0f} s.", "",
              "## Mean SER over the blocks", "",

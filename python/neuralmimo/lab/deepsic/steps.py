@@ -182,12 +182,17 @@ def run_transmission(cfg: DeepSICConfig, sc: ScenarioConfig, rx: Receivers, snr_
             ser["joint"].append(_ser(det, labels) if det is not None else float("nan"))
         if "online" in methods:
             t0 = time.perf_counter()
-            if online_theta is None:
-                online_theta = init_modules(k, spec, gen_online)
-            elif online_theta.shape[0] != k:
-                online_theta = resize_modules(online_theta, k, spec, gen_online)
+            steps = cfg.online.steps
+            if online_theta is None or online_theta.shape[0] != k:  # no modules for this K yet
+                steps = cfg.online.cold_steps
+                if cfg.online.start == "joint" and k in rx.joint:
+                    online_theta = rx.joint[k].clone()
+                elif online_theta is None:
+                    online_theta = init_modules(k, spec, gen_online)
+                else:
+                    online_theta = resize_modules(online_theta, k, spec, gen_online)
             online_theta = train_online(online_theta, fe.feats[0, :n_pilots], b.pilot_idx[0, :k], spec,
-                                        iterations=q, steps=cfg.online.steps, lr=cfg.online.lr)
+                                        iterations=q, steps=steps, lr=cfg.online.lr)
             det = deepsic_detect(online_theta, feats_info, spec, q)
             seconds["online"] += time.perf_counter() - t0 + t_front
             ser["online"].append(_ser(det, labels))
