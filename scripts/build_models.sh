@@ -4,8 +4,8 @@
 #   scripts/build_models.sh hypernet-deepsic-sed-n12   # DeepSIC training on the synthetic channel (~8 min)
 #   scripts/build_models.sh hypernet-deepsic-tv-n12    # DeepSIC training on the time-varying channel (~8 min)
 #   scripts/build_models.sh hypernet-deepsic-complex-kron12x8  # complex-baseband DeepSIC hypernetwork, Kronecker (~4 min)
-#   scripts/build_models.sh hypermimo-ls12x6-drop0     # HyperMIMO, local scattering drop 0, LS CSI (~4 min)
-#   scripts/build_models.sh hypermimo-ls12x6-drop5     # the same for drop 5: adapt-demo's offline reference (~4 min)
+#   scripts/build_models.sh hypermimo-ls12x6-drop0     # HyperMIMO, local scattering drop 0, LS CSI, LMMSE start (~10 min)
+#   scripts/build_models.sh hypermimo-ls12x6-drop5     # the same for drop 5: adapt-demo's offline reference (~10 min)
 #   scripts/build_models.sh wesnet-hf-30x60            # R-WeSNet-HF 30x60 BPSK (the cpu config trains six variants, ~40 min)
 #   scripts/build_models.sh sdnet-static-site-umi50    # SDNet for a static site: learngene pipeline on static UMi sites (~20 min)
 # Training is seeded; a rebuilt bundle has the same architecture and system config, and weights
@@ -14,7 +14,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 scripts/bootstrap.sh
-copy() { rm -rf "models/$2"; cp -r "$1" "models/$2"; .venv/rx/bin/neuralmimo bundle inspect "models/$2"; }
+copy() {  # a rebuilt detector bundle gets its operating envelope measured again (docs/operating-envelopes.md)
+  rm -rf "models/$2"; cp -r "$1" "models/$2"
+  if grep -q "\[$2\]=" scripts/measure_envelopes.sh; then scripts/measure_envelopes.sh "$2"; fi
+  .venv/rx/bin/neuralmimo bundle inspect "models/$2"
+}
 case "${1:-}" in
   sdnet-learngene-umi50)
     .venv/lab/bin/neuralmimo learngene run --config configs/learngene/medium.yaml --out out/learngene/medium

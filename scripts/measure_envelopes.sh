@@ -17,11 +17,11 @@ sweep() {  # NAME [extra options]
   echo "$name: $(.venv/rx/bin/python -c "from neuralmimo.detectors import load_detector; print(load_detector('models/$name').envelope.describe())")"
 }
 declare -A OPTS=(
-  [hypermimo-ls12x6-drop0]="--symbols 600000"
-  [hypermimo-ls12x6-drop5]="--symbols 600000"
+  [hypermimo-ls12x6-drop0]="--symbols 600000 --snr -5:1:30"
+  [hypermimo-ls12x6-drop5]="--symbols 600000 --snr -5:1:30"
   [hypernet-deepsic-complex-kron12x8]="--symbols 200000"
   [hypernet-deepsic-sed-n12]="--symbols 200000"
-  [hypernet-deepsic-tv-n12]="--symbols 200000"
+  [hypernet-deepsic-tv-n12]="--symbols 100000"
   [sdnet-learngene-umi50]="--symbols 400000"
   [sdnet-static-site-umi50]="--symbols 400000"
   [wesnet-hf-30x60]="--symbols 600000"

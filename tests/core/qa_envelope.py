@@ -120,6 +120,9 @@ def test_paired_difference_flags_only_a_significant_excess():
     noisy = same + torch.randint(-1, 2, (200,), generator=g)  # zero-mean differences
     assert not paired_difference(noisy, same, 64)["worse"]
     assert paired_difference(same, same, 64)["not_worse"] and not worse["not_worse"]
+    rare = torch.zeros(800, dtype=torch.long)
+    rare[5] = 1  # MMSE: one error in 800 frames, the model none: not worse, though no test could show 10 %
+    assert paired_difference(torch.zeros(800, dtype=torch.long), rare, 64)["not_worse"]
 
 
 def test_a_floor_where_mmse_makes_no_errors_is_not_worse_but_not_shown_not_worse():
@@ -196,3 +199,21 @@ def test_the_frame_snr_estimate_is_gain_invariant_and_uses_the_active_users():
     assert inside.tolist() == [False, True]  # 19.2 dB > 12 dB for K = 6; 10.0 dB in 0..20 for K = 3
     assert env.contains(torch.tensor([5.0]), [4]).tolist() == [False]  # a user count never measured
     assert env.contains(torch.tensor([float("nan")]), [6]).tolist() == [False]
+
+
+def test_every_shipped_detector_carries_a_checked_envelope():
+    """Every detector bundle under models/ was swept (scripts/measure_envelopes.sh): an envelope
+    for every user count it serves, and the check with the fallback on (independent frames)
+    found no point where the receiver is worse than MMSE."""
+    root = Path(__file__).resolve().parents[2] / "models"
+    shipped = [p for p in sorted(root.iterdir()) if (p / MANIFEST).is_file()
+               and json.loads((p / MANIFEST).read_text())["architecture"]["name"] in registry.REGISTRY]
+    assert len(shipped) >= 8
+    for path in shipped:
+        det = load_detector(path)
+        assert det.envelope is not None, f"{path.name}: no envelope (scripts/measure_envelopes.sh {path.name})"
+        want = list(range(1, det.nt + 1)) if det.serves_fewer_users else [det.nt]
+        assert det.envelope.user_counts == want, path.name
+        points = [p for u in det.envelope.section["users"] for p in u["sweep"]]
+        assert points and all("validation" in p for p in points), path.name
+        assert not [p["snr_db"] for p in points if p["validation"]["worse"]], path.name

@@ -22,11 +22,11 @@ def test_bundle_next_to_mmse_on_the_same_frames():
     by = {r["detector"]: r for r in recs}
     nn = by[str(HYPER)]
     assert nn["architecture"] == "hypernet-deepsic" and nn["sha256"] == json.loads(
-        (HYPER / "manifest.json").read_text())["weights_sha256"] and nn["options"] == {"iterations": 3}
+        (HYPER / "manifest.json").read_text())["weights_sha256"] and nn["options"] == {"iterations": 3, "fallback": True}
     assert nn["n_symbols"] == by["mmse"]["n_symbols"] >= 60_000
     assert nn["ci"][1] < by["mmse"]["ci"][0], (nn["ser"], by["mmse"]["ser"])
     assert by["ml"]["ser"] < nn["ser"]
-    assert by[f"{HYPER}@iterations=1"]["options"] == {"iterations": 1}
+    assert by[f"{HYPER}@iterations=1"]["options"] == {"iterations": 1, "fallback": True}
 
 
 def test_perfect_csi_with_a_bundle():

@@ -643,7 +643,7 @@ def _add_adapt_demo(sub):
     p.add_argument("--min-frames", type=positive_int, default=1500,
                    help="frames logged after the drift before re-training (default 1500)")
     p.add_argument("--post-frames", type=positive_int, default=2000, help="frames after the swap (default 2000)")
-    p.add_argument("--budget-s", type=positive_number, default=150.0, help="re-training time budget (default 150 s)")
+    p.add_argument("--budget-s", type=positive_number, default=300.0, help="re-training time budget (default 300 s)")
     p.add_argument("--steps", type=positive_int, default=10000, help="re-training steps at most (default 10000)")
     p.add_argument("--lr", type=positive_number, help="re-training learning rate (adapt's default otherwise)")
     p.add_argument("--reference", type=Path, default=Path("models/hypermimo-ls12x6-drop5"),

@@ -49,7 +49,7 @@ class AdaptDemoSettings:
     move_frame: int = 1500
     min_frames: int = 1500      # frames logged after the drift before re-training starts
     post_frames: int = 2000     # frames detected after the swap
-    budget_s: float = 150.0     # the re-trainer's time budget
+    budget_s: float = 300.0     # the re-trainer's time budget (10,000 steps of the LMMSE-start HyperMIMO take ~270 s on 2 cores)
     steps: int = 10000
     lr: float | None = None
     drift_window: int = 256

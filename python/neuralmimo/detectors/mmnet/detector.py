@@ -41,10 +41,13 @@ class HyperMIMODetector(FrameDetector):
         """Per vector: ``y* = Q_A^H y`` (``8 Nr Nu``) and per layer the residual and ``Theta_t``
         products (``2 x 8 Nu^2``), the residual energy (``4 Nu``) and the denoiser (``~ 8 Nu M``).
         Per frame, shared over its vectors: the QR (``~ 8 Nr Nu^2``), the hypernetwork (2 per
-        weight) and the layer constants of eq. (9) (``~ 2 x 8 Nu^3`` per layer)."""
+        weight) and the layer constants of eq. (9) (``~ 2 x 8 Nu^3`` per layer). The LMMSE start
+        adds ``8 Nu^2`` per vector and ``~ 3 x 8 Nu^3`` per frame (Gram matrix and solve)."""
         nu, nr, t, m = self.nt, self.nr, self.model.layers, self.constellation.num_points
-        per_vector = 8 * nr * nu + t * (16 * nu * nu + 4 * nu + 8 * nu * m)
-        per_frame = 8 * nr * nu * nu + 2 * sum(p.numel() for p in self.model.parameters()) + t * 16 * nu ** 3
+        lmmse = self.model.start == "lmmse"
+        per_vector = 8 * nr * nu + t * (16 * nu * nu + 4 * nu + 8 * nu * m) + lmmse * 8 * nu * nu
+        per_frame = (8 * nr * nu * nu + 2 * sum(p.numel() for p in self.model.parameters()) + t * 16 * nu ** 3
+                     + lmmse * 24 * nu ** 3)
         return per_vector + per_frame / vectors_per_frame
 
 

@@ -20,7 +20,12 @@ MMNet layer ``t`` ([HM] eqs. (8)-(10)), per received vector, with ``y* = Q_A^H y
                              + ||Theta_t||_F^2 sigma^2 )
     x^      = eta(z, tau) = sum_x x exp(-|z - x|^2 / tau) / Z           (element-wise, per user)
 
-``x^`` starts at 0. [HM] eq. (9) writes ``Nr sigma^2`` inside ``[.]_+``; but ``y*`` has ``Nu``
+``x^`` starts at 0 ([HM]), or with ``start="lmmse"`` (beyond the paper) at the LMMSE estimate
+``(R_A^H R_A + sigma^2 I)^-1 R_A^H y*`` (:func:`lmmse_matrix`): the hypernetwork then writes
+refinements of an estimate that is already MMSE's, instead of an approximate inverse of ``R_A``
+from its entries, which an MLP of 75 units gets wrong on ill-conditioned channels -- there the
+zero start left an error floor (HyperMIMO 3e-5..1e-4 where MMSE makes no errors above 19 dB;
+docs/operating-envelopes.md). [HM] eq. (9) writes ``Nr sigma^2`` inside ``[.]_+``; but ``y*`` has ``Nu``
 entries and ``n* = Q_A^H n ~ CN(0, sigma^2 I_Nu)``, so the OAMP estimate of the error energy
 ([HM] ref. [4]: ``E||y* - R x^||^2 = ||R (x - x^)||^2 + Nu sigma^2``, solved for the error) needs
 ``Nu sigma^2``; ``Nr sigma^2`` is MMNet's original form on ``y`` (``Nr`` entries). We use
@@ -65,6 +70,7 @@ PSI_FLOOR = 1e-3  # the "small constant" added to |psi| ([HM] Sec. III-B)
 TAU_FLOOR = 1e-9  # keeps exp(-|z - x|^2 / tau) finite when the estimated error vanishes
 PAPER_HIDDEN = 75
 HYPERMIMO_INPUTS = ("r", "r+spatial")  # what the hypernetwork reads (HyperMIMO docstring)
+HYPERMIMO_STARTS = ("zero", "lmmse")  # MMNet's first estimate (module docstring)
 
 
 # ------------------------------------------------------------------------------------ QR, eq. (7)
@@ -140,16 +146,17 @@ def tau(r_a: torch.Tensor, theta_t: torch.Tensor, psi_t: torch.Tensor, residual_
 
 
 def mmnet(y_star: torch.Tensor, r_a: torch.Tensor, noise_var: torch.Tensor, thetas: torch.Tensor, psi: torch.Tensor,
-          points: torch.Tensor, keep_all: bool = False):
+          points: torch.Tensor, keep_all: bool = False, x0: torch.Tensor | None = None):
     """MMNet on ``y* = R_A x + n*`` ([HM] eq. (8)) with per-channel layer weights.
 
     y_star : ``(B, Nu, n)``; r_a : ``(B, Nu, Nu)``; noise_var : ``(B,)``
     thetas : ``(B, T, Nu, Nu)`` complex (``Theta_t``); psi : ``(B, T, Nu)`` positive
+    x0 : ``(B, Nu, n)`` the first estimate (default 0, [HM])
     Returns ``(x_T (B, Nu, n), log_probs (B, Nu, n, M))`` of the last layer (its posterior over
     the points, for LLRs), or with ``keep_all`` the list of every layer's ``x^``.
     """
     b, nu, n = y_star.shape
-    x = torch.zeros_like(y_star)
+    x = torch.zeros_like(y_star) if x0 is None else x0
     layers = []
     log_p = None
     qpsk = _is_qpsk(points)
@@ -174,16 +181,20 @@ class HyperMIMO(nn.Module):
     ----------
     nu : users ``Nu``; layers : MMNet layers ``T`` (paper 5); hidden : width of the second
     dense layer (paper 75); modulation : the constellation the denoiser uses; inputs : ``"r"``
-    (the paper's) or ``"r+spatial"`` (also :func:`spatial_features`; beyond the paper).
+    (the paper's) or ``"r+spatial"`` (also :func:`spatial_features`; beyond the paper); start :
+    MMNet's first estimate, ``"zero"`` (the paper's) or ``"lmmse"`` (module docstring; beyond
+    the paper).
     """
 
     def __init__(self, nu: int, layers: int = 5, hidden: int = PAPER_HIDDEN, modulation: str = "qpsk",
-                 inputs: str = "r"):
+                 inputs: str = "r", start: str = "zero"):
         super().__init__()
         if inputs not in HYPERMIMO_INPUTS:
             raise ValueError(f"inputs must be one of {list(HYPERMIMO_INPUTS)}, got {inputs!r}")
+        if start not in HYPERMIMO_STARTS:
+            raise ValueError(f"start must be one of {list(HYPERMIMO_STARTS)}, got {start!r}")
         self.nu, self.layers, self.hidden, self.modulation = int(nu), int(layers), int(hidden), modulation
-        self.inputs = inputs
+        self.inputs, self.start = inputs, start
         self.constellation = Constellation(modulation)
         n_in = self.n_inputs(nu, inputs)
         self.net = nn.Sequential(nn.Linear(n_in, n_in), nn.ELU(), nn.Linear(n_in, hidden), nn.ELU(),
@@ -231,8 +242,9 @@ class HyperMIMO(nn.Module):
         q_a, r_a = qr_positive(h)
         thetas, psi = self.generate(r_a, noise_var, h)
         y_star = q_a.mH @ y
-        return mmnet(y_star, r_a, noise_var.to(torch.float32), thetas, psi, self.constellation.points.to(y.device),
-                     keep_all)
+        nv = noise_var.to(torch.float32)
+        x0 = lmmse_matrix(r_a, nv) @ y_star if self.start == "lmmse" else None
+        return mmnet(y_star, r_a, nv, thetas, psi, self.constellation.points.to(y.device), keep_all, x0)
 
 
 # ------------------------------------------------------------------------- MMNet per channel
@@ -345,10 +357,12 @@ def _make_codec() -> ModelCodec:
         architecture="hypermimo", label="a HyperMIMO",
         schema={"nu": Param("int", 1, 64), "layers": Param("int", 1, 64), "hidden": Param("int", 1, 4096),
                 "modulation": Param("str", choices=MODULATIONS), "csi": Param("str", choices=("perfect", "ls")),
-                "inputs": Param("str", choices=HYPERMIMO_INPUTS, optional=True)},  # absent: "r" (schema before it)
+                "inputs": Param("str", choices=HYPERMIMO_INPUTS, optional=True),  # absent: "r" (schema before it)
+                "start": Param("str", choices=HYPERMIMO_STARTS, optional=True)},  # absent: "zero" (schema before it)
         hyperparameters=lambda m: {"nu": m.nu, "layers": m.layers, "hidden": m.hidden, "modulation": m.modulation,
-                                   "csi": getattr(m, "csi", "perfect"), "inputs": m.inputs},
-        build=lambda hp: HyperMIMO(hp["nu"], hp["layers"], hp["hidden"], hp["modulation"], hp.get("inputs") or "r"),
+                                   "csi": getattr(m, "csi", "perfect"), "inputs": m.inputs, "start": m.start},
+        build=lambda hp: HyperMIMO(hp["nu"], hp["layers"], hp["hidden"], hp["modulation"], hp.get("inputs") or "r",
+                                   hp.get("start") or "zero"),
         check_system=_hyper_check_system)
 
 

@@ -9,6 +9,7 @@ from ... import training
 from ...channels import ChannelSpec, make_channel
 from ...constellation import Constellation
 from ...datasets import CSI_KINDS
+from ...detectors.mmnet.model import HYPERMIMO_STARTS
 from ..runs import load_yaml, read_config
 
 
@@ -43,6 +44,9 @@ class TrainingConfig:
     # correlation, see detectors/mmnet/model.py)
     across_hidden: list = field(default_factory=list)
     across_inputs: list = field(default_factory=lambda: ["r"])
+    # MMNet's first estimate: "zero" (the paper's) or "lmmse" (beyond the paper: the shipped
+    # bundles, whose zero start left an error floor above 19 dB; detectors/mmnet/model.py)
+    start: str = "zero"
 
 
 @dataclass
@@ -87,6 +91,8 @@ class HyperMIMOConfig:
 
     def check(self) -> None:
         training.device_name(self.device)
+        if self.training.start not in HYPERMIMO_STARTS:
+            raise ValueError(f"training.start must be one of {list(HYPERMIMO_STARTS)}, got {self.training.start!r}")
         bad = [c for c in self.training.csi if c not in CSI_KINDS]
         if bad:
             raise ValueError(f"training.csi: {bad} not in {list(CSI_KINDS)}")

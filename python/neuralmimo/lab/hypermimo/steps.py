@@ -69,7 +69,7 @@ def _train_drop(cfg: HyperMIMOConfig, run: Path, d: int, progress: bool) -> None
             continue
         g = torch.Generator().manual_seed(training.rank_seed(tr.seed * 1000 + d))
         torch.manual_seed(tr.seed * 1000 + d)
-        model = HyperMIMO(s.nu, tr.layers, tr.hidden, s.modulation)
+        model = HyperMIMO(s.nu, tr.layers, tr.hidden, s.modulation, start=tr.start)
         t0 = time.perf_counter()
         with training.checkpoint_stage(f"train/drop{d}-{csi}"):
             hist = train_hypermimo(model, lambda step: draw_batch(chan, const, batch, tr.vectors, tuple(tr.snr_db), g,
@@ -348,7 +348,7 @@ def scale_training(length: int, seed: int, config: Path) -> tuple[torch.nn.Modul
     tr, s = cfg.training, cfg.system
     chan = cfg.channel(cfg.drops[0])
     torch.manual_seed(seed)
-    model = HyperMIMO(s.nu, tr.layers, tr.hidden, s.modulation)
+    model = HyperMIMO(s.nu, tr.layers, tr.hidden, s.modulation, start=tr.start)
 
     def run():
         g = torch.Generator().manual_seed(training.rank_seed(seed))

@@ -179,3 +179,32 @@ def test_ser_crossing_interpolates_in_log_domain():
     assert ser_crossing([0, 2, 4], [1e-2, 1e-3 * math.sqrt(10) ** 0, 1e-4], 1e-3) == pytest.approx(2.0)
     assert ser_crossing([0, 2], [1e-2, 1e-4], 1e-3) == pytest.approx(1.0)
     assert ser_crossing([0, 2], [1e-2, 5e-3], 1e-3) is None
+
+
+def test_the_lmmse_start_begins_at_mmse_and_is_optional_in_bundles(tmp_path):
+    """``start="lmmse"`` (beyond the paper, the shipped bundles): with the hypernetwork's output
+    layer zeroed (``Theta_t = 0``) every layer only denoises the LMMSE estimate, so the MAP
+    decisions are MMSE's; the zero start gives nothing then. Bundles from before the field load
+    as ``zero``."""
+    from neuralmimo.bundle import load_model, save_model
+    from neuralmimo.detectors import linear_detect
+
+    h, g = _channels(b=4)
+    x = QPSK.symbols(QPSK.random_indices((4, 6, 50), g))
+    nv = torch.full((4,), 0.05)
+    y = h @ x + (nv[:, None, None] / 2).sqrt() * torch.randn(4, 12, 50, dtype=torch.complex64, generator=g)
+    m = HyperMIMO(6, 5, 75, start="lmmse").eval()
+    with torch.no_grad():
+        m.net[-1].weight.zero_()
+        m.net[-1].bias.zero_()
+        _, log_p = m(y, h, nv)
+    mmse = QPSK.hard_decision(linear_detect(y, h, nv, "mmse", QPSK)[0])
+    assert torch.equal(log_p.argmax(-1), mmse)
+    with pytest.raises(ValueError, match="start"):
+        HyperMIMO(6, start="ml")
+    save_model(m, HYPERMIMO_CODEC, tmp_path / "l", system={"nr": 12, "nt": 6, "modulation": "qpsk"})
+    assert load_model(tmp_path / "l", HYPERMIMO_CODEC)[0].start == "lmmse"
+    old = HyperMIMO(6, 5, 75)
+    save_model(old, HYPERMIMO_CODEC, tmp_path / "old", system={"nr": 12, "nt": 6, "modulation": "qpsk"},
+               hyperparameters={k: v for k, v in HYPERMIMO_CODEC.hyperparameters(old).items() if k != "start"})
+    assert load_model(tmp_path / "old", HYPERMIMO_CODEC)[0].start == "zero"
