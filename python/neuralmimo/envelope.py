@@ -235,6 +235,17 @@ class OperatingEnvelope:
         offset = torch.tensor([self.offset_db(v) for v in n_users], dtype=torch.float64)
         return estimate_snr_db(h, noise_var, n_users, offset, self.n_pilots)
 
+    def check_one(self, energy: float, nr: int, noise_var: float, n_users: int) -> tuple[bool, float]:
+        """:meth:`check` for one frame in plain floats (the block decides once per frame, where a
+        few tensor operations would cost more than the decision): ``energy`` is
+        ``||H[:, :K]||_F^2``. Returns ``(inside, snr_db)``."""
+        entry = self._by_users.get(int(n_users))
+        signal = energy - (nr * n_users * noise_var / self.n_pilots if self.n_pilots else 0.0)
+        if entry is None or not (signal > 0 and noise_var > 0 and math.isfinite(signal)):
+            return False, math.nan
+        snr = 10.0 * math.log10(signal / (nr * noise_var)) + entry[0]
+        return any(lo <= snr <= hi for lo, hi in entry[1]), snr
+
     def contains(self, snr_db: torch.Tensor, n_users: list[int]) -> torch.Tensor:
         """Boolean ``(S,)``: the frame's operating point lies in a measured interval of its user count."""
         inside = torch.zeros(snr_db.shape[0], dtype=torch.bool)

@@ -266,8 +266,7 @@ class neural_detector(gr.sync_block):
         snr, k = float("nan"), self._n_users or self.nt
         on_mmse = False
         if self._fallback_enabled and det.fallback:
-            outside, snr_t = det.outside_envelope(est.h[None], torch.tensor([est.noise_var], dtype=torch.float64), [k])
-            on_mmse, snr = bool(outside[0]), float(snr_t[0])
+            on_mmse, snr = det.outside_envelope_one(est.h, est.noise_var, k)
         if on_mmse != self._on_mmse:
             self._on_mmse = on_mmse
             name = "mmse" if on_mmse else det.architecture

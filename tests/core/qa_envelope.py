@@ -217,3 +217,21 @@ def test_every_shipped_detector_carries_a_checked_envelope():
         points = [p for u in det.envelope.section["users"] for p in u["sweep"]]
         assert points and all("validation" in p for p in points), path.name
         assert not [p["snr_db"] for p in points if p["validation"]["worse"]], path.name
+
+
+def test_the_one_frame_check_is_the_batched_one():
+    env = OperatingEnvelope(check_envelope(_section(users=[
+        {"n_users": 6, "project_offset_db": -7.78, "snr_db": [[0.0, 12.0]]},
+        {"n_users": 3, "project_offset_db": -4.77, "snr_db": [[0.0, 20.0]]}]), nt=6, snr_convention="hypermimo"),
+        n_pilots=16)
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(40, 12, 6, dtype=torch.complex64, generator=g)
+    nv = 10 ** (-torch.rand(40, generator=g, dtype=torch.float64) * 3)
+    users = [6 if i % 2 else 3 for i in range(40)] + []
+    inside, snr = env.check(h, nv, users)
+    for i in range(40):
+        energy = float(h[i, :, :users[i]].abs().double().square().sum())
+        one, s = env.check_one(energy, 12, float(nv[i]), users[i])
+        assert one == bool(inside[i]) and s == pytest.approx(float(snr[i]), abs=1e-6)
+    assert env.check_one(1.0, 12, 0.0, 6) == (False, pytest.approx(math.nan, nan_ok=True))
+    assert not env.check_one(100.0, 12, 0.1, 4)[0]  # a user count never measured

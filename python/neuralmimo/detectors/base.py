@@ -156,6 +156,15 @@ class FrameDetector:
         inside, snr = self.envelope.check(h, noise_var, n_users if n_users is not None else [h.shape[2]] * s)
         return ~inside, snr
 
+    def outside_envelope_one(self, h: torch.Tensor, noise_var: float, n_users: int) -> tuple[bool, float]:
+        """:meth:`outside_envelope` for one frame's ``h (Nr, Nt)``: ``(outside, snr_db)``, in
+        plain floats (:meth:`OperatingEnvelope.check_one`)."""
+        if not self.fallback:
+            return False, float("nan")
+        energy = float(torch.linalg.vector_norm(h[:, :n_users])) ** 2
+        inside, snr = self.envelope.check_one(energy, h.shape[0], float(noise_var), int(n_users))
+        return not inside, snr
+
     def detect_mmse(self, y: torch.Tensor, h: torch.Tensor, noise_var: torch.Tensor,
                     n_users: list[int] | None = None, llr: bool = True):
         """What the fallback detects with: unbiased MMSE on each frame's active users (the first

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(600)
 
 def test_users_move_drift_retrain_swap_and_recover(tmp_path):
     s = AdaptDemoSettings(model=ROOT / "models" / "hypermimo-ls12x6-drop0", out=tmp_path / "run", move_frame=400,
-                          min_frames=400, post_frames=300, budget_s=20.0, steps=1500)
+                          min_frames=400, post_frames=300, budget_s=60.0, steps=1500)
     res = run_adapt_demo(s, progress=False)
     assert res["swap_bundle"] is not None and "adapted-" in res["swap_bundle"], res["events"]
     assert res["lost_vectors"] == 0 and res["vectors_detected_mmse"] == res["vectors_sent"]
