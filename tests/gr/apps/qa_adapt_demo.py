@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(600)
 
 def test_users_move_drift_retrain_swap_and_recover(tmp_path):
     s = AdaptDemoSettings(model=ROOT / "models" / "hypermimo-ls12x6-drop0", out=tmp_path / "run", move_frame=400,
-                          min_frames=400, post_frames=300, budget_s=60.0, steps=1500)
+                          min_frames=400, post_frames=300, budget_s=150.0, steps=3000)
     res = run_adapt_demo(s, progress=False)
     assert res["swap_bundle"] is not None and "adapted-" in res["swap_bundle"], res["events"]
     assert res["lost_vectors"] == 0 and res["vectors_detected_mmse"] == res["vectors_sent"]
@@ -30,7 +30,9 @@ def test_users_move_drift_retrain_swap_and_recover(tmp_path):
     assert started["since_frame"] == res["drift_frame"]
     assert res["segments"]["after adaptation"]["neural"]["frames"] == 300
     assert (s.out / "adapt_demo.png").stat().st_size > 0 and (s.out / "results.json").is_file()
-    c = compare_on_channel({"old": s.model, "adapted": res["swap_bundle"]}, s.new_channel, s, [8.0], frames=1500)
+    # the shipped LMMSE-start model already beats MMSE on the new positions: the gain of a short
+    # adaptation is ~10 %, so the comparison needs ~5.8 million symbols per model (a second or two)
+    c = compare_on_channel({"old": s.model, "adapted": res["swap_bundle"]}, s.new_channel, s, [8.0], frames=4000)
     p_old, p_new, n = c["ser"]["old"][0], c["ser"]["adapted"][0], c["symbols_per_point"]
     se = math.sqrt((p_old * (1 - p_old) + p_new * (1 - p_new)) / n)
     assert p_old - p_new > 4 * se, (p_old, p_new, se)

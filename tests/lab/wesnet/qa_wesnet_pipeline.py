@@ -77,5 +77,5 @@ def test_sim_prints_the_kept_fraction_trade_off(run, capsys):
                  "--modulation", "bpsk", "--channel", "iid-real", "--snr-convention", "detnet", "--snr", "8",
                  "--perfect-csi", "--symbols", "4000", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "wesnet-hf@keep=0.25" in out and "options {'keep': 0.25, 'layers': 0}" in out
+    assert "wesnet-hf@keep=0.25" in out and "options {'keep': 0.25, 'layers': 0, 'fallback': True}" in out
     assert "FLOPs per vector" in out
