@@ -13,7 +13,7 @@ import torch
 
 from neuralmimo.receiver.estimation import estimate_problems
 
-from .tags import CSI, CSI_STALE, FRAME_START, NOISE_VAR, pmt_to_csi, tag_float
+from .tags import CSI, CSI_STALE, FRAME_START, NOISE_VAR, USER_PHASE, pmt_to_csi, pmt_to_user_phase, tag_float
 
 
 
@@ -158,6 +158,39 @@ def detect_groups(block, y_all: torch.Tensor, groups: dict, detect, n_streams: i
             if llr_all is not None:
                 llr_all[cols] = llr.reshape(-1, llr_width).float()
     return x_all, llr_all, failed
+
+
+class UserPhase:
+    """Each user's residual rotation along a frame, from the ``user_phase`` tag at its first data
+    vector (``neuralmimo.receiver.tracking``): user ``k`` of data vector ``d`` turned by ``p_k + r_k d``
+    against the channel estimate. Reset to none at every frame boundary; a malformed tag is
+    refused (reported once, counted) and the frame detected without it."""
+
+    def __init__(self, block, nt: int):
+        self.block, self.nt = block, nt
+        self.first: np.ndarray | None = None
+        self.rate: np.ndarray | None = None
+        self.index = 0  # data vectors of the current frame already detected
+
+    def boundary(self, tags: list) -> None:
+        self.first = self.rate = None
+        self.index = 0
+        for t in tags:
+            if pmt.symbol_to_string(t.key) != USER_PHASE:
+                continue
+            try:
+                self.first, self.rate = pmt_to_user_phase(t.value, self.nt)
+            except ValueError as exc:
+                self.block.failures.report("bad-user-phase", f"{self.block.name()}: {exc} at item {t.offset}; the frame "
+                                           "is detected without the users' rotation")
+
+    def segment(self, length: int) -> np.ndarray | None:
+        """The rotation ``(Nt, length)`` rad of the next ``length`` data vectors of the frame (``None``
+        when the frame has none); advances along the frame."""
+        start, self.index = self.index, self.index + length
+        if self.rate is None:
+            return None
+        return self.first[:, None] + self.rate[:, None] * np.arange(start, start + length)[None, :]
 
 
 # A noise variance more than this many times the mean received signal power per antenna

@@ -12,6 +12,9 @@ from gnuradio import gr
 
 from neuralmimo.receiver.capture import CaptureWriter
 from neuralmimo.receiver.alignment import timeline_position
+from neuralmimo.receiver.frames import FrameLayout
+from neuralmimo.receiver.preamble import Preamble
+from neuralmimo.receiver.tracking import air_length
 
 from ._common import DiskWriter, FailureLog, guarded_stop, guarded_work, tags_by_key
 from .tags import RX_TIME, rx_time_value
@@ -36,19 +39,23 @@ class frame_recorder(gr.sync_block):
                  center_freq: float = 0.0, nt: int = 2, n_pilots: int = 16, n_data: int = 256, modulation: str = "qpsk",
                  preamble_period: int = 16, seed: int = 0, sps: int = 4, rolloff: float = 0.35, span: int = 8,
                  snr_convention: str = "project", snr_db: float = float("nan"), max_samples: int = 0,
-                 recording: bool = True):
+                 recording: bool = True, coarse_period: int = 0, pilot_spacing: int = 0):
         gr.sync_block.__init__(self, name="frame_recorder", in_sig=[np.complex64] * int(nr), out_sig=None)
         self.nr, self.samp_rate = int(nr), float(samp_rate)
         self.failures = FailureLog(self.logger)
         self._lock = threading.Lock()
         self._recording = bool(recording)
-        self.frame_samples = (2 * int(preamble_period) + int(n_pilots) + int(n_data)) * int(sps)
+        preamble = Preamble(int(nt), int(preamble_period), coarse_period=int(coarse_period))
+        layout = FrameLayout(int(nt), int(n_pilots), int(n_data))
+        self.frame_samples = (preamble.length + air_length(layout, int(pilot_spacing))) * int(sps)
         self._half_filter = int(span) * int(sps) // 2  # Frame Sync's timing is after the matched filter
         info = dict(nt=int(nt), n_pilots=int(n_pilots), n_data=int(n_data), modulation=str(modulation),
                     preamble_period=int(preamble_period), seed=int(seed), sps=int(sps), rolloff=float(rolloff),
                     span=int(span), snr_convention=str(snr_convention))
         if math.isfinite(float(snr_db)):
             info["snr_db"] = float(snr_db)
+        if coarse_period or pilot_spacing:  # version 1.1 of the extension; absent: a version-1 frame
+            info.update(coarse_period=int(coarse_period), pilot_spacing=int(pilot_spacing))
         self.writer = (CaptureWriter(Path(folder), name, self.nr, self.samp_rate, info, center_freq, int(max_samples))
                        if folder else None)  # ValueError (CaptureError) on a bad field
         self._stretches: list[tuple[int, int]] = []  # (stream offset, file index) where written stretches begin

@@ -16,13 +16,12 @@ from neuralmimo.receiver.preamble import Preamble
 from neuralmimo.receiver.alignment import timeline_position
 
 from ._common import FailureLog, big_buffers, guarded_work, tags_by_key
-from .tags import CFO, FRAME_START, RX_TIME, SYNC_METRIC, TIMING, USER_CFO, rx_time_value
+from .tags import CFO, FRAME_START, RX_TIME, SYNC_METRIC, TIMING, USER_CFO, USER_PHASE, rx_time_value, user_phase_to_pmt
 from .pulse_shaping import rrc_taps
 
 SYNC_PORT = "sync"
-PENDING_FRAMES = 64
+PENDING_FRAMES = 64  # frames held for output before input is no longer taken (backpressure)
 HISTORY = 100_000  # sync dicts kept for history()
-USER_CFO_FRAMES = 32  # frames averaged before judging the spread of the users' CFOs  # frames held for output before input is no longer taken (backpressure)
 
 _EVENTS = {  # synchroniser counts that are logged (once per kind) and what they mean
     "slip": "samples were lost or inserted inside a frame (its successor's preamble moved): the frame was dropped "
@@ -34,6 +33,10 @@ _EVENTS = {  # synchroniser counts that are logged (once per kind) and what they
     "pilot-residual": "a frame's pilots did not fit its channel estimate (mistimed or corrupted): the frame was dropped",
     "verify-capped": "the input passed the preamble test almost everywhere (a DC offset, a tone, saturation?): "
                      "preamble verifications are capped per frame length, some candidates were not verified",
+    "cycle-slip": "the phase tracker had slipped by a quarter turn or more between two tracking pilots (strong phase "
+                  "noise or a residual CFO): the pilots re-anchored it; only the vectors between them may carry errors",
+    "cfo-branch": "the coarse CFO estimate picked the wrong branch of the fine one; the known preamble's correlation "
+                  "corrected it",
 }
 
 
@@ -48,8 +51,13 @@ class frame_sync(gr.basic_block):
     * detection by the preamble's autocorrelation summed over all antennas, with a threshold set by
       ``pfa`` (false frame starts per frame length of noise), verified by the correlation with the
       known preambles; fine (fractional) timing; the common CFO estimated per frame and removed;
+    * ``coarse_period > 0`` (the transmitter's version-2 preamble, ``neuralmimo.receiver.preamble``):
+      CFOs up to ``1 / (2 coarse_period)`` of the symbol rate (12.5 % for 4) instead of
+      ``1 / (2 preamble_period)``;
     * ``track_phase``: a decision-directed tracker follows the residual phase (CFO error, phase
-      noise) through the data;
+      noise) through the data, per vector; ``pilot_spacing > 0`` (the transmitter's tracking pilots,
+      ``neuralmimo.receiver.tracking``): anchored at a known vector every ``pilot_spacing`` data
+      vectors, so a cycle slip is caught and undone (``cycle-slip``); the tracking pilots are removed;
     * a frame is handed out only once the next preamble is found where the frame length puts it
       (one frame of latency); lost or inserted samples make it a ``slip``: dropped, never cut wrongly;
     * ``rx_time`` tags (``uhd_usrp_source``: start, and after every overflow) tell how many samples
@@ -57,32 +65,35 @@ class frame_sync(gr.basic_block):
       numbers of the timeline (frame ``n`` starts ``n`` frame lengths after ``origin``, the sample
       where frame 0 starts; default ``span * sps``, the filters' delay, for a transmitter that starts
       with the receiver);
-    * per-user CFO (separate user oscillators) is measured from each user's preamble and tagged
-      (``user_cfo``), not removed: only the common CFO can be derotated on the receive streams; the
-      tracker follows the common phase, so users' CFO differences ``df`` (cycles/symbol) are
-      tolerable while ``2 pi df (Np + Nd)`` stays small; a spread beyond that and beyond the
-      estimates' noise is logged once (``user-cfo-spread``; see examples/README.md).
+    * per-user CFO (separate user oscillators) is measured from each user's preamble (``user_cfo``)
+      and, along the frame, by the tracker: only the common CFO can be derotated on the receive
+      streams, so each user's residual rotation, averaged over frames and applied once significant,
+      is tagged (``user_phase``) and removed by the linear and neural detectors downstream.
 
     Tags at each frame's first output vector (on every output): ``frame_start`` (number), ``cfo``
     (Hz at ``samp_rate``), ``timing`` (fractional input sample of the preamble start),
-    ``sync_metric`` and ``user_cfo`` (Hz, one per user). Problems are logged once per kind and
-    counted (:meth:`problems`); :meth:`state` is ``searching``, ``found`` or ``locked``. Message
-    port ``sync``: one dict per frame (frame, timing, cfo_hz, metric, correlation, user_cfo_hz).
+    ``sync_metric``, ``user_cfo`` (Hz, one per user) and, when nonzero, ``user_phase``. Problems are
+    logged once per kind and counted (:meth:`problems`); :meth:`state` is ``searching``, ``found``
+    or ``locked``. Message port ``sync``: one dict per frame (frame, timing, cfo_hz, metric,
+    correlation, user_cfo_hz, slips, user_rate: rad per data vector, phase_noise: rad^2 per vector).
     """
 
     def __init__(self, nr: int = 4, nt: int = 2, n_pilots: int = 16, n_data: int = 256, modulation: str = "qpsk",
                  preamble_period: int = 16, sps: int = 4, rolloff: float = 0.35, span: int = 8, pfa: float = 1e-4,
-                 track_phase: bool = True, samp_rate: float = 1e6, origin: float = -1.0):
+                 track_phase: bool = True, samp_rate: float = 1e6, origin: float = -1.0, coarse_period: int = 0,
+                 pilot_spacing: int = 0):
         self.layout = FrameLayout(int(nt), int(n_pilots), int(n_data))
         check_all(PARAMS, dict(nr=nr, sps=sps, pfa=pfa, preamble_period=preamble_period, span=span, rolloff=rolloff,
-                               samp_rate=samp_rate, **({} if origin < 0 else {"origin": origin})))
+                               samp_rate=samp_rate, coarse_period=coarse_period, pilot_spacing=pilot_spacing,
+                               **({} if origin < 0 else {"origin": origin})))
         taps = np.asarray(rrc_taps(sps, rolloff, span))
-        self.preamble = Preamble(int(nt), int(preamble_period))
+        self.preamble = Preamble(int(nt), int(preamble_period), coarse_period=int(coarse_period))
         self.constellation = Constellation(modulation)
         self.samp_rate, self.nr = float(samp_rate), int(nr)
         self.sync = FrameSynchronizer(self.nr, self.layout, self.preamble, int(sps), taps, pfa=pfa,
                                       origin=float(span * sps) if origin < 0 else float(origin),
-                                      constellation=self.constellation if track_phase else None)
+                                      constellation=self.constellation if track_phase else None,
+                                      pilot_spacing=int(pilot_spacing))
         gr.basic_block.__init__(self, name="frame_sync", in_sig=[np.complex64] * self.nr,
                                 out_sig=[np.complex64] * self.nr)
         self.set_tag_propagation_policy(gr.TPP_DONT)
@@ -90,17 +101,15 @@ class frame_sync(gr.basic_block):
         self._port = pmt.intern(SYNC_PORT)
         self.message_port_register_out(self._port)
         self._keys = tuple(pmt.intern(k) for k in (FRAME_START, CFO, TIMING, SYNC_METRIC, USER_CFO))
+        self._user_phase_key = pmt.intern(USER_PHASE)
         self.failures = FailureLog(self.logger)
         self._queue: list = []  # frames waiting for output space
         self._time_ref = None  # (stream offset + lost, rx_time) of the first rx_time tag
         self._time_done = -1
         self._reported: dict[str, int] = {}
         self._history: deque = deque(maxlen=HISTORY)
-        self._user_cfo: deque = deque(maxlen=USER_CFO_FRAMES)  # per-user CFO of the last frames, cycles/sample
-        self._user_cfo_sum, self._user_cfo_sq = np.zeros(int(nt)), np.zeros(int(nt))
-        # users' CFOs may differ by this much (cycles/sample) before a frame's channel estimate goes
-        # stale within it: 6 degrees over the frame (see the README), with a factor 2 for the estimates' noise
-        self._user_cfo_limit = 2.0 / (60.0 * self.layout.length * int(sps))
+        self._user_phase_noted = False
+        self._sps = int(sps)
         big_buffers(self, 4 * self.layout.length)
 
     def history(self) -> list[dict]:
@@ -171,45 +180,30 @@ class frame_sync(gr.basic_block):
                       pmt.from_double(f.metric),
                       pmt.init_f32vector(len(f.user_cfo), (f.user_cfo * self.samp_rate).tolist()))
             offset = w0 + i * L
+            rate = np.asarray(f.user_rate, dtype=np.float64)
+            tags = list(zip(keys, values))
+            if rate.size and rate.any():  # user k of data vector d turned by r_k (Np + d - (Np - 1) / 2)
+                tags.append((self._user_phase_key, user_phase_to_pmt(rate * (self.layout.n_pilots + 1) / 2, rate)))
             for k in range(self.nr):
-                for key, value in zip(keys, values):
+                for key, value in tags:
                     self.add_item_tag(k, offset, key, value)
             d = {"frame": int(f.number), "timing": float(f.start), "cfo_hz": float(f.cfo * self.samp_rate),
                  "metric": float(f.metric), "correlation": float(f.correlation),
-                 "user_cfo_hz": [float(v) for v in f.user_cfo * self.samp_rate]}
+                 "user_cfo_hz": [float(v) for v in f.user_cfo * self.samp_rate], "slips": int(f.slips),
+                 "user_rate": [float(v) for v in rate], "phase_noise": self.sync.phase_noise}
             self._history.append(d)
-            self._check_user_cfo(f.user_cfo)
+            self._note_user_phase(rate)
             self.message_port_pub(port, pmt.to_pmt(d))
         self._queue = self._queue[n:]
         return n * L
 
-    def _check_user_cfo(self, user_cfo: np.ndarray) -> None:
-        """Warn (once) when the users' CFOs, averaged over the last frames, differ by more than a
-        frame tolerates *and* by more than the estimates' noise explains (5 standard errors: the
-        per-frame estimates are noisy, ~1e-4 cycles per symbol at 10 dB, more than a long frame
-        tolerates). Only the common CFO is removed, so the others turn each user's symbols within
-        the frame while the detectors use one channel estimate for the whole frame."""
-        u = np.asarray(user_cfo, dtype=np.float64)
-        if len(self._user_cfo) == USER_CFO_FRAMES:
-            old = self._user_cfo[0]
-            self._user_cfo_sum -= old
-            self._user_cfo_sq -= old * old
-        self._user_cfo.append(u)
-        self._user_cfo_sum += u
-        self._user_cfo_sq += u * u
-        n = len(self._user_cfo)
-        if n < USER_CFO_FRAMES:
-            return
-        mean = self._user_cfo_sum / n
-        var = np.maximum(self._user_cfo_sq / n - mean * mean, 0.0) * n / (n - 1)
-        hi, lo = int(np.argmax(mean)), int(np.argmin(mean))
-        spread = float(mean[hi] - mean[lo])
-        noise = 5.0 * float(np.sqrt((var[hi] + var[lo]) / n))
-        if spread > max(self._user_cfo_limit, noise):
-            self.failures.report("user-cfo-spread", f"{self.name()}: the users' CFOs differ by {spread * self.samp_rate:.0f} "
-                                 f"Hz (tolerable for this frame length: {self._user_cfo_limit * self.samp_rate:.0f} Hz): "
-                                 "only the common CFO is removed; expect errors growing along each frame (lock the "
-                                 "users' oscillators to a common reference or shorten the frames)")
+    def _note_user_phase(self, rate: np.ndarray) -> None:
+        """Say once that the users' rotations are tracked apart (separate user oscillators)."""
+        if rate.size and rate.any() and not self._user_phase_noted:
+            self._user_phase_noted = True
+            spread = float(rate.max() - rate.min()) / (2 * np.pi) * self.samp_rate / self._sps
+            self.logger.info(f"{self.name()}: the users' rotations differ by {spread:.0f} Hz (separate oscillators): "
+                             "each user's is tracked and tagged (user_phase); the linear and neural detectors remove it")
 
     def _report(self) -> None:
         if self.sync.diagnosis is not None and "no-preamble" not in self._reported:

@@ -12,8 +12,8 @@ from gnuradio import gr
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors import linear_detect
 
-from ._common import (EstimateTags, FailureLog, big_buffers, detect_groups, frame_segments, guarded_work, mark_stale,
-                      write_streams)
+from ._common import (EstimateTags, FailureLog, UserPhase, big_buffers, detect_groups, frame_segments, guarded_work,
+                      mark_stale, write_streams)
 from .tags import DETECTOR
 
 LINEAR_DETECTORS = ("zf", "mmse")
@@ -38,6 +38,10 @@ class linear_detector(gr.sync_block):
     ``csi_stale``, is counted (``stale-csi-frame``) and its outputs carry ``csi_stale``. NaN/Inf input vectors are replaced by zeros (their
     symbols come out as 0); vectors before the first channel estimate come out as 0. Each is
     logged once and counted in :meth:`problems`.
+
+    Separate user oscillators: a ``user_phase`` tag (``frame_sync``, through the estimator) gives
+    each user's rotation along the frame; the equalised streams are derotated by it, which is exact
+    for ZF and MMSE (the rotated channel ``H D`` gives ``D^H`` times the equaliser of ``H``).
     """
 
     def __init__(self, nr: int = 4, nt: int = 2, modulation: str = "qpsk", detector: str = "mmse",
@@ -56,6 +60,7 @@ class linear_detector(gr.sync_block):
         self._requested = detector
         self._active: str | None = None
         self._estimate = EstimateTags(self, self.nr, self.nt)
+        self._user_phase = UserPhase(self, self.nt)
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.failures = FailureLog(self.logger)
         big_buffers(self)
@@ -86,6 +91,7 @@ class linear_detector(gr.sync_block):
             for k in range(self.nt + self.llr_output):
                 self.add_item_tag(k, offset, pmt.intern(DETECTOR), pmt.intern(requested))
         mark_stale(self, tags, self._estimate.apply(tags), offset, self.nt + self.llr_output)
+        self._user_phase.boundary(tags)
 
     @guarded_work("zeros")
     def work(self, input_items, output_items):
@@ -99,16 +105,20 @@ class linear_detector(gr.sync_block):
         for a, b, offset, boundary_tags in segments:
             if boundary_tags:
                 self._frame_boundary(boundary_tags, offset)
+            rotation = self._user_phase.segment(b - a)
             if est.h is None:
                 self.failures.report("no-csi", f"{self.name()}: no channel estimate yet (no csi tag): output is 0")
                 continue
-            groups.setdefault((b - a, self._active or self._requested), []).append((a, (est.h, est.noise_var)))
+            groups.setdefault((b - a, self._active or self._requested), []).append((a, (est.h, est.noise_var, rotation)))
         const = self.constellation
 
         def detect(y, states, kind):
-            h = torch.stack([h for h, _ in states])
-            nv = torch.tensor([v for _, v in states], dtype=torch.float64)  # |y|^2 of a 1e22 signal overflows float32
+            h = torch.stack([st[0] for st in states])
+            nv = torch.tensor([st[1] for st in states], dtype=torch.float64)  # |y|^2 of a 1e22 signal overflows float32
             x, eff = linear_detect(y, h, nv, kind, const)  # (S, Nt, length), (S, Nt)
+            if any(st[2] is not None for st in states):  # each user's rotation: exact for ZF and MMSE
+                rot = np.stack([np.zeros((self.nt, y.shape[-1])) if st[2] is None else st[2] for st in states])
+                x = x * torch.from_numpy(np.exp(-1j * rot).astype(np.complex64))
             llr = const.llr_maxlog(x.transpose(1, 2), eff.clamp(min=1e-12)[:, None, :]) if self.llr_output else None
             return x, llr
 

@@ -12,7 +12,7 @@ from neuralmimo.receiver.frames import FrameLayout
 from neuralmimo.receiver.alignment import PilotAligner, timeline_position, unexplained_fraction
 
 from ._common import FailureLog, big_buffers, guarded_work, tags_by_key
-from .tags import CSI, CSI_STALE, FRAME_START, NOISE_VAR, RX_TIME, csi_to_pmt, rx_time_value, tag_int
+from .tags import CSI, CSI_STALE, FRAME_START, NOISE_VAR, RX_TIME, USER_PHASE, csi_to_pmt, rx_time_value, tag_int
 
 FRAMING_MODES = ("tags", "count")
 
@@ -314,7 +314,9 @@ class ls_channel_estimator(gr.basic_block):
                 out[: len(frames) * lay.n_data].reshape(len(frames), lay.n_data)[:] = w[: len(frames), n_p:]
             problems = estimate_problems(h, self.rcond)
             key_f, key_c, key_n, key_s = (pmt.intern(k) for k in (FRAME_START, CSI, NOISE_VAR, CSI_STALE))
-            w0 = self.nitems_written(0)
+            w0, r0 = self.nitems_written(0), self.nitems_read(0)
+            # each user's rotation along the frame (frame_sync, at the frame's first sample): to the first data vector
+            user_phase = {t.offset - r0: t.value for t in tags_by_key(self, 0, n_in, USER_PHASE)}
             for i, (problem, (_, number)) in enumerate(zip(problems, frames)):
                 if problem is None and not bool(torch.isfinite(nv[i])):
                     problem = "non-finite noise variance estimate"
@@ -329,6 +331,8 @@ class ls_channel_estimator(gr.basic_block):
                     tags.append((key_s, pmt.string_to_symbol(reason)))
                 if self._last_good is not None:
                     tags += [(key_c, csi_to_pmt(self._last_good[0])), (key_n, pmt.from_double(self._last_good[1]))]
+                if frames[i][0] in user_phase:
+                    tags.append((pmt.intern(USER_PHASE), user_phase[frames[i][0]]))
                 for k in range(self.nr):
                     for key, value in tags:
                         self.add_item_tag(k, offset, key, value)

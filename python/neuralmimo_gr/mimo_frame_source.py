@@ -10,6 +10,7 @@ from gnuradio import gr
 from neuralmimo.constellation import Constellation
 from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
 from neuralmimo.receiver.preamble import Preamble
+from neuralmimo.receiver.tracking import air_length, insert_tracking, tracking_count
 
 from ._common import FailureLog, big_buffers, guarded_work
 from .tags import FRAME_START
@@ -36,19 +37,29 @@ class mimo_frame_source(gr.basic_block):
     for a receiver that finds frames itself (``frame_sync``, over the air); the ``frame_start``
     tag then sits on the preamble's first symbol, and a finite run ends with one more preamble,
     which confirms the last frame's end to the receiver, and as many zero symbols (the filters'
-    tails).
+    tails). ``coarse_period > 0`` makes it a version-2 preamble (a short repeated part in front,
+    for CFOs up to ``1 / (2 coarse_period)`` of the symbol rate; 4 gives 12.5 %).
+
+    ``pilot_spacing > 0`` puts a tracking pilot (a known vector) after every ``pilot_spacing`` data
+    vectors (``neuralmimo.receiver.tracking``): ``frame_sync(pilot_spacing=...)`` anchors its
+    phase tracker there and removes them. Needs a preamble.
     """
 
     def __init__(self, nt: int = 2, n_pilots: int = 16, n_data: int = 256, modulation: str = "qpsk",
                  data_from_input: bool = False, seed: int = 0, n_frames: int = 0, first_frame: int = 0,
-                 preamble_period: int = 0):
+                 preamble_period: int = 0, coarse_period: int = 0, pilot_spacing: int = 0):
         self.layout = FrameLayout(int(nt), int(n_pilots), int(n_data))  # ValueError on a bad layout
         if preamble_period < 0:
             raise ValueError(f"preamble_period must be >= 0 (0: no preamble), got {preamble_period}")
-        self.preamble = Preamble(int(nt), int(preamble_period)) if preamble_period else None
+        if (pilot_spacing or coarse_period) and not preamble_period:
+            raise ValueError("tracking pilots and a coarse preamble part need a preamble (preamble_period > 0): "
+                             "frame_sync removes them")
+        tracking_count(self.layout.n_data, int(pilot_spacing))  # validates it
+        self.pilot_spacing = int(pilot_spacing)
+        self.preamble = Preamble(int(nt), int(preamble_period), coarse_period=int(coarse_period)) if preamble_period else None
         self._preamble = (self.preamble.symbols().astype(np.complex64) if self.preamble is not None
                           else np.zeros((int(nt), 0), np.complex64))
-        self.frame_length = self._preamble.shape[1] + self.layout.length
+        self.frame_length = self._preamble.shape[1] + air_length(self.layout, self.pilot_spacing)
         self._closing = np.concatenate([self._preamble, np.zeros_like(self._preamble)], axis=1)
         self._closed = self.preamble is None
         self.constellation = Constellation(modulation)
@@ -101,6 +112,9 @@ class mimo_frame_source(gr.basic_block):
         else:
             idx = frame_data_indices(self.constellation, lay, self.seed, numbers)
         frames = lay.assemble(self.constellation.symbols(idx)).numpy()  # (n, Nt, Np + Nd)
+        if self.pilot_spacing:
+            frames = np.concatenate([frames[..., :lay.n_pilots],
+                                     insert_tracking(frames[..., lay.n_pilots:], lay, self.pilot_spacing)], axis=2)
         if self.preamble is not None:
             frames = np.concatenate([np.broadcast_to(self._preamble, (n, *self._preamble.shape)), frames], axis=2)
         block = frames.transpose(1, 0, 2).reshape(lay.nt, n * L)

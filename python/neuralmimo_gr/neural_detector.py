@@ -22,10 +22,12 @@ from neuralmimo.detectors.hotswap import model_candidates as _candidates
 from neuralmimo.detectors.hotswap import resolve_model_path as _resolve
 from neuralmimo.site.drift import DriftWatch
 
-from ._common import EstimateTags, FailureLog, big_buffers, detect_groups, frame_segments, guarded_work, mark_stale
-from ._common import write_streams
+from ._common import EstimateTags, FailureLog, UserPhase, big_buffers, detect_groups, frame_segments, guarded_work
+from ._common import mark_stale, write_streams
 from ._paths import MODELS_DIR
 from .tags import DETECTOR, FRAME_START, MODEL, N_USERS, tag_int
+
+USER_PHASE_CHUNK = 16  # vectors per channel rotation when users turn apart (0.05 rad at 3e-3 rad per vector)
 
 _PORT_MODEL = pmt.intern("model")
 _PORT_STATUS = pmt.intern("status")
@@ -78,6 +80,11 @@ class neural_detector(gr.sync_block):
     Complexity dial (DetNet/WeSNet [WS]): ``keep`` in ``(0, 1]`` and ``layers`` (0: all) at
     construction and through :meth:`set_complexity`; put in force at a frame boundary like a swap.
 
+    Separate user oscillators: with a ``user_phase`` tag (``frame_sync``, through the estimator)
+    the model sees the column-rotated channel ``H diag(exp(j (p_k + r_k d)))`` per chunk of
+    ``USER_PHASE_CHUNK`` vectors (``d`` the chunk's middle): a nonlinear detector cannot be handed
+    derotated streams, the users' symbols are mixed at the antennas.
+
     Bad input as in the linear detector: malformed or degenerate ``csi``/``noise_var`` keep the
     last good values (``csi_stale``), NaN/Inf vectors are zeroed, vectors before the first
     estimate or model come out 0; a frame on which the model raises is retried alone and output
@@ -112,6 +119,7 @@ class neural_detector(gr.sync_block):
                                   emit=self._status, log=lambda level, text: getattr(self.logger, level)(text))
         self.failed_frames: list[int | None] = []  # numbers of the frames a model failed on (output 0)
         self._estimate = EstimateTags(self, self.nr, self.nt, noise_floor=0.0)  # DeepSIC divides by sqrt(nv)
+        self._user_phase = UserPhase(self, self.nt)
         self._n_users: int | None = None
         self._frame_number: int | None = None
         self._fallback_enabled = bool(fallback)
@@ -238,6 +246,7 @@ class neural_detector(gr.sync_block):
         self._n_users = None
         h_before = self._estimate.h
         mark_stale(self, tags, self._estimate.apply(tags), offset, self.nt + self.llr_output)
+        self._user_phase.boundary(tags)
         for t in tags:
             key = pmt.symbol_to_string(t.key)
             if key == FRAME_START:
@@ -297,11 +306,22 @@ class neural_detector(gr.sync_block):
             if active is None:
                 self.failures.report("no-model", f"{self.name()}: no model loaded yet: output is 0")
                 continue
+            rotation = self._user_phase.segment(b - a)
             if est.h is None:
                 self.failures.report("no-csi", f"{self.name()}: no channel estimate yet (no csi tag): output is 0")
                 continue
-            groups.setdefault((b - a, "mmse" if self._on_mmse else id(active)), []).append(
-                (a, (active, est.h, est.noise_var, self._n_users or self.nt)))
+            key = "mmse" if self._on_mmse else id(active)
+            k = self._n_users or self.nt
+            if rotation is None:
+                groups.setdefault((b - a, key), []).append((a, (active, est.h, est.noise_var, k)))
+            else:
+                # separate user oscillators: a nonlinear detector sees the column-rotated channel H D,
+                # per chunk of USER_PHASE_CHUNK vectors (D at the chunk's middle)
+                for c in range(a, b, USER_PHASE_CHUNK):
+                    e = min(c + USER_PHASE_CHUNK, b)
+                    d = torch.from_numpy(np.exp(1j * rotation[:, (c + e - 1) // 2 - a]).astype(np.complex64))
+                    groups.setdefault((e - c, key), []).append((c, (active, est.h * d[None, :], est.noise_var, k)))
+                    numbers[c] = self._frame_number
             numbers[a] = self._frame_number
 
         def detect(y, states, key):

@@ -19,7 +19,14 @@ key is defined here and nowhere else:
 ``timing`` (double)      ... the frame's fractional start (first preamble symbol) in the sample
                          stream ``frame_sync`` received, samples.
 ``sync_metric`` (double) ... the preamble's autocorrelation metric (0..1).
-``user_cfo`` (f32vector) ... each user's CFO from its own preamble, Hz (not removed: see frame_sync).
+``user_cfo`` (f32vector) ... each user's CFO from its own preamble, Hz (measured; see ``user_phase``).
+``user_phase`` (f32vector) each user's residual rotation along the frame (separate user
+                         oscillators; ``neuralmimo.receiver.tracking``): ``2 Nt`` values, the
+                         rotation of user k at the frame's first data vector (rad) then its rate
+                         (rad per data vector); user k of data vector d turned by ``p_k + r_k d``
+                         against the channel estimate. Put by ``frame_sync`` at the frame's first
+                         sample (only when nonzero), moved by the estimator to the first data
+                         vector; the linear and neural detectors remove it (absent: zero).
 ``n_users`` (long)       optional, at a frame's first data vector: active users (streams 0..K-1).
 ``detector`` (symbol)    the detection algorithm in force from this vector on (linear detector).
 ``model`` (dict)         the model in force from this vector on (neural detector): architecture,
@@ -43,6 +50,7 @@ CFO = "cfo"
 TIMING = "timing"
 SYNC_METRIC = "sync_metric"
 USER_CFO = "user_cfo"
+USER_PHASE = "user_phase"
 N_USERS = "n_users"
 DETECTOR = "detector"
 MODEL = "model"
@@ -97,3 +105,23 @@ def rx_time_value(value) -> tuple[int, float] | None:
         if whole is not None and frac is not None and whole >= 0 and math.isfinite(frac) and 0.0 <= frac < 1.0:
             return whole, frac
     return None
+
+
+def user_phase_to_pmt(first: np.ndarray, rate: np.ndarray) -> pmt.pmt_t:
+    """``user_phase`` value: each user's rotation at the first data vector, then its rate."""
+    values = np.concatenate([np.asarray(first, np.float64), np.asarray(rate, np.float64)]).astype(np.float32)
+    return pmt.init_f32vector(values.size, values.tolist())
+
+
+def pmt_to_user_phase(value, nt: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(first (Nt,), rate (Nt,))`` float64 of a ``user_phase`` value; ``ValueError`` with the
+    reason (not an f32vector of ``2 Nt`` finite values, or a rate that turns a user by more than
+    half a turn per vector: no residual CFO does)."""
+    if not pmt.is_f32vector(value):
+        raise ValueError("user_phase tag is not an f32vector")
+    v = np.asarray(pmt.f32vector_elements(value), dtype=np.float64)
+    if v.size != 2 * nt:
+        raise ValueError(f"user_phase tag has {v.size} values, expected 2 Nt = {2 * nt}")
+    if not np.isfinite(v).all() or np.abs(v[nt:]).max() > math.pi:
+        raise ValueError("user_phase tag holds NaN/Inf or a rate beyond pi rad per vector")
+    return v[:nt], v[nt:]

@@ -503,6 +503,10 @@ def _add_loopback(sub):
                    help=f"overflows (runs of 1..4096 lost samples): {radio['drop_rate'].describe()}")
     g.add_argument("--gain-imbalance-db", type=radio["gain_imbalance_db"].arg("--gain-imbalance-db"),
                    help=f"gain per receive channel within +- this: {radio['gain_imbalance_db'].describe()}")
+    g.add_argument("--coarse", type=non_negative_int, help="the preamble's coarse period (0: a version-1 preamble, "
+                   "CFO within 1/(2 N) of the symbol rate; 4: within 12.5 %%)")
+    g.add_argument("--pilot-spacing", type=non_negative_int, help="a tracking pilot after every this many data vectors "
+                   "(0: none)")
     g.add_argument("--record", type=Path, help="record the receive streams as a SigMF capture in this folder (one SNR), "
                    "with the live SERs in live.json: replay it with 'neuralmimo replay'")
     p.set_defaults(func=cmd_loopback)

@@ -24,6 +24,7 @@ from neuralmimo.metrics import snr_at
 from neuralmimo.receiver.framesync import FrameSynchronizer
 from neuralmimo.receiver.preamble import Preamble, cfo_crb
 from neuralmimo.receiver.pulse import INTERP_HALF, matched_filter, rrc_taps, shape
+from neuralmimo.receiver.tracking import air_length, insert_tracking, user_rotation
 from neuralmimo.snr import complex_noise, noise_variance
 
 
@@ -38,6 +39,8 @@ class LinkSettings:
     n_data: int = 256
     modulation: str = "qpsk"
     period: int = 16
+    coarse_period: int = 0  # version-2 preamble (neuralmimo.receiver.preamble): 0 = version 1
+    pilot_spacing: int = 0  # a tracking pilot after every this many data vectors (neuralmimo.receiver.tracking)
     sps: int = 4
     rolloff: float = 0.35
     span: int = 8
@@ -53,6 +56,7 @@ class LinkSettings:
     drop_rate: float = 0.0
     drop_length: tuple = (1, 4096)
     track_phase: bool = True
+    user_tracking: bool = True  # remove each user's residual rotation after detection
     chunk: int = 4096  # samples pushed to the synchroniser at a time
 
     @property
@@ -61,11 +65,11 @@ class LinkSettings:
 
     @property
     def preamble(self) -> Preamble:
-        return Preamble(self.nt, self.period)
+        return Preamble(self.nt, self.period, coarse_period=self.coarse_period)
 
     @property
     def frame_samples(self) -> int:
-        return (self.preamble.length + self.layout.length) * self.sps
+        return (self.preamble.length + air_length(self.layout, self.pilot_spacing)) * self.sps
 
 
 IMPAIRED = dict(cfo=0.02, sro_ppm=20.0, phase_noise=1e-5, lo_phase=True, gain_imbalance_db=1.0)
@@ -106,6 +110,7 @@ def transmit_symbols(s: LinkSettings, frames: int, idx: torch.Tensor) -> np.ndar
     (F, Nt, Nd)``) plus a closing preamble."""
     const = Constellation(s.modulation)
     body = s.layout.assemble(const.symbols(idx)).numpy()  # (F, Nt, L)
+    body = np.concatenate([body[..., :s.n_pilots], insert_tracking(body[..., s.n_pilots:], s.layout, s.pilot_spacing)], -1)
     pre = s.preamble.symbols().astype(np.complex64)
     parts = []
     for f in range(frames):
@@ -131,7 +136,7 @@ def receive_waveform(s: LinkSettings, snr_db: float, frames: int, seed: int = 0)
         sym, _ = tx.process(np.concatenate([sym, np.zeros((s.nt, INTERP_HALF + 2), np.complex64)], 1))
     # block fading per frame, applied per symbol (before pulse shaping: a channel constant over each
     # symbol's pulse; switching it at a sample boundary would cut the last symbols' pulses)
-    n_sym = s.preamble.length + s.layout.length
+    n_sym = s.preamble.length + air_length(s.layout, s.pilot_spacing)
     y = np.empty((s.nr, sym.shape[1]), dtype=np.complex64)
     for f in range(frames + 1):
         a, b = f * n_sym, (f + 1) * n_sym if f < frames else sym.shape[1]
@@ -159,7 +164,7 @@ def run_link(s: LinkSettings, snr_db: float, frames: int, seed: int = 0) -> Link
     z = matched_filter(z, taps)
     origin = s.timing_offset + len(taps) - 1  # where frame 0's first preamble symbol peaks
     sync = FrameSynchronizer(s.nr, s.layout, s.preamble, s.sps, taps, pfa=s.pfa, origin=origin,
-                             constellation=const if s.track_phase else None)
+                             constellation=const if s.track_phase else None, pilot_spacing=s.pilot_spacing)
     out = []
     cuts = sorted({0, z.shape[1], *range(0, z.shape[1], s.chunk), *(o for o, _ in gaps)})
     lost_at = {}
@@ -182,6 +187,9 @@ def run_link(s: LinkSettings, snr_db: float, frames: int, seed: int = 0) -> Link
         ys = torch.from_numpy(np.stack([f.symbols for f in good]))
         hh, nvh = est(ys[..., :s.n_pilots])
         xh, _ = linear_detect(ys[..., s.n_pilots:], hh, nvh.to(torch.float32), "mmse", const)
+        if s.track_phase and s.user_tracking:  # each user's residual rotation (exact for linear detection)
+            rot = user_rotation(np.stack([f.user_rate for f in good]), s.layout)
+            xh = xh * torch.from_numpy(rot).conj()
         dec = const.hard_decision(xh)
         ref = idx[[f.number for f in good]]
         res.errors, res.symbols = int((dec != ref).sum()), int(ref.numel())

@@ -20,6 +20,8 @@ The project's own fields live in the ``neuralmimo`` extension namespace (documen
 ``neuralmimo:sps``, ``rolloff``, ``span``: the RRC pulse
 ``neuralmimo:snr_convention``  SNR convention of ``snr_db`` (``neuralmimo.snr``)
 ``neuralmimo:snr_db``          the SNR set in a loopback (absent over the air)
+``neuralmimo:coarse_period``   the preamble's coarse part (version 2; absent or 0: version 1)
+``neuralmimo:pilot_spacing``   a tracking pilot after every this many data vectors (absent or 0: none)
 =============================  ===============================================================
 
 Annotation fields: ``neuralmimo:frame`` (number), ``neuralmimo:cfo_hz``,
@@ -41,14 +43,16 @@ from sigmf import SigMFCollection, SigMFFile
 from ..params import safe_name
 
 NAMESPACE = "neuralmimo"
-EXTENSION = {"name": NAMESPACE, "version": "1.0.0", "optional": True}
+EXTENSION = {"name": NAMESPACE, "version": "1.1.0", "optional": True}  # 1.1: coarse_period, pilot_spacing
 LAYOUT_FIELDS = {  # field: (type, check)
     "nt": (int, lambda v: v >= 1), "n_pilots": (int, lambda v: v >= 1), "n_data": (int, lambda v: v >= 1),
     "modulation": (str, lambda v: v in ("bpsk", "qpsk", "16qam")), "preamble_period": (int, lambda v: v >= 2),
     "seed": (int, lambda v: v >= 0), "sps": (int, lambda v: v >= 2), "rolloff": (float, lambda v: 0 < v <= 1),
     "span": (int, lambda v: v >= 2 and v % 2 == 0), "snr_convention": (str, lambda v: len(v) < 32),
 }
-OPTIONAL_FIELDS = {"snr_db": (float, math.isfinite)}
+# optional: absent in version-1.0 captures, where they are 0 (a version-1 preamble, no tracking pilots)
+OPTIONAL_FIELDS = {"snr_db": (float, math.isfinite), "coarse_period": (int, lambda v: v == 0 or 2 <= v <= 512),
+                   "pilot_spacing": (int, lambda v: 0 <= v <= 65536)}
 
 
 class CaptureError(ValueError):

@@ -62,10 +62,13 @@ import numpy as np
 
 from ..params import Param, check_all
 from .frames import FrameLayout
-from .preamble import Preamble, autocorrelation_threshold, correlation_threshold
+from .preamble import FINE_GUARD, Preamble, autocorrelation_threshold, correlation_threshold
 from .pulse import INTERP_HALF, interpolate, interpolate_grid, noise_correlation_energy
+from .tracking import CHUNK, UserRates, air_length, chunk_for, pilot_fit, remove_tracking, track_phase
 
 HOLD = 4  # frame lengths an unconfirmed frame waits for a following preamble
+PHASE_NOISE_FRAMES = 16  # frames whose phase-noise estimates choose the tracker's chunk
+STATE_FRAMES = 8  # the tracker's frame-to-frame state changes every this many frames (_track)
 PPM_TOLERANCE = 50e-6  # sample-rate offset allowed between confirmed preambles
 PEAK_RATIO = 4 / 3  # a start is refused if the autocorrelation is this much higher earlier (_detect)
 SEARCHING, FOUND, LOCKED = "searching", "found", "locked"
@@ -86,6 +89,8 @@ PARAMS = {  # neuralmimo.params: the constructor and the frame_sync block check 
     "span": Param(int, 2, 64, doc="RRC span in symbols (even)"),
     "rolloff": Param(float, 0, 1, lo_open=True),
     "samp_rate": Param(float, 0, 1e12, lo_open=True, unit="Hz"),
+    "coarse_period": Param(int, 0, 512, unit="symbols", doc="version-2 preamble's short period (0: version 1)"),
+    "pilot_spacing": Param(int, 0, 65536, doc="data vectors between tracking pilots (0: none)"),
 }
 
 
@@ -206,9 +211,11 @@ class Detection:
 @dataclass
 class SyncedFrame:
     """A frame handed out: ``symbols (Nr, Np + Nd)`` complex64 at one sample per symbol, CFO
-    derotated (and phase tracked if enabled); ``start`` the fractional sample of its first
-    preamble symbol; ``cfo`` and ``user_cfo`` in cycles per sample; ``phase`` the tracked phase per
-    chunk (rad, empty without tracking)."""
+    derotated (and phase tracked if enabled), tracking pilots removed; ``start`` the fractional
+    sample of its first preamble symbol; ``cfo`` and ``user_cfo`` in cycles per sample; with
+    tracking: ``phase`` the common phase removed per vector (rad), ``slips`` the cycle slips the
+    tracking pilots caught, ``user_rate`` each user's residual rotation (rad per vector, zero at
+    the pilot block's middle; :func:`neuralmimo.receiver.tracking.user_rotation`)."""
 
     number: int
     start: float
@@ -218,6 +225,8 @@ class SyncedFrame:
     user_cfo: np.ndarray
     symbols: np.ndarray
     phase: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    slips: int = 0
+    user_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class FrameSynchronizer:
@@ -228,19 +237,26 @@ class FrameSynchronizer:
     filter (for the noise correlation in the thresholds); ``pfa`` false frame starts per frame
     length of noise-only input; ``window`` the tracking search half-width (samples, default
     ``sps``); ``origin`` the sample where frame 0 starts (numbering); ``constellation`` enables
-    the phase tracker with ``chunk`` data vectors per phase estimate.
+    the phase tracker with ``chunk`` data vectors per phase estimate; ``pilot_spacing`` the frame
+    format's tracking pilots (one after every ``pilot_spacing`` data vectors, 0: none;
+    :mod:`neuralmimo.receiver.tracking`).
     """
 
     def __init__(self, nr: int, layout: FrameLayout, preamble: Preamble, sps: int, taps: np.ndarray,
                  pfa: float = 1e-4, window: int | None = None, origin: float = 0.0, constellation=None,
-                 chunk: int = 16, dc_block: bool = True):
+                 chunk: int = CHUNK, dc_block: bool = True, pilot_spacing: int = 0):
         if preamble.nt != layout.nt:
             raise ValueError(f"preamble has {preamble.nt} streams, frame layout {layout.nt}")
-        check_all(PARAMS, {"nr": nr, "sps": sps, "pfa": pfa, "origin": origin})
+        check_all(PARAMS, {"nr": nr, "sps": sps, "pfa": pfa, "origin": origin, "pilot_spacing": pilot_spacing})
         self.nr, self.layout, self.preamble, self.sps = int(nr), layout, preamble, int(sps)
-        self.symbols_per_frame = preamble.length + layout.length
+        self.pilot_spacing = int(pilot_spacing)
+        self.air_length = air_length(layout, self.pilot_spacing)  # pilots, data and tracking pilots
+        self.symbols_per_frame = preamble.length + self.air_length
         self.frame_samples = self.symbols_per_frame * self.sps  # Ls
         self.half = preamble.period * self.sps  # W
+        self.long_offset = preamble.coarse_length * self.sps  # samples from a preamble's start to its long periods
+        # version 2: the fine CFO's branches next to the coarse one are compared (_detect_many)
+        self._branches = (-1, 0, 1) if preamble.coarse_period else (0,)
         self.window = int(window if window is not None else self.sps)
         self.search_span = 2 * self.sps  # fine-timing lags around the autocorrelation peak
         self.pfa = float(pfa)
@@ -250,12 +266,18 @@ class FrameSynchronizer:
         self.threshold_search = autocorrelation_threshold(pfa, self.frame_samples, nr, self.half, c)
         self.threshold_track = autocorrelation_threshold(pfa, 2 * self.window + 1, nr, self.half, c)
         self.threshold_corr = correlation_threshold(pfa, 2 * self.search_span + 1, nr, layout.nt, preamble.length)
-        self._ref = preamble.symbols()  # (Nt, 2N)
+        self._ref = preamble.symbols()  # (Nt, L): the coarse part (version 2) and the long periods
+        self._ref_h = np.ascontiguousarray(np.conj(self._ref).T).astype(np.complex64)  # (L, Nt)
         self.constellation, self.chunk = constellation, int(chunk)
+        self.user_rates = UserRates(layout.nt, (self.air_length - (layout.n_pilots - 1) / 2))
+        self._phase_noise: list[float] = []  # the tracker's estimates of the last frames, rad^2 per vector
+        self._measurement_noise: list[float] = []  # ... and of one vector's phase-measurement variance
+        self._tracked = 0  # frames tracked so far (the tracker's state changes every STATE_FRAMES of them)
+        self._state = (self.chunk, None)  # (chunk, users' prior) of the current group of frames
         # zeros stand for the samples before the stream's start (and before a gap): a preamble at
         # the very start can be verified, and one cut by the start is refused (its autocorrelation
         # is higher earlier, see _detect_many)
-        self._pad = INTERP_HALF + self.half // 2 + self.search_span + 2
+        self._pad = INTERP_HALF + self.half // 2 + self.search_span + 2 + self.long_offset
         self._buf = np.zeros((nr, self._pad), dtype=np.complex64)
         self._base = -self._pad  # absolute offset of _buf[:, 0]
         self._lost = 0  # samples lost so far (gap)
@@ -287,7 +309,7 @@ class FrameSynchronizer:
             pass
         out = self._render(out)
         self._trim()
-        if out and self.constellation is not None:
+        if out:
             self._track(out)
         return out
 
@@ -311,7 +333,7 @@ class FrameSynchronizer:
         self._lost += int(lost)
         self._base, self._buf = end - self._pad, np.zeros((self.nr, self._pad), dtype=np.complex64)
         self._search_from = end
-        if out and self.constellation is not None:
+        if out:
             self._track(out)
         return out
 
@@ -377,7 +399,7 @@ class FrameSynchronizer:
         return True
 
     def _trim(self) -> None:
-        keep_from = self._search_from - INTERP_HALF - 2 * self.search_span - 2
+        keep_from = self._search_from - INTERP_HALF - 2 * self.search_span - 2 - self.long_offset
         if self._open is not None:
             keep_from = min(keep_from, int(math.floor(self._open.start)) - INTERP_HALF - 2)
         drop = max(0, min(keep_from - self._base, self._buf.shape[1]))
@@ -431,7 +453,7 @@ class FrameSynchronizer:
                     self._count("verify-capped")
                     break  # the rest of this window is not verified: cost bound
                 self._verify_budget -= 1.0
-                det = self._detect(lo + peak, self.search_span, self.threshold_search)
+                det = self._detect(lo + peak - self.long_offset, self.search_span, self.threshold_search)
                 if det is not None:
                     self._silent_from = lo + peak
                     return det, lo + peak
@@ -500,6 +522,29 @@ class FrameSynchronizer:
         r = 0.5 * (ce[:, 2 * W:2 * W + count] - ce[:, :count])
         return np.abs(p) ** 2 / np.maximum(r, 1e-300) ** 2, p
 
+    def _fine_cfo(self, starts: np.ndarray) -> np.ndarray:
+        """Fine CFO (cycles per sample, within ``1 / (2 W)``) of preambles starting at ``starts``:
+        the phase of the long periods' autocorrelation ``P`` at lag ``W``; in version 2 without
+        the first ``FINE_GUARD`` symbols of the period (the coarse part's pulse tails)."""
+        W = self.half
+        if not self.long_offset:
+            _, p = self._metrics_around(starts, 1)
+            return np.angle(p[:, 0]) / (2 * np.pi * W)
+        g = FINE_GUARD * self.sps
+        y = self._windows(np.asarray(starts) + self.long_offset + g, 2 * W - g)
+        p = np.einsum("rkn,rkn->k", np.conj(y[..., :W - g]), y[..., W:])
+        return np.angle(p) / (2 * np.pi * W)
+
+    def _coarse_cfo(self, starts: np.ndarray) -> np.ndarray:
+        """Coarse CFO (cycles per sample) from the coarse part of preambles starting at ``starts``
+        (version 2): the phase of its autocorrelation at one short period ``Ws = Ns sps``, over
+        ``R - 1`` periods and every antenna; unambiguous within ``1 / (2 Ws)``."""
+        ws = self.preamble.coarse_period * self.sps
+        n = (self.preamble.coarse_repeats - 1) * ws
+        y = self._windows(starts, n + ws)  # (Nr, K, n + Ws)
+        p = np.einsum("rkn,rkn->k", np.conj(y[..., :n]), y[..., ws:])
+        return np.angle(p) / (2 * np.pi * ws)
+
     def _detect(self, center: int, span: int, threshold: float) -> Detection | None:
         return self._detect_many(np.array([center]), span, threshold)[0]
 
@@ -509,34 +554,49 @@ class FrameSynchronizer:
         the thresholds or the samples are not (all) held."""
         sps, L, W = self.sps, self.preamble.length, self.half
         centers = np.asarray(centers, dtype=np.int64)
-        held = (centers - span - INTERP_HALF - W // 2 - 2 >= self._base) & \
+        off = self.long_offset
+        coarse = bool(off)
+        held = (centers + min(0, off - W // 2) - span - INTERP_HALF - 2 >= self._base) & \
                (centers + span + L * sps + INTERP_HALF + 3 <= self.end)
         out: list[Detection | None] = [None] * len(centers)
         if not held.any():
             return out
         ok_idx = np.flatnonzero(held)
         cen = centers[ok_idx]
-        _, p = self._metrics_around(cen, 1)
-        cfo = np.angle(p[:, 0]) / (2 * np.pi * W)  # (K,)
-        # correlation with the known preamble at integer lags, CFO derotated
+        cfo = self._fine_cfo(cen)  # (K,) within 1 / (2 N) cycles per symbol
+        branch = np.zeros(len(cen), np.int64)  # multiples of 1 / W added to the fine CFO (version 2)
+        if coarse:
+            branch = np.round((self._coarse_cfo(cen) - cfo) * W).astype(np.int64)
+        # correlation with the known preamble at integer lags, CFO derotated (each branch)
         lo = cen - span
         n_seg = 2 * span + (L - 1) * sps + 1
-        seg = self._windows(lo, n_seg) * np.exp(-2j * np.pi * cfo[:, None] * np.arange(n_seg)[None, :]).astype(np.complex64)
         idx = np.arange(2 * span + 1)[:, None] + np.arange(L)[None, :] * sps  # (D, L)
-        c = np.einsum("rkdl,ml->rkdm", seg[:, :, idx], np.conj(self._ref).astype(np.complex64))
-        t = (np.abs(c) ** 2).sum(3).sum(0)  # (K, D); one axis at a time: the same whatever K
+        ts = []
+        for b in self._branches:
+            f = cfo + (branch + b) / W if coarse else cfo
+            seg = self._windows(lo, n_seg) * np.exp(-2j * np.pi * f[:, None] * np.arange(n_seg)[None, :]).astype(np.complex64)
+            c = seg[:, :, idx] @ self._ref_h  # (Nr, K, D, Nt): one product per antenna and candidate
+            ts.append((np.abs(c) ** 2).sum(3).sum(0))  # (K, D); one axis at a time: the same whatever K
+        if coarse:  # only the right branch makes the coarse part correlate too: a wrong coarse estimate is caught here
+            best = np.argmax(np.stack([t.max(1) for t in ts]), axis=0)  # (K,)
+            corrected = best != 1
+            branch = branch + best - 1
+            t = np.stack(ts)[best, np.arange(len(cen))]
+        else:
+            t, corrected = ts[0], np.zeros(len(cen), bool)
         d = np.argmax(t, axis=1)
         inner = (d > 0) & (d < t.shape[1] - 1)  # a peak at the window's edge may lie outside it
         # second pass at the integer peak alone: the CFO measured there and the correlation at the
         # peak and its neighbours with that CFO, so that the result depends on the data at the
         # peak, not on where the search was centred (a replay gives the live frames bit for bit)
         peak = lo + d
-        _, p = self._metrics_around(peak, 1)
-        cfo = np.angle(p[:, 0]) / (2 * np.pi * W)
+        cfo = self._fine_cfo(peak)
+        if coarse:
+            cfo = cfo + branch / W
         n3 = 2 + (L - 1) * sps + 1
         seg = self._windows(peak - 1, n3) * np.exp(-2j * np.pi * cfo[:, None] * np.arange(n3)[None, :]).astype(np.complex64)
         idx3 = np.arange(3)[:, None] + np.arange(L)[None, :] * sps
-        c3 = np.einsum("rkdl,ml->rkdm", seg[:, :, idx3], np.conj(self._ref).astype(np.complex64))
+        c3 = seg[:, :, idx3] @ self._ref_h
         t3 = (np.abs(c3) ** 2).sum(3).sum(0)  # (K, 3): lags peak - 1, peak, peak + 1
         tm, t0_, tp = t3[:, 0], t3[:, 1], t3[:, 2]
         den = tm - 2 * t0_ + tp
@@ -561,11 +621,11 @@ class FrameSynchronizer:
         # another stream's sequence), but its autocorrelation falls from an earlier start on.
         # Expected ratio of the largest earlier metric to the metric here: at most (3/4)^2 = 0.56
         # at a true start, at least 1 / 0.56 = 1.78 one shift late; PEAK_RATIO sits between them.
-        m, _ = self._metrics_around(t0 - W // 2, W // 2 + 1)  # (K, W/2 + 1): starts t0 - W/2 .. t0
+        m, _ = self._metrics_around(t0 + off - W // 2, W // 2 + 1)  # (K, W/2 + 1): starts t0 - W/2 .. t0
         metric, earlier = m[:, -1], m[:, :W // 4 + 1].max(1)
-        n = self.preamble.period
-        first = np.einsum("rkl,ml->rkm", ys[..., :n], ref[:, :n])
-        second = np.einsum("rkl,ml->rkm", ys[..., n:], ref[:, n:])
+        n, o = self.preamble.period, self.preamble.coarse_length
+        first = np.einsum("rkl,ml->rkm", ys[..., o:o + n], ref[:, o:o + n])
+        second = np.einsum("rkl,ml->rkm", ys[..., o + n:], ref[:, o + n:])
         user = cfo[:, None] + np.angle((np.conj(first) * second).sum(0)) / (2 * np.pi * n * sps)  # (K, Nt)
         # a tone is periodic at every lag and correlates with the Zadoff-Chu sequences where its
         # frequency (after the CFO derotation, ambiguous by 1/W) meets one of their spectral
@@ -574,6 +634,8 @@ class FrameSynchronizer:
         spec = (np.abs(np.fft.fft(ys, 4 * L, axis=2)) ** 2).sum(0)  # (K, 4L)
         tonal = spec.max(1) / np.maximum(L * (np.abs(ys) ** 2).sum(2).sum(0), 1e-300) > TONE_FRACTION
         good = inner & (rho >= self.threshold_corr) & (metric >= threshold) & (earlier <= PEAK_RATIO * metric) & ~tonal
+        for j in np.flatnonzero(good & corrected):
+            self._count("cfo-branch")  # the coarse estimate was a branch off; the correlation corrected it
         for j in np.flatnonzero(good):
             out[ok_idx[j]] = Detection(float(start[j]), float(cfo[j]), float(metric[j]), float(rho[j]),
                                        user[j].astype(np.float64), self._lost)
@@ -600,7 +662,7 @@ class FrameSynchronizer:
         (:func:`pilots_misaligned`) is dropped (``pilot-residual``). Returns the frames kept."""
         if not frames:
             return frames
-        rel = (self.preamble.length + np.arange(self.layout.length)) * self.sps  # samples from the start
+        rel = (self.preamble.length + np.arange(self.air_length)) * self.sps  # samples from the start
         ys = np.stack([interpolate_grid(self._buf, f.start + rel[0] - self._base, self.sps, len(rel)) for f in frames])
         cfo = np.array([f.cfo for f in frames])
         ys *= np.exp(-2j * np.pi * cfo[:, None, None] * rel[None, None, :]).astype(np.complex64)  # (F, Nr, L)
@@ -615,27 +677,46 @@ class FrameSynchronizer:
             kept.append(f)
         return kept
 
+    @property
+    def phase_noise(self) -> float:
+        """The phase-noise increment (rad^2 per vector) the tracker measured: the median of the
+        last ``PHASE_NOISE_FRAMES`` frames' estimates (a frame whose decisions failed is an
+        outlier); 0 before the first frame."""
+        return float(np.median(self._phase_noise)) if self._phase_noise else 0.0
+
     def _track(self, frames: list[SyncedFrame]) -> None:
-        tracked, phase = track_phase(np.stack([f.symbols for f in frames]), self.layout, self.constellation, self.chunk)
-        for i, f in enumerate(frames):
-            f.symbols = tracked[i]
-            f.phase = phase[i]
+        """Phase tracking (with a constellation) and the tracking pilots' removal.
 
-
-def pilot_fit(y_p: np.ndarray, layout: FrameLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """LS fit of received pilots ``y_p (F, Nr, Np)``: ``(H (F, Nr, Nt), residual noise variance (F,),
-    unexplained fraction of the pilot energy (F,))`` -- :mod:`neuralmimo.receiver.estimation` and
-    :func:`neuralmimo.receiver.alignment.unexplained_fraction` written with ``einsum`` (a frame's numbers do not
-    depend on how many frames are fitted together, see :func:`track_phase`)."""
-    x_p = layout.pilots().numpy().astype(np.complex128)
-    proj = (x_p.conj().T @ np.linalg.inv(x_p @ x_p.conj().T)).astype(np.complex64)  # (Np, Nt), fixed
-    h = np.einsum("frp,pt->frt", y_p, proj)
-    resid = y_p - np.einsum("frt,tp->frp", h, x_p.astype(np.complex64))
-    r2 = (np.abs(resid) ** 2).sum(2).sum(1).astype(np.float64)
-    e2 = (np.abs(y_p) ** 2).sum(2).sum(1).astype(np.float64)
-    dof = y_p.shape[1] * (layout.n_pilots - layout.nt)
-    nv = r2 / dof if dof > 0 else np.full(len(r2), np.nan)
-    return h, nv, np.where(e2 > 0, r2 / np.maximum(e2, 1e-300), np.inf)
+        What the tracker carries from frame to frame (the users' rates, the phase noise and the
+        chunk length chosen from it) changes only every ``STATE_FRAMES`` frames: frames are tracked
+        in groups that end on multiples of it, so a frame's result does not depend on how the
+        stream was cut into pieces (a replay gives the live decisions bit for bit)."""
+        body = np.stack([f.symbols for f in frames])
+        if self.constellation is None:
+            out, _ = remove_tracking(body, self.layout, self.pilot_spacing)
+            for i, f in enumerate(frames):
+                f.symbols = np.ascontiguousarray(out[i])
+            return
+        pos = 0
+        while pos < len(frames):
+            if self._tracked % STATE_FRAMES == 0:  # a new group: the state it is tracked with
+                noise = float(np.median(self._measurement_noise)) if self._measurement_noise else 0.0
+                self._state = (chunk_for(noise, self.phase_noise, self.chunk), self.user_rates.prior())
+            chunk, prior = self._state
+            n = STATE_FRAMES - self._tracked % STATE_FRAMES
+            group = frames[pos:pos + n]
+            t = track_phase(body[pos:pos + n], self.layout, self.constellation, chunk, spacing=self.pilot_spacing,
+                            user_prior=prior)
+            for i, f in enumerate(group):
+                f.symbols, f.phase, f.slips, f.user_rate = t.frames[i], t.phase[i], int(t.slips[i]), t.user_rate[i]
+                self.user_rates.update(t.user_measured[i])
+                if np.isfinite(t.phase_noise[i]) and np.isfinite(t.noise[i]):
+                    self._phase_noise = (self._phase_noise + [float(t.phase_noise[i])])[-PHASE_NOISE_FRAMES:]
+                    self._measurement_noise = (self._measurement_noise + [float(t.noise[i])])[-PHASE_NOISE_FRAMES:]
+                if f.slips:
+                    self.counts["cycle-slip"] = self.counts.get("cycle-slip", 0) + f.slips
+            self._tracked += len(group)
+            pos += n
 
 
 def pilots_misaligned(y_p: np.ndarray, layout: FrameLayout, correlation: np.ndarray) -> np.ndarray:
@@ -653,71 +734,6 @@ def pilots_misaligned(y_p: np.ndarray, layout: FrameLayout, correlation: np.ndar
     full = 1.0 - layout.nt / layout.n_pilots
     expected = full * np.clip(1.0 - np.asarray(correlation), 1e-6, 1.0)
     return u > np.sqrt(expected * full)
-
-
-def nearest_point(constellation):
-    """A function mapping complex values to the nearest constellation point (same shape). Square
-    constellations (BPSK, QPSK, 16-QAM: points = a product of per-dimension levels) are sliced per
-    dimension (a search among midpoints), others by distance to every point."""
-    points = constellation.points.numpy().astype(np.complex64)
-    re, im = np.unique(points.real), np.unique(points.imag)
-    if len(re) * len(im) != len(points):
-        return lambda z: points[np.argmin(np.abs(z[..., None] - points) ** 2, axis=-1)]
-    mid_re, mid_im = (re[1:] + re[:-1]) / 2, (im[1:] + im[:-1]) / 2
-
-    def slice_(z):
-        return (re[np.searchsorted(mid_re, z.real)] + 1j * im[np.searchsorted(mid_im, z.imag)]).astype(np.complex64)
-    return slice_
-
-
-def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: int = 16,
-                freq_gain: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Decision-directed common phase tracking through the data of frames ``(F, Nr, Np + Nd)``
-    complex64.
-
-    The LS estimate ``H`` from the pilots carries the phase of the pilot block. Chunk ``c`` of
-    ``chunk`` data vectors is derotated by the predicted phase ``phi_pred = phi + f chunk``, the MMSE
-    estimate is sliced to ``x_hat``, and the remaining phase ``e = angle(sum conj(H x_hat) * y)``
-    (over antennas and vectors: the maximum-likelihood common phase given the decisions) updates
-    ``phi = phi_pred + e`` and the frequency ``f += freq_gain * e / chunk`` (a second-order loop).
-    Each chunk is output derotated by its ``phi``. Returns the frames (pilots unchanged) and the
-    phase per chunk ``(F, C)`` in radians. Decision errors at SER ~1e-2 barely bias ``e`` (sums over
-    ``Nr chunk`` products).
-
-    Every product is an ``einsum`` (elementwise loops), every inverse a per-frame LAPACK solve: a
-    frame's result does not depend on how many frames are processed together (BLAS batched
-    products do), so a replayed capture gives the live run's decisions bit for bit.
-
-    Frame-length limit without tracking: a residual CFO ``df`` (cycles per symbol) turns the
-    phase by ``2 pi df Nd`` over the data; LS-based detection of QPSK loses ~0.5 dB at an rms
-    phase error of ~6 degrees, so ``Nd < 1 / (60 df)`` (e.g. ``df = 1e-4``: ``Nd < 170``).
-    """
-    f = frames.shape[0]
-    y_p, y_d = frames[..., :layout.n_pilots], frames[..., layout.n_pilots:].copy()
-    h, nv, _ = pilot_fit(y_p, layout)
-    nv = np.nan_to_num(nv, nan=0.0)
-    gram = np.einsum("frt,fru->ftu", h.conj(), h) + nv[:, None, None] * np.eye(layout.nt)
-    w = np.linalg.solve(gram, h.conj().transpose(0, 2, 1)).astype(np.complex64)  # MMSE (F, Nt, Nr)
-    slicer = nearest_point(constellation)
-    n_chunks = -(-layout.n_data // chunk)
-    phase = np.zeros((f, n_chunks))
-    phi, freq = np.zeros(f), np.zeros(f)
-    # the pilots' phase reference is their middle; the first chunk's middle is this far away
-    gap = layout.n_pilots / 2 + chunk / 2
-    for c in range(n_chunks):
-        sl = slice(c * chunk, min((c + 1) * chunk, layout.n_data))
-        step = gap if c == 0 else chunk
-        pred = phi + freq * step
-        yc = y_d[..., sl] * np.exp(-1j * pred).astype(np.complex64)[:, None, None]
-        z = np.einsum("ftr,frn->ftn", w, yc)
-        x_hat = slicer(z)
-        hx = np.einsum("frt,ftn->frn", h, x_hat)
-        e = np.angle((hx.conj() * yc).sum(2).sum(1))
-        phi = pred + e
-        freq = freq + freq_gain * e / step
-        y_d[..., sl] = yc * np.exp(-1j * e).astype(np.complex64)[:, None, None]
-        phase[:, c] = phi
-    return np.concatenate([y_p, y_d], -1), phase
 
 
 def lag_metric(y: np.ndarray, window: int, lag: int, count: int) -> np.ndarray:

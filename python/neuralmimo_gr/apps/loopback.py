@@ -58,7 +58,8 @@ def sim_config_of(tb, snrs: list[float], frames: int, seed: int) -> SimConfig:
                      frame_data=lay.n_data, detectors=["zf", "mmse"], symbols=frames * lay.nt * lay.n_data, seed=seed)
 
 
-OTA_OPTIONS = ("cfo_hz", "timing_offset", "sro_ppm", "phase_noise", "samp_rate", "drop_rate", "gain_imbalance_db")
+OTA_OPTIONS = ("cfo_hz", "timing_offset", "sro_ppm", "phase_noise", "samp_rate", "drop_rate", "gain_imbalance_db", "coarse",
+               "pilot_spacing")
 
 
 def is_ota_loopback(grc: Path, out_dir: Path) -> bool:
@@ -123,6 +124,9 @@ def replay_capture(capture: Path, grc: Path, out_dir: Path, timeout_s: float = 6
     values = {"capture": str(cap.path), "n_pilots": info["n_pilots"], "n_data": info["n_data"],
               "modulation": info["modulation"], "period": info["preamble_period"], "sps": info["sps"],
               "rolloff": info["rolloff"], "span": info["span"], "seed": info["seed"], "samp_rate": cap.samp_rate}
+    # the frame format's version-2 fields (extension 1.1): absent in older captures, which then need no
+    # such parameters in the receiver either
+    values.update({k: info[f] for k, f in (("coarse", "coarse_period"), ("pilot_spacing", "pilot_spacing")) if info.get(f)})
     cls = _load_loopback(grc, out_dir, params=tuple(values), blocks=("src", "sync", "est"))
     tb = cls(**values)
     if tb.sync.nr != cap.n_rx or tb.sync.layout.nt != info["nt"]:

@@ -8,7 +8,8 @@ import torch
 from neuralmimo.constellation import Constellation
 from neuralmimo.receiver.estimation import LSChannelEstimator
 from neuralmimo.receiver.frames import FrameLayout, frame_data_indices
-from neuralmimo.receiver.framesync import LOCKED, FrameSynchronizer, pilots_misaligned, track_phase
+from neuralmimo.receiver.framesync import LOCKED, FrameSynchronizer, pilots_misaligned
+from neuralmimo.receiver.tracking import track_phase
 from neuralmimo.receiver.preamble import Preamble
 from neuralmimo.receiver.pulse import matched_filter, rrc_taps, shape
 
@@ -92,12 +93,49 @@ def test_phase_tracker_follows_a_residual_frequency_offset():
         hh, _ = est(frames[..., :8])
         return int((CONST.hard_decision(torch.linalg.pinv(hh) @ frames[..., 8:]) != idx).sum())
 
-    tracked, phase = track_phase(y.numpy(), lay, CONST, chunk=16)
-    tracked = torch.from_numpy(tracked)
+    t = track_phase(y.numpy(), lay, CONST, chunk=16)
+    tracked = torch.from_numpy(t.frames)
     assert errors(y) > 500 and errors(tracked) == 0
-    # the tracked phase of the last chunk ~ the drift from the pilots' middle to that chunk's middle
-    want = 2 * np.pi * 2e-3 * (8 + 256 - 8 - 4)
-    assert np.allclose(phase[:, -1], want, atol=0.15)
+    # the tracked phase of the last vector ~ the drift from the pilots' middle to it
+    want = 2 * np.pi * 2e-3 * (8 + 256 - 1 - 3.5)
+    assert np.allclose(t.phase[:, -1], want, atol=0.15)
+
+
+def test_tracking_pilots_catch_and_undo_a_planted_cycle_slip():
+    """A quarter-turn phase jump inside the data: the decision-directed tracker alone cannot see it
+    (QPSK looks the same turned by 90 degrees) and decides every later vector of the frame turned;
+    with a tracking pilot every 32 data vectors the next pilot catches it (a slip, counted) and the
+    errors stay between the two pilots around the jump."""
+    from neuralmimo.receiver.tracking import insert_tracking, tracking_positions
+
+    lay, spacing, jump = FrameLayout(2, 8, 256), 32, 8 + 100  # the jump's on-air vector (pilot block first)
+    g = torch.Generator().manual_seed(3)
+    idx = CONST.random_indices((6, 2, 256), g)
+    x = lay.assemble(CONST.symbols(idx)).numpy()
+    h = torch.randn(6, 4, 2, dtype=torch.complex64, generator=g).numpy()
+    est = LSChannelEstimator(lay.pilots())
+
+    def received(body):
+        turn = np.where(np.arange(body.shape[-1]) >= jump, 1j, 1.0).astype(np.complex64)
+        y = (h @ body) * turn
+        return (y + 0.05 * torch.randn(y.shape, dtype=torch.complex64, generator=g).numpy()).astype(np.complex64)
+
+    def errors(frames):  # per data vector, (F, Nd)
+        hh, _ = est(torch.from_numpy(frames[..., :8]))
+        xh = torch.linalg.pinv(hh) @ torch.from_numpy(frames[..., 8:])
+        return (CONST.hard_decision(xh) != idx).any(1).numpy()
+
+    plain = track_phase(received(x), lay, CONST)
+    assert errors(plain.frames)[:, jump - 8 + 16:].all()  # from the jump on (past its chunk) all wrong
+    body = np.concatenate([x[..., :8], insert_tracking(x[..., 8:], lay, spacing)], -1)
+    t = track_phase(received(body), lay, CONST, spacing=spacing)
+    assert (t.slips >= 1).all()
+    # on air the jump (100 vectors after the pilot block) lies between tracking pilots 2 and 3
+    # (positions 98 and 131): data vectors 96..127; every data vector outside that segment is right
+    pos = tracking_positions(256, spacing)
+    assert pos[2] < jump - 8 < pos[3]
+    bad = errors(t.frames)
+    assert bad[:, 3 * spacing:4 * spacing].any() and not np.delete(bad, np.arange(3 * spacing, 4 * spacing), 1).any()
 
 
 def test_pilot_check_refuses_a_window_of_data():

@@ -1,0 +1,527 @@
+"""Phase tracking inside a frame: tracking pilots, the common phase tracker that uses them (and
+the decisions between them), cycle-slip detection, and each user's residual rotation (numpy,
+no GNU Radio).
+
+**Tracking pilots** (optional; a frame-format parameter ``spacing`` = ``P``): on air, a known
+vector follows every ``P`` data vectors::
+
+    [ preamble | Np pilots | P data, t_0, P data, t_1, ... , rest of the data ]
+
+``floor(Nd / P)`` tracking pilots; ``t_j`` is column ``j mod Np`` of the pilot matrix (unit
+modulus, every user's symbol nonzero, so one vector gives every user's phase). The frame
+synchroniser removes them: the LS estimator and the detectors see ``Np + Nd`` vectors as
+without them. Cost: ``1 / (P + 1)`` of the data rate (3 % for ``P = 32``).
+
+**Why**: the decision-directed tracker alone follows the phase modulo the constellation's
+symmetry (90 degrees for QPSK and 16-QAM): when phase noise or a residual CFO moves the phase by
+more than 45 degrees between two of its estimates, it locks onto the rotated constellation and
+every later decision of the frame is wrong -- a cycle slip, unnoticed. A known vector has no
+such ambiguity: at each tracking pilot the tracker compares its prediction with the pilot's
+phase; a difference of a quarter turn or more is a slip (counted), and the decisions since the
+previous anchor are re-derotated from the pilots (:func:`track_phase`).
+
+**The tracker** (:func:`track_phase`): a sequential pass over chunks of data vectors (the
+second-order decision-directed loop of the single-carrier receiver: predicted phase, MMSE
+decisions, the maximum-likelihood phase given them, a frequency update) anchored at each tracking
+pilot, then a per-vector refinement: each vector's phase error given its decisions (known
+symbols on pilots), smoothed over the frame by the steady-state fixed-interval smoother of a
+random-walk phase in white measurement noise (weights ``lambda^|k|``, ``lambda`` from the ratio
+of the phase-noise increment, estimated from the measurements themselves, to the measurement
+variance). Phase noise of 1e-3 rad^2 per sample moves the phase by ~14 degrees RMS over a
+16-vector chunk at 4 samples per symbol: per-vector smoothing is what follows it.
+
+**Per-user rotation** (separate user oscillators): each user's symbols turn at its own residual
+frequency against the common phase; the receiver cannot remove that from the antennas' samples
+(they mix the users), so the tracker estimates each user's rate ``r_k`` (radians per vector,
+phase zero at the middle of the pilot block, where the channel estimate is referenced) from the
+decisions of every chunk, and the detectors remove it: user ``k`` of output vector ``n`` is
+rotated by ``r_k (n - (Np - 1) / 2)`` (:func:`user_rotation`). The channel becomes
+``H diag(exp(j r (n - c)))``; for ZF and MMSE, derotating the equalised streams is exact
+(``(D^H G D + s I)^{-1} D^H H^H = D^H (G + s I)^{-1} H^H`` for a unitary diagonal ``D``); a
+nonlinear detector is given the column-rotated channel per chunk of vectors instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..params import Param, check_all
+from .frames import FrameLayout
+
+PARAMS = {"pilot_spacing": Param(int, 0, 65536, doc="data vectors between tracking pilots (0: none)")}
+SLIP = math.pi / 4  # a tracking pilot this far (or more) from the prediction: a cycle slip
+REFINE_ITERATIONS = 2
+Q_FLOOR = 1e-7  # rad^2 per vector: the smoother's least phase-noise increment (a stable oscillator)
+LAG = 8  # vectors: the long lag of the phase-noise estimate
+# a frame re-tracked with its own users' rates (track_phase, bootstrap) when they turn its users by
+# this much at its end (0.35 rad: ~2e-4 cycles per symbol on a 272-vector frame, above the 99th
+# percentile of a frame's own estimate without separate oscillators at 10 dB, 4 x 8, measured 0.30;
+# what is smaller waits for the prior averaged over frames), and the result kept when its decisions
+# fit better by this factor
+BOOTSTRAP_ROTATION = 0.35
+BOOTSTRAP_FIT = 0.9
+BOOTSTRAP_BAD_FIT = 3.0  # ... or when its decisions fit worse than this many times the noise explains
+CHUNK = 16  # most data vectors per chunk of the sequential pass (chunk_for)
+CHUNK_SCALE = 6.0  # chunk_for: 8 vectors at 10 dB (4 x 8) and 1e-3 rad^2 per sample (4 samples per symbol)
+
+
+# ----------------------------------------------------------------------------------- the format
+def tracking_count(n_data: int, spacing: int) -> int:
+    """Tracking pilots in a frame of ``n_data`` data vectors with one after every ``spacing``."""
+    check_all(PARAMS, {"pilot_spacing": spacing})
+    return int(n_data) // int(spacing) if spacing else 0
+
+
+def air_length(layout: FrameLayout, spacing: int) -> int:
+    """Vectors on air after the preamble: pilots, data and tracking pilots."""
+    return layout.length + tracking_count(layout.n_data, spacing)
+
+
+def tracking_positions(n_data: int, spacing: int) -> np.ndarray:
+    """Where the tracking pilots sit among the ``n_data + count`` vectors after the pilot block."""
+    j = np.arange(tracking_count(n_data, spacing))
+    return j * (spacing + 1) + spacing
+
+
+def tracking_symbols(layout: FrameLayout, count: int) -> np.ndarray:
+    """The tracking pilots, ``(Nt, count)`` complex64: column ``j mod Np`` of the pilot matrix."""
+    x_p = layout.pilots().numpy()
+    return x_p[:, np.arange(count) % layout.n_pilots].astype(np.complex64)
+
+
+def insert_tracking(data: np.ndarray, layout: FrameLayout, spacing: int) -> np.ndarray:
+    """Data ``(..., Nt, Nd)`` -> ``(..., Nt, Nd + count)`` with the tracking pilots in place."""
+    count = tracking_count(layout.n_data, spacing)
+    if not count:
+        return data
+    out = np.empty((*data.shape[:-1], layout.n_data + count), dtype=np.result_type(data.dtype, np.complex64))
+    pos = tracking_positions(layout.n_data, spacing)
+    mask = np.ones(out.shape[-1], bool)
+    mask[pos] = False
+    out[..., mask] = data
+    out[..., pos] = tracking_symbols(layout, count)
+    return out
+
+
+def remove_tracking(body: np.ndarray, layout: FrameLayout, spacing: int) -> tuple[np.ndarray, np.ndarray]:
+    """Received ``(..., Nr, Np + Nd + count)`` -> (frames without the tracking pilots ``(..., Nr, Np
+    + Nd)``, the tracking pilots ``(..., Nr, count)``)."""
+    count = tracking_count(layout.n_data, spacing)
+    if not count:
+        return body, body[..., :0]
+    pos = layout.n_pilots + tracking_positions(layout.n_data, spacing)
+    mask = np.ones(body.shape[-1], bool)
+    mask[pos] = False
+    return body[..., mask], body[..., pos]
+
+
+# ----------------------------------------------------------------------------------- the tracker
+def pilot_fit(y_p: np.ndarray, layout: FrameLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LS fit of received pilots ``y_p (F, Nr, Np)``: ``(H (F, Nr, Nt), residual noise variance (F,),
+    unexplained fraction of the pilot energy (F,))`` -- :mod:`neuralmimo.receiver.estimation` and
+    :func:`neuralmimo.receiver.alignment.unexplained_fraction` in numpy with per-frame products (a
+    frame's numbers do not depend on how many frames are fitted together, see :func:`track_phase`)."""
+    x_p = layout.pilots().numpy().astype(np.complex128)
+    proj = (x_p.conj().T @ np.linalg.inv(x_p @ x_p.conj().T)).astype(np.complex64)  # (Np, Nt), fixed
+    h = y_p @ proj
+    resid = y_p - h @ x_p.astype(np.complex64)
+    r2 = (np.abs(resid) ** 2).sum(2).sum(1).astype(np.float64)
+    e2 = (np.abs(y_p) ** 2).sum(2).sum(1).astype(np.float64)
+    dof = y_p.shape[1] * (layout.n_pilots - layout.nt)
+    nv = r2 / dof if dof > 0 else np.full(len(r2), np.nan)
+    return h, nv, np.where(e2 > 0, r2 / np.maximum(e2, 1e-300), np.inf)
+
+
+def nearest_point(constellation):
+    """A function mapping complex values to the nearest constellation point (same shape). Square
+    constellations (BPSK, QPSK, 16-QAM: points = a product of per-dimension levels) are sliced per
+    dimension (a search among midpoints), others by distance to every point."""
+    points = constellation.points.numpy().astype(np.complex64)
+    re, im = np.unique(points.real), np.unique(points.imag)
+    if len(re) * len(im) != len(points):
+        return lambda z: points[np.argmin(np.abs(z[..., None] - points) ** 2, axis=-1)]
+    mid_re, mid_im = (re[1:] + re[:-1]) / 2, (im[1:] + im[:-1]) / 2
+    steps = np.diff(re)
+    if len(re) == len(im) and len(re) > 1 and np.allclose(re, im) and np.allclose(steps, steps[0]):
+        # a uniform grid (BPSK's imaginary axis aside: QPSK, 16-QAM): rounding, no search
+        lo, step, top = np.float32(re[0]), np.float32(steps[0]), np.float32(len(re) - 1)
+
+        if len(re) == 2:  # BPSK's real axis / QPSK: the sign
+            def two(z):
+                out = np.where(z.real >= 0, re[1], re[0]).astype(np.complex64)
+                out.imag = np.where(z.imag >= 0, im[1], im[0])
+                return out
+            return two
+
+        def grid(z):
+            i_re = np.minimum(np.maximum(np.rint((z.real - lo) / step), 0), top)
+            i_im = np.minimum(np.maximum(np.rint((z.imag - lo) / step), 0), top)
+            return ((lo + i_re * step) + 1j * (lo + i_im * step)).astype(np.complex64)
+        return grid
+
+    def slice_(z):
+        return (re[np.searchsorted(mid_re, z.real)] + 1j * im[np.searchsorted(mid_im, z.imag)]).astype(np.complex64)
+    return slice_
+
+
+@dataclass
+class Tracked:
+    """What :func:`track_phase` gives: ``frames (F, Nr, Np + Nd)`` complex64 derotated by the common
+    phase, tracking pilots removed; ``phase (F, Np + Nd)`` that phase (rad); ``slips (F,)`` cycle
+    slips detected at tracking pilots; ``user_rate (F, Nt)`` each user's residual rotation removed
+    by the detectors (rad per output vector, zero at the pilot block's middle; :func:`user_rotation`),
+    the prior given, relative to this frame's common phase; ``user_measured (F, Nt)`` the rates
+    this frame measured (rad per on-air vector, mean zero over the users): what a running prior
+    is made of (:class:`UserRates`)."""
+
+    frames: np.ndarray
+    phase: np.ndarray
+    slips: np.ndarray
+    user_rate: np.ndarray
+    user_measured: np.ndarray
+    phase_noise: np.ndarray = None  # (F,) the phase-noise increment the refinement estimated, rad^2 per vector
+    fit: np.ndarray = None  # (F,) mean squared distance of the equalised data to their decisions
+    noise: np.ndarray = None  # (F,) one vector's phase-measurement variance, rad^2 (chunk_for)
+
+
+class UserRates:
+    """Each user's residual rotation averaged over frames (users' oscillators drift slowly; one
+    frame's estimate is too noisy to apply: at 10 dB, 4 x 8 QPSK, ~3e-4 rad per vector, ~5
+    degrees at a 272-vector frame's end, which costs more than it removes when the users share
+    an oscillator). An exponential mean over ``1 / alpha`` frames, applied only once it is
+    significant (``SIGNIFICANCE`` standard errors) and matters (a rotation above ``MIN_ROTATION``
+    rad at the frame's end): without separate oscillators the tracker is the common one."""
+
+    SIGNIFICANCE = 5.0
+    MIN_ROTATION = 0.02
+
+    def __init__(self, nt: int, half_length: float, alpha: float = 1 / 16):
+        self.alpha, self.half_length = float(alpha), float(half_length)
+        self.mean, self.sq, self.frames = np.zeros(nt), np.zeros(nt), 0
+
+    def update(self, measured: np.ndarray) -> None:
+        """One frame's ``user_measured`` (rad per on-air vector, mean zero)."""
+        m = np.asarray(measured, dtype=np.float64)
+        if not np.isfinite(m).all():
+            return
+        self.frames += 1
+        a = max(self.alpha, 1.0 / self.frames)
+        self.mean += a * (m - self.mean)
+        self.sq += a * (m * m - self.sq)
+
+    def prior(self) -> np.ndarray:
+        """The rates to apply: the mean where significant and large enough, else zeros."""
+        if self.frames < 4:
+            return np.zeros_like(self.mean)
+        var = np.maximum(self.sq - self.mean ** 2, 0.0)
+        n_eff = min(self.frames, (2 - self.alpha) / self.alpha)
+        stderr = np.sqrt(var / n_eff)
+        on = (np.abs(self.mean) > self.SIGNIFICANCE * stderr).any() and \
+            np.abs(self.mean).max() * self.half_length > self.MIN_ROTATION
+        return self.mean.copy() if on else np.zeros_like(self.mean)
+
+
+def user_rotation(user_rate: np.ndarray, layout: FrameLayout, first: int = 0, count: int | None = None) -> np.ndarray:
+    """``exp(j r_k (n - (Np - 1) / 2))`` for output vectors ``n = Np + first .. Np + first + count - 1``
+    (data vectors ``first ..``): ``(..., Nt, count)`` complex64 from ``user_rate (..., Nt)``. A
+    detector's estimate of user ``k``'s symbol ``n`` is multiplied by the conjugate."""
+    count = layout.n_data - first if count is None else count
+    n = layout.n_pilots + first + np.arange(count) - (layout.n_pilots - 1) / 2
+    return np.exp(1j * np.asarray(user_rate, dtype=np.float64)[..., None] * n).astype(np.complex64)
+
+
+def chunk_for(noise: float, phase_noise: float, longest: int = CHUNK) -> int:
+    """Data vectors per chunk of the sequential pass, from the phase measurement's noise ``noise``
+    (rad^2 per vector) and the phase-noise increment ``phase_noise`` (rad^2 per vector; 0:
+    unknown). A chunk of ``c`` vectors measures the phase with variance ``noise / c`` while the
+    phase moves ``c q`` between chunks: ``c ~ sqrt(noise / q)`` balances them (scaled so that 16
+    vectors slipped at 1e-3 rad^2 per sample and 10 dB, where 8 do not; at 0-4 dB long chunks are
+    what keeps the decisions' errors from turning the track). At least 4, at most ``longest``."""
+    if not phase_noise > 0:
+        return int(longest)
+    return int(np.clip(round(CHUNK_SCALE * math.sqrt(noise / phase_noise)), 4, longest))
+
+
+def _chunks(layout: FrameLayout, spacing: int, chunk: int) -> list[tuple[int, int, bool]]:
+    """``(start, end, is_tracking_pilot)`` over the vectors after the pilot block (on-air order):
+    chunks of at most ``chunk`` data vectors that never straddle a tracking pilot, and each
+    tracking pilot alone."""
+    out, pos = [], 0
+    tp = set(tracking_positions(layout.n_data, spacing).tolist())
+    total = layout.n_data + len(tp)
+    while pos < total:
+        if pos in tp:
+            out.append((pos, pos + 1, True))
+            pos += 1
+            continue
+        nxt = min([p for p in tp if p > pos], default=total)
+        end = min(pos + chunk, nxt)
+        out.append((pos, end, False))
+        pos = end
+    return out
+
+
+def _smoothing_weights(q: np.ndarray, r: np.ndarray, length: int) -> np.ndarray:
+    """Kernels ``lambda^|k|`` for ``|k| < length`` per frame, ``(F, 2 length - 1)``: the steady-state
+    fixed-interval smoother of a random walk with increment variance ``q`` seen in white noise of
+    variance ``r``, ``lambda = 1 + rho / 2 - sqrt(rho + rho^2 / 4)``, ``rho = q / r``."""
+    rho = q / np.maximum(r, 1e-12)
+    lam = 1 + rho / 2 - np.sqrt(rho + rho * rho / 4)
+    k = np.abs(np.arange(-(length - 1), length))
+    return lam[:, None] ** k[None, :]
+
+
+def _smooth(values: np.ndarray, weights: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Normalised convolution per frame: ``sum_k K[k] w[n-k] v[n-k] / sum_k K[k] w[n-k]`` (F, M)."""
+    f, m = values.shape
+    n = 1 << int(math.ceil(math.log2(3 * m)))
+    kf = np.fft.rfft(kernels, n)
+    num = np.fft.irfft(np.fft.rfft(weights * values, n) * kf, n)[:, m - 1:2 * m - 1]
+    den = np.fft.irfft(np.fft.rfft(weights, n) * kf, n)[:, m - 1:2 * m - 1]
+    return num / np.maximum(den, 1e-30)
+
+
+def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: int = CHUNK, freq_gain: float = 0.5,
+                spacing: int = 0, user_prior: np.ndarray | None = None, bootstrap: int = 2,
+                adapt_users: bool = False) -> Tracked:
+    """Track the common phase and each user's residual rotation through frames ``(F, Nr, Np + Nd +
+    count)`` complex64 at one sample per symbol (CFO derotated, tracking pilots in place when
+    ``spacing``), module docstring.
+
+    1. ``H`` and the noise variance from the pilot block (LS), the MMSE filter ``W``.
+    2. Sequential pass: chunk ``c`` is derotated by the predicted phase ``phi + f d`` (``d`` vectors
+       on), users by ``user_prior`` (rad per on-air vector, :class:`UserRates`), sliced to ``x_hat``;
+       ``e = angle(sum conj(H D x_hat) y)`` (over antennas and vectors: the maximum-likelihood
+       common phase given the decisions) updates ``phi`` and the frequency ``f += freq_gain e / d``.
+       At a tracking pilot the
+       known symbols give ``e`` without ambiguity: ``|e| >= pi / 4`` is a cycle slip -- counted, and
+       the chunks since the previous anchor get the phase interpolated between the two anchors.
+    3. Refinement (twice): per-vector phase errors given the decisions (known symbols on all pilots),
+       weighted by ``|H D x_hat|^2 / sigma^2``, smoothed over the frame (:func:`_smoothing_weights`;
+       the phase-noise increment estimated from the measurements' successive differences).
+    4. Each user's residual angle per chunk, least squares on time through the pilot block's
+       middle: the frame's own measurement of the users' rates (``user_measured``). A frame
+       whose users turn otherwise than the prior says (by ``BOOTSTRAP_ROTATION`` at its end) is
+       tracked again with its own rates as the prior, which then follows the users along the pass
+       (``adapt_users``; at most ``bootstrap`` times), and that is kept where the equalised data fit
+       their decisions better (``fit``, by ``BOOTSTRAP_FIT``).
+    Every product is a per-frame matrix product (numpy's ``matmul`` over stacked matrices: one
+    product per frame) or an elementwise product summed along a frame's own axes, and every inverse
+    a per-frame solve, so a frame's result does not depend on how many frames are processed
+    together (a replay gives the live decisions bit for bit).
+
+    Frame-length limit without tracking: a residual CFO ``df`` (cycles per symbol) turns the
+    phase by ``2 pi df Nd`` over the data; LS-based detection of QPSK loses ~0.5 dB at an rms
+    phase error of ~6 degrees, so ``Nd < 1 / (60 df)`` (e.g. ``df = 1e-4``: ``Nd < 170``).
+    """
+    f, nr, _ = frames.shape
+    nt, n_p = layout.nt, layout.n_pilots
+    count = tracking_count(layout.n_data, spacing)
+    if frames.shape[2] != layout.length + count:
+        raise ValueError(f"frames of {frames.shape[2]} vectors, expected {layout.length + count}")
+    y = frames.astype(np.complex64, copy=False)
+    m_total = layout.length + count
+    known, is_known, tp_pos = _known(layout, spacing)
+    slicer = nearest_point(constellation)
+    symmetry = math.pi if constellation.name == "bpsk" else math.pi / 2  # rotations the decisions cannot see
+    center = (n_p - 1) / 2  # the pilot block's phase reference
+    t_all = np.arange(m_total) - center  # each vector's time from the reference
+
+    h, nv, _ = pilot_fit(y[..., :n_p], layout)
+    nv = np.nan_to_num(nv, nan=0.0)
+    w = _mmse(h, nv, nt)
+    energy = (np.abs(h) ** 2).sum(1)  # (F, Nt): each user's weight in the common phase
+    # the measurement noise of one vector's phase, nv / (2 |H x|^2) with |H x|^2 ~ the channel's energy
+    noise = np.maximum(nv, 1e-12) / (2 * np.maximum(energy.sum(1), 1e-12))
+    prior = np.zeros(nt) if user_prior is None else np.asarray(user_prior, dtype=np.float64)
+    rate = _relative(np.broadcast_to(prior, (f, nt)), energy)  # relative to this frame's common phase
+    users = bool(rate.any()) or adapt_users
+
+    # 2. sequential pass, on the equalised Z = W y and matched G = H^H y of every vector (computed
+    # once: a chunk's phase only multiplies them)
+    zy, gy = w @ y, h.conj().transpose(0, 2, 1) @ y  # (F, Nt, M) each
+    chunks = _chunks(layout, spacing, chunk)
+    phase = np.zeros((f, len(chunks)))
+    slips = np.zeros(f, np.int64)
+    phi, freq = np.zeros(f), np.zeros(f)
+    last_t, anchor_c, anchor_t, anchor_phi = center, -1, center, np.zeros(f)
+    # adapt_users: each user's rate follows its residual angles along the pass (least squares on
+    # time through the pilots' middle, the prior counting as one chunk four chunks away)
+    s_tt = np.full((f, nt), (4.0 * chunk) ** 2)
+    s_tp = rate * s_tt
+    mids = np.array([(a + b - 1) / 2 + n_p for a, b, _ in chunks])
+    for c, (a, b, pilot) in enumerate(chunks):
+        a, b = a + n_p, b + n_p
+        t = mids[c]
+        step = t - last_t
+        pred = phi + freq * step
+        turn = np.exp(-1j * pred).astype(np.complex64)[:, None, None]
+        rot = np.exp(1j * rate[..., None] * t_all[a:b]).astype(np.complex64) if users else None  # (F, Nt, n)
+        if pilot:
+            x_hat = np.broadcast_to(known[None, :, a:b], (f, nt, b - a))
+        else:
+            z = zy[..., a:b] * turn
+            x_hat = slicer(z * rot.conj() if users else z)
+        xr = x_hat * rot if users else x_hat
+        # e = angle(sum over antennas and vectors of conj(H D x_hat) y e^{-j pred})
+        e = np.angle((np.conj(xr) * gy[..., a:b]).sum(2).sum(1) * np.exp(-1j * pred))
+        if pilot:
+            slipped = np.abs(e) >= SLIP
+            slips += slipped
+            if slipped.any():  # the chunks since the last anchor: from the anchors, not the slipped decisions
+                frac = (mids[anchor_c + 1:c] - anchor_t) / max(t - anchor_t, 1e-9)
+                interp = anchor_phi[:, None] + frac[None, :] * (pred + e - anchor_phi)[:, None]
+                phase[slipped, anchor_c + 1:c] = interp[slipped]
+            # a slip says nothing about the frequency (the decisions turned, not the oscillator)
+            freq = freq + np.where(slipped, 0.0, freq_gain * e / max(step, 1.0))
+            anchor_c, anchor_t, anchor_phi = c, t, pred + e
+        else:
+            freq = freq + freq_gain * e / max(step, 1.0)
+        # a frequency that turns a chunk by 45 degrees is not a residual CFO but the loop running away
+        # on wrong decisions (seen at 1e-3 rad^2 phase noise): start it again
+        freq[np.abs(freq) * chunk > math.pi / 4] = 0.0
+        phi = pred + e
+        phase[:, c] = phi
+        last_t = t
+        if adapt_users:
+            zu = zy[..., a:b] * (turn * np.exp(-1j * e).astype(np.complex64)[:, None, None])
+            ru = np.angle((np.conj(xr) * zu).sum(2))  # each user's residual after its rotation
+            s_tp += (t - center) * (rate * (t - center) + ru)
+            s_tt += (t - center) ** 2
+            rate = _relative(s_tp / s_tt, energy)
+    # per vector: the chunks' phases at their middles, linearly interpolated (the same weights for every frame)
+    j, frac = _interpolation(mids, center, m_total)
+    ext = np.concatenate([np.zeros((f, 1)), phase], 1)
+    phase_v = ext[:, j] * (1 - frac) + ext[:, j + 1] * frac
+    phase_v[:, :n_p] = 0.0
+
+    # 3. refinement
+    rot = np.exp(1j * rate[..., None] * t_all).astype(np.complex64) if users else None  # (F, Nt, M)
+    gram = h.conj().transpose(0, 2, 1) @ h  # (F, Nt, Nt)
+    q = np.full(f, Q_FLOOR)
+    for _ in range(REFINE_ITERATIONS):
+        turn = np.exp(-1j * phase_v).astype(np.complex64)[:, None, :]
+        z = zy * turn
+        x_hat = np.where(is_known, known[None], slicer(z * rot.conj() if users else z))
+        xr = x_hat * rot if users else x_hat
+        c = (np.conj(xr) * gy).sum(1) * turn[:, 0]  # (F, M): sum over antennas of conj(H D x_hat) y e^{-j phase}
+        weight = (np.conj(xr) * (gram @ xr)).sum(1).real / np.maximum(nv, 1e-12)[:, None]  # |H x|^2 / sigma^2 ~ 1 / (2 r_n)
+        err = np.angle(c)  # each vector's phase error given its decisions
+        r = 1.0 / (2 * np.maximum(weight.mean(1), 1e-12))
+        q = _phase_noise(phase_v + err)
+        # the errors are smoothed, not the phase: the track carries the slow part (a residual CFO's
+        # ramp, which a random-walk smoother with a wide kernel would flatten at the frame's ends)
+        phase_v = phase_v + _smooth(err, weight, _smoothing_weights(q, r, m_total))
+    # 4. the users' rates this frame measures: each user's residual angle per chunk, on time
+    turn = np.exp(-1j * phase_v).astype(np.complex64)[:, None, :]
+    y = y * turn
+    zu = zy * turn
+    if users:
+        zu = zu * rot.conj()
+    firsts = np.array([a + n_p for a, _, _ in chunks])
+    ru = np.angle(np.add.reduceat(np.conj(x_hat[..., n_p:]) * zu[..., n_p:], firsts - n_p, axis=-1))  # (F, Nt, C)
+    # a user turned by more than 45 degrees is decided on the turned constellation: its residual is
+    # the turn modulo the constellation's symmetry (a quarter turn for QPSK and 16-QAM); from chunk to
+    # chunk it moves little, so unwrapping recovers the turn (else the rate saturates, ~halved)
+    ru = np.unwrap(ru, period=symmetry, axis=-1)
+    tu = mids - center
+    measured = rate + (ru * tu).sum(-1) / (tu * tu).sum()
+    measured -= measured.mean(-1, keepdims=True)
+    # how well the decisions fit: the mean squared distance of the equalised data to their nearest points
+    data = zu[..., ~is_known]
+    fit = (np.abs(data - slicer(data)) ** 2).mean(-1).mean(-1)
+    out, _ = remove_tracking(y, layout, spacing)
+    kept = np.ones(m_total, bool)
+    kept[tp_pos] = False
+    # the users' rates in output vectors (tracking pilots removed): the same rotation per on-air vector
+    # spread over fewer output vectors
+    scale = (layout.length + count - 1 - center) / max(layout.length - 1 - center, 1.0)
+    res = Tracked(out, phase_v[:, kept], slips, rate * scale, measured, q, fit, noise)
+    if bootstrap:
+        # this frame's users turn otherwise than the prior says, by a rotation that matters: track it
+        # again with its own rates, following them along the pass, and keep what fits the decisions
+        # clearly better (the first frames of a link whose users have separate oscillators, before
+        # the prior over frames is established; the measurement itself falls short where the
+        # prior's decisions turned, hence the adaptation)
+        delta = measured - (rate - rate.mean(-1, keepdims=True))
+        # ... or its decisions fit badly (users turned so far that their residuals wrapped and cancel):
+        # the equalised noise alone gives a fit of about sigma^2 mean(diag(W W^H))
+        expected = nv * (np.abs(w) ** 2).sum(-1).mean(-1)
+        own = (np.abs(delta).max(-1) * (m_total - center) > BOOTSTRAP_ROTATION) | (fit > BOOTSTRAP_BAD_FIT * expected)
+        if own.any():
+            again = track_phase(frames[own], layout, constellation, chunk, freq_gain, spacing, measured[own],
+                                bootstrap=bootstrap - 1, adapt_users=True)
+            better = np.zeros(f, bool)
+            better[own] = again.fit < BOOTSTRAP_FIT * fit[own]
+            pick = better[own]
+            for name in ("frames", "phase", "slips", "user_rate", "user_measured", "phase_noise", "fit", "noise"):
+                getattr(res, name)[better] = getattr(again, name)[pick]
+    return res
+
+
+@functools.lru_cache(maxsize=32)
+def _known_cached(nt: int, n_pilots: int, n_data: int, spacing: int):
+    layout = FrameLayout(nt, n_pilots, n_data)
+    count = tracking_count(n_data, spacing)
+    m_total = layout.length + count
+    known = np.zeros((nt, m_total), np.complex64)
+    known[:, :n_pilots] = layout.pilots().numpy()
+    is_known = np.zeros(m_total, bool)
+    is_known[:n_pilots] = True
+    tp_pos = n_pilots + tracking_positions(n_data, spacing)
+    known[:, tp_pos] = tracking_symbols(layout, count)
+    is_known[tp_pos] = True
+    for a in (known, is_known, tp_pos):
+        a.flags.writeable = False
+    return known, is_known, tp_pos
+
+
+def _known(layout: FrameLayout, spacing: int):
+    """The known symbols of a frame's vectors after the preamble ``(Nt, M)`` (zeros on data), which
+    vectors are known ``(M,)`` and where the tracking pilots are (cached, read-only)."""
+    return _known_cached(layout.nt, layout.n_pilots, layout.n_data, int(spacing))
+
+
+@functools.lru_cache(maxsize=32)
+def _interpolation_cached(mids: tuple, center: float, m_total: int) -> tuple[np.ndarray, np.ndarray]:
+    xs = np.r_[center, mids]
+    pos = np.arange(m_total)
+    j = np.clip(np.searchsorted(xs, pos, side="right") - 1, 0, len(xs) - 2)
+    frac = np.clip((pos - xs[j]) / (xs[j + 1] - xs[j]), 0.0, 1.0)
+    j.flags.writeable = frac.flags.writeable = False
+    return j, frac
+
+
+def _interpolation(mids: np.ndarray, center: float, m_total: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every vector, the knot before it ``j (M,)`` and its fraction to the next ``(M,)``: the phase
+    at the reference (knot 0) and at the chunks' middles, linearly interpolated (held beyond the last)."""
+    return _interpolation_cached(tuple(float(m) for m in mids), float(center), int(m_total))
+
+
+def _phase_noise(track: np.ndarray) -> np.ndarray:
+    """The phase-noise increment (rad^2 per vector) of per-vector phase measurements ``track (F, M)``:
+    with white measurement noise of variance r, the differences at lag k have ``var = k q + 2 r``,
+    so ``q = (var(d_LAG) - var(d_1)) / (LAG - 1)``; variances from medians (a decision error is an
+    outlier; the median of a chi-square with one degree of freedom is 0.455) of the centred
+    differences (a residual CFO's ramp adds ``(k slope)^2``); no model of r needed (channel-estimate
+    and decision errors add to it)."""
+    d1, dk = np.diff(track, axis=1), track[:, LAG:] - track[:, :-LAG]
+    m1 = np.median((d1 - d1.mean(1, keepdims=True)) ** 2, axis=1)
+    mk = np.median((dk - dk.mean(1, keepdims=True)) ** 2, axis=1)
+    return np.maximum((mk - m1) / (0.455 * (LAG - 1)), Q_FLOOR)
+
+
+def _relative(rate: np.ndarray, energy: np.ndarray) -> np.ndarray:
+    """Users' rates relative to the common phase: a rotation common to every user belongs to the
+    common track (the split is otherwise ambiguous and drifts), so the energy-weighted mean is
+    removed -- the common phase measured from all users is that weighted mean."""
+    return rate - (rate * energy).sum(-1, keepdims=True) / np.maximum(energy.sum(-1, keepdims=True), 1e-30)
+
+
+def _mmse(h: np.ndarray, nv: np.ndarray, nt: int) -> np.ndarray:
+    gram = np.einsum("frt,fru->ftu", h.conj(), h) + nv[:, None, None] * np.eye(nt)
+    return np.linalg.solve(gram, h.conj().transpose(0, 2, 1)).astype(np.complex64)  # (F, Nt, Nr)
