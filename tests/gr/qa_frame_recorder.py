@@ -107,3 +107,18 @@ def test_recorder_never_ends_the_process(tmp_path, case):
         assert (folder / "rec.sigmf-collection").is_file()
     if case == "disk-full":
         assert "'write-failed'" in out.stdout
+
+
+def test_a_version_2_capture_records_its_format_and_replays_to_the_live_decisions(tmp_path):
+    """examples/loopback_ota.grc sends the version-2 format (coarse preamble part, tracking pilots):
+    the capture says so (neuralmimo:coarse_period, neuralmimo:pilot_spacing; extension 1.1.0), and
+    the replay receiver built from it reproduces the live decisions."""
+    from gnuradio.neuralmimo.apps.loopback import ota_loopback_demo
+
+    ota_loopback_demo(ROOT / "examples" / "loopback_ota.grc", [10.0], 8, 3, tmp_path / "live", {}, progress=False,
+                      record_to=tmp_path / "cap")
+    info = read_capture(tmp_path / "cap").info
+    assert info["coarse_period"] == 4 and info["pilot_spacing"] == 16
+    result = replay_capture(tmp_path / "cap", ROOT / "examples" / "replay_ota.grc", tmp_path / "replay")
+    assert result["reproduces_live"] == {"probe_zf": True, "probe_mmse": True}
+    assert result["probes"]["probe_mmse"]["frames"] >= 6

@@ -7,6 +7,7 @@ from gnuradio import blocks, gr
 from gnuradio.neuralmimo import mimo_frame_source
 from neuralmimo.constellation import Constellation
 from neuralmimo.receiver.frames import FrameLayout, frame_data_indices, pilot_matrix
+from neuralmimo.receiver.preamble import Preamble
 
 from conftest import data, run, sinks, tags
 
@@ -70,8 +71,6 @@ def test_configuration_errors_raise_at_construction(kwargs):
 
 
 def test_preamble_in_front_of_every_frame_and_a_closing_one():
-    from neuralmimo.receiver.preamble import Preamble
-
     tb = gr.top_block()
     src = mimo_frame_source(2, 4, 10, "qpsk", False, 1, 3, 0, 8)
     out = sinks(tb, 2)
@@ -86,3 +85,32 @@ def test_preamble_in_front_of_every_frame_and_a_closing_one():
         assert np.allclose(y[f * L:f * L + 16], pre, atol=1e-6)
     assert np.all(y[3 * L + 16:] == 0)
     assert tags(out[0], "frame_start") == [(0, 0), (L, 1), (2 * L, 2)]
+
+
+def test_version_2_frame_format_coarse_preamble_and_tracking_pilots():
+    """coarse_period puts 4 short periods in front of the preamble; pilot_spacing a known vector
+    (column j of the pilot matrix) after every P data vectors; the data are those of the version-1
+    frame (same seed), the tags sit at each frame's first preamble symbol."""
+    from neuralmimo.receiver.tracking import tracking_positions, tracking_symbols
+
+    def frames(**kw):
+        tb = gr.top_block()
+        src = mimo_frame_source(2, 4, 10, "qpsk", False, 1, 2, 0, 8, **kw)
+        out = sinks(tb, 2)
+        for k in range(2):
+            tb.connect((src, k), out[k])
+        run(tb)
+        return src, np.stack([np.array(o.data()) for o in out]), tags(out[0], "frame_start")
+
+    _, y1, _ = frames()
+    src, y2, t2 = frames(coarse_period=2, pilot_spacing=4)
+    pre = Preamble(2, 8, coarse_period=2)
+    L = pre.length + 4 + 10 + 2  # 2 tracking pilots in 10 data vectors
+    assert src.frame_length == L and t2 == [(0, 0), (L, 1)]
+    assert np.allclose(y2[:, :pre.length], pre.symbols(), atol=1e-6)
+    body = y2[:, pre.length + 4:L]  # data with tracking pilots, frame 0
+    pos = tracking_positions(10, 4)
+    assert np.allclose(body[:, pos], tracking_symbols(src.layout, 2), atol=1e-6)
+    assert np.allclose(np.delete(body, pos, axis=1), y1[:, 16 + 4:16 + 14], atol=1e-6)
+    with pytest.raises(ValueError, match="need a preamble"):
+        mimo_frame_source(2, 4, 10, "qpsk", False, 1, 2, 0, 0, 0, 4)

@@ -67,6 +67,33 @@ def test_block_output_and_llrs_equal_the_core_detector(bundles):
     det.close()
 
 
+def test_each_users_rotation_turns_the_channel_columns_per_chunk(bundles):
+    """Separate user oscillators (issue 31): with a user_phase tag (user k of data vector d turned by
+    p_k + r_k d) the model sees H diag(exp(j (p + r d_c))) for each chunk of USER_PHASE_CHUNK
+    vectors, d_c the chunk's middle; a frame without the tag sees H."""
+    from gnuradio.neuralmimo.neural_detector import USER_PHASE_CHUNK
+    from gnuradio.neuralmimo.tags import user_phase_to_pmt
+
+    from conftest import estimate_tags, tag, detector_flowgraph
+
+    h, y, nv = _frames(2)
+    first, rate = np.linspace(-0.3, 0.3, NT), np.linspace(0.01, -0.01, NT)
+    det = neural_detector(NR, NT, "qpsk", str(bundles["a"]))
+    assert det.wait_idle()
+    tag_list = estimate_tags(h, nv, ND) + [tag(0, "user_phase", user_phase_to_pmt(first, rate))]
+    tb, snk = detector_flowgraph(y.transpose(0, 1).reshape(NR, -1).numpy(), tag_list, det, NT)
+    run(tb)
+    out = np.stack([data(s) for s in snk]).reshape(NT, 2, ND).transpose(1, 0, 2)
+    core = load_detector(bundles["a"], SystemSpec(NR, NT, "qpsk"))
+    for a in range(0, ND, USER_PHASE_CHUNK):
+        b = min(a + USER_PHASE_CHUNK, ND)
+        d = torch.from_numpy(np.exp(1j * (first + rate * ((a + b - 1) // 2))).astype(np.complex64))
+        ref = core.detect(y[:1, :, a:b], h[:1] * d, nv[:1])
+        assert np.array_equal(out[0, :, a:b], ref[0].numpy())
+    assert np.array_equal(out[1], core.detect(y[1:], h[1:], nv[1:])[0].numpy())
+    det.close()
+
+
 def test_hot_swap_between_two_drops_while_streaming(bundles):
     n_frames = 150
     h, y, nv = _frames(n_frames, seed=1)
