@@ -54,6 +54,7 @@ from .frames import FrameLayout
 
 PARAMS = {"pilot_spacing": Param(int, 0, 65536, doc="data vectors between tracking pilots (0: none)")}
 SLIP = math.pi / 4  # a tracking pilot this far (or more) from the prediction: a cycle slip
+SLIP_WINDOW = 8  # vectors a decision-directed track averages (the slip count with tracking pilots)
 REFINE_ITERATIONS = 2
 Q_FLOOR = 1e-7  # rad^2 per vector: the smoother's least phase-noise increment (a stable oscillator)
 LAG = 8  # vectors: the long lag of the phase-noise estimate
@@ -63,8 +64,10 @@ LAG = 8  # vectors: the long lag of the phase-noise estimate
 # what is smaller waits for the prior averaged over frames), and the result kept when its decisions
 # fit better by this factor
 BOOTSTRAP_ROTATION = 0.35
-BOOTSTRAP_FIT = 0.9
-BOOTSTRAP_BAD_FIT = 3.0  # ... or when its decisions fit worse than this many times the noise explains
+BOOTSTRAP_FIT = 0.8
+BOOTSTRAP_SIGNIFICANCE = 3.0  # ... and beyond this many standard errors of the frame's own estimate
+BOOTSTRAP_BAD_FIT = 2.0  # ... or when its decisions fit worse than this many times the noise explains (measured
+# without separate oscillators: 1.1-1.8 at 6-14 dB, 4 x 8 QPSK; with them, before the prior: 2-3)
 CHUNK = 16  # most data vectors per chunk of the sequential pass (chunk_for)
 CHUNK_SCALE = 6.0  # chunk_for: 8 vectors at 10 dB (4 x 8) and 1e-3 rad^2 per sample (4 samples per symbol)
 
@@ -341,63 +344,76 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
     rate = _relative(np.broadcast_to(prior, (f, nt)), energy)  # relative to this frame's common phase
     users = bool(rate.any()) or adapt_users
 
-    # 2. sequential pass, on the equalised Z = W y and matched G = H^H y of every vector (computed
-    # once: a chunk's phase only multiplies them)
+    # on the equalised Z = W y and matched G = H^H y of every vector (computed once: a phase only
+    # multiplies them)
     zy, gy = w @ y, h.conj().transpose(0, 2, 1) @ y  # (F, Nt, M) each
     chunks = _chunks(layout, spacing, chunk)
-    phase = np.zeros((f, len(chunks)))
-    slips = np.zeros(f, np.int64)
-    phi, freq = np.zeros(f), np.zeros(f)
-    last_t, anchor_c, anchor_t, anchor_phi = center, -1, center, np.zeros(f)
-    # adapt_users: each user's rate follows its residual angles along the pass (least squares on
-    # time through the pilots' middle, the prior counting as one chunk four chunks away)
-    s_tt = np.full((f, nt), (4.0 * chunk) ** 2)
-    s_tp = rate * s_tt
     mids = np.array([(a + b - 1) / 2 + n_p for a, b, _ in chunks])
-    for c, (a, b, pilot) in enumerate(chunks):
-        a, b = a + n_p, b + n_p
-        t = mids[c]
-        step = t - last_t
-        pred = phi + freq * step
-        turn = np.exp(-1j * pred).astype(np.complex64)[:, None, None]
-        rot = np.exp(1j * rate[..., None] * t_all[a:b]).astype(np.complex64) if users else None  # (F, Nt, n)
-        if pilot:
-            x_hat = np.broadcast_to(known[None, :, a:b], (f, nt, b - a))
-        else:
-            z = zy[..., a:b] * turn
-            x_hat = slicer(z * rot.conj() if users else z)
-        xr = x_hat * rot if users else x_hat
-        # e = angle(sum over antennas and vectors of conj(H D x_hat) y e^{-j pred})
-        e = np.angle((np.conj(xr) * gy[..., a:b]).sum(2).sum(1) * np.exp(-1j * pred))
-        if pilot:
-            slipped = np.abs(e) >= SLIP
-            slips += slipped
-            if slipped.any():  # the chunks since the last anchor: from the anchors, not the slipped decisions
-                frac = (mids[anchor_c + 1:c] - anchor_t) / max(t - anchor_t, 1e-9)
-                interp = anchor_phi[:, None] + frac[None, :] * (pred + e - anchor_phi)[:, None]
-                phase[slipped, anchor_c + 1:c] = interp[slipped]
-            # a slip says nothing about the frequency (the decisions turned, not the oscillator)
-            freq = freq + np.where(slipped, 0.0, freq_gain * e / max(step, 1.0))
-            anchor_c, anchor_t, anchor_phi = c, t, pred + e
-        else:
-            freq = freq + freq_gain * e / max(step, 1.0)
-        # a frequency that turns a chunk by 45 degrees is not a residual CFO but the loop running away
-        # on wrong decisions (seen at 1e-3 rad^2 phase noise): start it again
-        freq[np.abs(freq) * chunk > math.pi / 4] = 0.0
-        phi = pred + e
-        phase[:, c] = phi
-        last_t = t
-        if adapt_users:
-            zu = zy[..., a:b] * (turn * np.exp(-1j * e).astype(np.complex64)[:, None, None])
-            ru = np.angle((np.conj(xr) * zu).sum(2))  # each user's residual after its rotation
-            s_tp += (t - center) * (rate * (t - center) + ru)
-            s_tt += (t - center) ** 2
-            rate = _relative(s_tp / s_tt, energy)
-    # per vector: the chunks' phases at their middles, linearly interpolated (the same weights for every frame)
-    j, frac = _interpolation(mids, center, m_total)
-    ext = np.concatenate([np.zeros((f, 1)), phase], 1)
-    phase_v = ext[:, j] * (1 - frac) + ext[:, j + 1] * frac
-    phase_v[:, :n_p] = 0.0
+    slips = np.zeros(f, np.int64)
+    if count:
+        # 2a. tracking pilots: the start is the pilots' own phases (no ambiguity), linearly
+        # interpolated from the pilot block's reference (0 at its middle); no sequential pass
+        rot_p = np.exp(1j * rate[..., None] * t_all[tp_pos]).astype(np.complex64) if users else 1.0
+        theta = np.angle((np.conj(known[None, :, tp_pos] * rot_p) * gy[..., tp_pos]).sum(1))  # (F, count)
+        anchors = np.unwrap(np.concatenate([np.zeros((f, 1)), theta], 1), axis=1)
+        j, frac = _interpolation(tp_pos.astype(np.float64), center, m_total)
+        phase_v = anchors[:, j] * (1 - frac) + anchors[:, j + 1] * frac
+    else:
+        # 2b. sequential pass
+        phase = np.zeros((f, len(chunks)))
+        slips = np.zeros(f, np.int64)
+        phi, freq = np.zeros(f), np.zeros(f)
+        last_t, anchor_c, anchor_t, anchor_phi = center, -1, center, np.zeros(f)
+        # adapt_users: each user's rate follows its residual angles along the pass (least squares on
+        # time through the pilots' middle, the prior counting as one chunk four chunks away)
+        s_tt = np.full((f, nt), (4.0 * chunk) ** 2)
+        s_tp = rate * s_tt
+        mids = np.array([(a + b - 1) / 2 + n_p for a, b, _ in chunks])
+        for c, (a, b, pilot) in enumerate(chunks):
+            a, b = a + n_p, b + n_p
+            t = mids[c]
+            step = t - last_t
+            pred = phi + freq * step
+            turn = np.exp(-1j * pred).astype(np.complex64)[:, None, None]
+            rot = np.exp(1j * rate[..., None] * t_all[a:b]).astype(np.complex64) if users else None  # (F, Nt, n)
+            if pilot:
+                x_hat = np.broadcast_to(known[None, :, a:b], (f, nt, b - a))
+            else:
+                z = zy[..., a:b] * turn
+                x_hat = slicer(z * rot.conj() if users else z)
+            xr = x_hat * rot if users else x_hat
+            # e = angle(sum over antennas and vectors of conj(H D x_hat) y e^{-j pred})
+            e = np.angle((np.conj(xr) * gy[..., a:b]).sum(2).sum(1) * np.exp(-1j * pred))
+            if pilot:
+                slipped = np.abs(e) >= SLIP
+                slips += slipped
+                if slipped.any():  # the chunks since the last anchor: from the anchors, not the slipped decisions
+                    frac = (mids[anchor_c + 1:c] - anchor_t) / max(t - anchor_t, 1e-9)
+                    interp = anchor_phi[:, None] + frac[None, :] * (pred + e - anchor_phi)[:, None]
+                    phase[slipped, anchor_c + 1:c] = interp[slipped]
+                # a slip says nothing about the frequency (the decisions turned, not the oscillator)
+                freq = freq + np.where(slipped, 0.0, freq_gain * e / max(step, 1.0))
+                anchor_c, anchor_t, anchor_phi = c, t, pred + e
+            else:
+                freq = freq + freq_gain * e / max(step, 1.0)
+            # a frequency that turns a chunk by 45 degrees is not a residual CFO but the loop running away
+            # on wrong decisions (seen at 1e-3 rad^2 phase noise): start it again
+            freq[np.abs(freq) * chunk > math.pi / 4] = 0.0
+            phi = pred + e
+            phase[:, c] = phi
+            last_t = t
+            if adapt_users:
+                zu = zy[..., a:b] * (turn * np.exp(-1j * e).astype(np.complex64)[:, None, None])
+                ru = np.angle((np.conj(xr) * zu).sum(2))  # each user's residual after its rotation
+                s_tp += (t - center) * (rate * (t - center) + ru)
+                s_tt += (t - center) ** 2
+                rate = _relative(s_tp / s_tt, energy)
+        # per vector: the chunks' phases at their middles, linearly interpolated (the same weights for every frame)
+        j, frac = _interpolation(mids, center, m_total)
+        ext = np.concatenate([np.zeros((f, 1)), phase], 1)
+        phase_v = ext[:, j] * (1 - frac) + ext[:, j + 1] * frac
+        phase_v[:, :n_p] = 0.0
+
 
     # 3. refinement
     rot = np.exp(1j * rate[..., None] * t_all).astype(np.complex64) if users else None  # (F, Nt, M)
@@ -416,20 +432,51 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
         # the errors are smoothed, not the phase: the track carries the slow part (a residual CFO's
         # ramp, which a random-walk smoother with a wide kernel would flatten at the frame's ends)
         phase_v = phase_v + _smooth(err, weight, _smoothing_weights(q, r, m_total))
+    if count:
+        # cycle slips: where a decision-directed track alone would have slipped -- it follows the
+        # decisions' phase modulo the constellation's symmetry, so between two tracking pilots its
+        # change is the data's phase changes unwrapped by that period; a quarter turn (or more)
+        # against the pilots' own change is a slip the pilots undid
+        m = (phase_v + err)[:, n_p:]  # the decisions' absolute phase per vector (known where pilots)
+        # what decisions alone see is m modulo the symmetry: exp(j M m), M = 2 pi / symmetry (the
+        # M-th power of Viterbi and Viterbi), averaged over SLIP_WINDOW vectors as a decision-directed
+        # tracker averages (single vectors' noise would look like slips at low SNR), then unwrapped
+        power = 2 * math.pi / symmetry
+        k = np.ones(SLIP_WINDOW) / SLIP_WINDOW
+        v = np.exp(1j * power * m)
+        v = np.stack([np.convolve(row, k, mode="same") for row in v])
+        dd = np.unwrap(np.angle(v), axis=1) / power
+        seg = tp_pos - n_p  # the pilots' positions in m
+        before = np.r_[0, seg[:-1] + 1]  # each segment's first data vector
+        dd_change = dd[:, seg - 1] - dd[:, before]
+        pilot_change = anchors[:, 1:] - (anchors[:, :-1] + 0.0)
+        # from the segment's first data vector to its last: the pilots' change over the same span
+        span = (seg - 1 - before) / np.maximum(seg + 1 - np.r_[-1, seg[:-1]], 1)
+        slips = (np.abs(np.angle(np.exp(1j * (pilot_change * span - dd_change)))) >= SLIP).sum(1)
     # 4. the users' rates this frame measures: each user's residual angle per chunk, on time
     turn = np.exp(-1j * phase_v).astype(np.complex64)[:, None, :]
     y = y * turn
     zu = zy * turn
     if users:
         zu = zu * rot.conj()
-    firsts = np.array([a + n_p for a, _, _ in chunks])
-    ru = np.angle(np.add.reduceat(np.conj(x_hat[..., n_p:]) * zu[..., n_p:], firsts - n_p, axis=-1))  # (F, Nt, C)
-    # a user turned by more than 45 degrees is decided on the turned constellation: its residual is
-    # the turn modulo the constellation's symmetry (a quarter turn for QPSK and 16-QAM); from chunk to
-    # chunk it moves little, so unwrapping recovers the turn (else the rate saturates, ~halved)
-    ru = np.unwrap(ru, period=symmetry, axis=-1)
-    tu = mids - center
-    measured = rate + (ru * tu).sum(-1) / (tu * tu).sum()
+    if count:
+        # with tracking pilots: each user's angle at each of them against its known symbol (no
+        # ambiguity, whatever the decisions did), unwrapped along the frame
+        ru = np.unwrap(np.angle(np.conj(known[None, :, tp_pos]) * zu[..., tp_pos]), axis=-1)  # (F, Nt, count)
+        tu = tp_pos - center
+    else:
+        # from the decisions, per data chunk: a user turned by more than 45 degrees is decided on the
+        # turned constellation, its residual is the turn modulo the constellation's symmetry (a
+        # quarter turn for QPSK and 16-QAM); from chunk to chunk it moves little, so unwrapping
+        # recovers the turn (else the rate saturates, ~halved)
+        firsts = np.array([a + n_p for a, _, _ in chunks])
+        ru = np.angle(np.add.reduceat(np.conj(x_hat[..., n_p:]) * zu[..., n_p:], firsts - n_p, axis=-1))  # (F, Nt, C)
+        ru = np.unwrap(ru, period=symmetry, axis=-1)
+        tu = mids - center
+    slope = (ru * tu).sum(-1) / (tu * tu).sum()
+    # the slope's standard error from the fit's own scatter (a weak user's angles scatter widely)
+    stderr = np.sqrt(((ru - slope[..., None] * tu) ** 2).sum(-1) / max(len(tu) - 1, 1) / (tu * tu).sum())
+    measured = rate + slope
     measured -= measured.mean(-1, keepdims=True)
     # how well the decisions fit: the mean squared distance of the equalised data to their nearest points
     data = zu[..., ~is_known]
@@ -451,7 +498,8 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
         # ... or its decisions fit badly (users turned so far that their residuals wrapped and cancel):
         # the equalised noise alone gives a fit of about sigma^2 mean(diag(W W^H))
         expected = nv * (np.abs(w) ** 2).sum(-1).mean(-1)
-        own = (np.abs(delta).max(-1) * (m_total - center) > BOOTSTRAP_ROTATION) | (fit > BOOTSTRAP_BAD_FIT * expected)
+        turned = (np.abs(delta) * (m_total - center) > BOOTSTRAP_ROTATION) & (np.abs(delta) > BOOTSTRAP_SIGNIFICANCE * stderr)
+        own = turned.any(-1) | (fit > BOOTSTRAP_BAD_FIT * expected)
         if own.any():
             again = track_phase(frames[own], layout, constellation, chunk, freq_gain, spacing, measured[own],
                                 bootstrap=bootstrap - 1, adapt_users=True)

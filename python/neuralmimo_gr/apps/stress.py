@@ -115,13 +115,15 @@ def format_bench_flowgraph(r: dict) -> str:
 
 # ----------------------------------------------------------------------------- neural block benchmark / soak
 def bench_frame_sync(nr: int = 8, nt: int = 4, seconds: float = 1.0, samp_rate: float = 1e6, repeats: int = 2,
-                     one_core: bool = True, timeout_s: float = 600) -> dict:
+                     one_core: bool = True, timeout_s: float = 600, coarse_period: int = 4, pilot_spacing: int = 16) -> dict:
     """Frame Sync against real time: ``seconds`` of the impaired 4x8 link of ``neuralmimo.lab.ota``
     (random start, 2 % CFO, 20 ppm, phase noise; frames 32 + 16 + 256 symbols at 4 samples per
     symbol) through vector sources -> RRC Matched Filter -> Frame Sync -> null sinks, and the core
     synchroniser alone on the matched-filter output in pieces of 65536 samples. Real-time ratio =
     samples per second per channel / ``samp_rate``. ``one_core``: the process (all the
-    flowgraph's threads) is pinned to one CPU core for the measurement."""
+    flowgraph's threads) is pinned to one CPU core for the measurement. The frame format: the
+    examples' (a version-2 preamble, ``coarse_period``; a tracking pilot every ``pilot_spacing``
+    data vectors); 0 and 0 for version 1."""
     from neuralmimo.receiver.framesync import FrameSynchronizer
     from neuralmimo.lab.ota import LinkSettings, impaired, receive_waveform
     from neuralmimo.receiver.pulse import matched_filter, rrc_taps
@@ -130,7 +132,8 @@ def bench_frame_sync(nr: int = 8, nt: int = 4, seconds: float = 1.0, samp_rate: 
     from ..pulse_shaping import rrc_matched_filter
 
     quiet_info_logs()
-    s = impaired(LinkSettings(nr=nr, nt=nt), timing_offset=517.37, phase_noise=1e-4)
+    s = impaired(LinkSettings(nr=nr, nt=nt, coarse_period=coarse_period, pilot_spacing=pilot_spacing),
+                 timing_offset=517.37, phase_noise=1e-4)
     frames = int(seconds * samp_rate / s.frame_samples)
     y, _, _, _, _ = receive_waveform(s, 10.0, frames, seed=3)
     n = y.shape[1]
@@ -146,7 +149,7 @@ def bench_frame_sync(nr: int = 8, nt: int = 4, seconds: float = 1.0, samp_rate: 
             srcs = [blocks.vector_source_c(row.tolist()) for row in y]
             mf = rrc_matched_filter(nr, s.sps, s.rolloff, s.span)
             sync = frame_sync(nr, nt, s.n_pilots, s.n_data, s.modulation, s.period, s.sps, s.rolloff, s.span, s.pfa, True,
-                              samp_rate, s.timing_offset + s.span * s.sps)
+                              samp_rate, s.timing_offset + s.span * s.sps, coarse_period, pilot_spacing)
             for r in range(nr):
                 tb.connect(srcs[r], (mf, r), (sync, r), blocks.null_sink(gr.sizeof_gr_complex))
             t = run_flowgraph(tb, timeout_s)
@@ -154,7 +157,7 @@ def bench_frame_sync(nr: int = 8, nt: int = 4, seconds: float = 1.0, samp_rate: 
 
         def run_core() -> tuple[float, int]:
             sync = FrameSynchronizer(nr, s.layout, s.preamble, s.sps, taps, origin=s.timing_offset + len(taps) - 1,
-                                     constellation=Constellation(s.modulation))
+                                     constellation=Constellation(s.modulation), pilot_spacing=pilot_spacing)
             t0, found = time.perf_counter(), 0
             for a in range(0, n, 65536):
                 found += len(sync.push(z[:, a:a + 65536]))
@@ -165,6 +168,7 @@ def bench_frame_sync(nr: int = 8, nt: int = 4, seconds: float = 1.0, samp_rate: 
     finally:
         os.sched_setaffinity(0, affinity)
     return {"nr": nr, "nt": nt, "samples": n, "samp_rate": samp_rate, "frames_sent": frames, "one_core": one_core,
+            "coarse_period": coarse_period, "pilot_spacing": pilot_spacing,
             "flowgraph_s": fg[0], "flowgraph_frames": fg[1], "flowgraph_realtime": n / fg[0] / samp_rate,
             "core_s": core[0], "core_frames": core[1], "core_realtime": n / core[0] / samp_rate}
 
@@ -221,8 +225,11 @@ def format_bench_frame_sync_junk(r: dict) -> str:
 
 def format_bench_frame_sync(r: dict) -> str:
     core = "one core" if r["one_core"] else "all cores"
+    fmt = (f"version-2 preamble (coarse period {r['coarse_period']}), a tracking pilot every {r['pilot_spacing']}"
+           if r.get("coarse_period") else "version-1 preamble") if r.get("coarse_period") or not r.get("pilot_spacing") \
+        else f"tracking pilot every {r['pilot_spacing']}"
     return (f"frame sync bench: {r['nt']}x{r['nr']}, {r['samples']:,} samples per channel ({r['frames_sent']} frames), "
-            f"{core}\n"
+            f"{core}, {fmt}\n"
             f"  flowgraph (sources -> RRC matched filter -> Frame Sync -> null sinks): {r['flowgraph_realtime']:.2f}x real "
             f"time at {r['samp_rate'] / 1e6:g} MS/s ({r['flowgraph_s']:.2f} s, {r['flowgraph_frames']} frames)\n"
             f"  core synchroniser alone (pieces of 65536 samples):                      {r['core_realtime']:.2f}x real "
