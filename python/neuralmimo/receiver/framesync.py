@@ -385,7 +385,7 @@ class FrameSynchronizer:
         if k_max < 1:
             return False
         centers = np.round(self._open.start + Ls * np.arange(1, k_max + 1)).astype(np.int64)
-        for det in self._detect_many(centers, self.window, self.threshold_track):
+        for det in self._detect_many(centers, self.window, self.threshold_track, reference_cfo=self._open.cfo):
             expected = self._open.start + Ls
             if det is None or abs(det.start - expected) > 0.5 + PPM_TOLERANCE * Ls:
                 # the next preamble is not where expected: search from just after this frame's preamble
@@ -548,7 +548,8 @@ class FrameSynchronizer:
     def _detect(self, center: int, span: int, threshold: float) -> Detection | None:
         return self._detect_many(np.array([center]), span, threshold)[0]
 
-    def _detect_many(self, centers: np.ndarray, span: int, threshold: float) -> list[Detection | None]:
+    def _detect_many(self, centers: np.ndarray, span: int, threshold: float,
+                     reference_cfo: float | None = None) -> list[Detection | None]:
         """Fine timing, CFO and verification of preambles starting within ``span`` samples of each
         of ``centers`` (absolute, ``(K,)``), all at once; ``None`` where the metrics do not pass
         the thresholds or the samples are not (all) held."""
@@ -572,12 +573,18 @@ class FrameSynchronizer:
         n_seg = 2 * span + (L - 1) * sps + 1
         idx = np.arange(2 * span + 1)[:, None] + np.arange(L)[None, :] * sps  # (D, L)
         ts = []
-        for b in self._branches:
+        branches = self._branches
+        if coarse and reference_cfo is not None and \
+                np.array_equal(branch, np.round((reference_cfo - cfo) * W).astype(np.int64)):
+            # tracking: the coarse estimate and the previous frame's CFO agree on every branch
+            # (two independent references); the neighbours' correlation is not needed
+            branches = (0,)
+        for b in branches:
             f = cfo + (branch + b) / W if coarse else cfo
             seg = self._windows(lo, n_seg) * np.exp(-2j * np.pi * f[:, None] * np.arange(n_seg)[None, :]).astype(np.complex64)
             c = seg[:, :, idx] @ self._ref_h  # (Nr, K, D, Nt): one product per antenna and candidate
             ts.append((np.abs(c) ** 2).sum(3).sum(0))  # (K, D); one axis at a time: the same whatever K
-        if coarse:  # only the right branch makes the coarse part correlate too: a wrong coarse estimate is caught here
+        if len(branches) > 1:  # only the right branch makes the coarse part correlate too: a wrong coarse estimate is caught here
             best = np.argmax(np.stack([t.max(1) for t in ts]), axis=0)  # (K,)
             corrected = best != 1
             branch = branch + best - 1
