@@ -151,7 +151,22 @@ def test_version_2_results_do_not_depend_on_how_the_stream_is_pieced():
 def test_ota_report_writes_its_tables_and_plots(tmp_path):
     from neuralmimo.lab.ota import ota_report
 
-    res = ota_report(tmp_path, frames=20, false_start_lengths=100)
-    assert {p.name for p in tmp_path.iterdir()} >= {"report.md", "results.json", "ser_sync_vs_genie.png", "cfo_vs_crb.png"}
-    assert len(res["ser"]) == 6 and all(r["received"] == 20 for r in res["ser"][2:])
-    assert res["overflows"]["misnumbered"] == 0 and "Cramer-Rao" in (tmp_path / "report.md").read_text()
+    res = ota_report(tmp_path, frames=20, false_start_lengths=100, map_frames=4, map_axes=("cfo", "phase_noise"))
+    assert {p.name for p in tmp_path.iterdir()} >= {"report.md", "results.json", "ser_sync_vs_genie.png", "cfo_vs_crb.png",
+                                                   "robustness_map.png"}
+    assert len(res["ser"]) == 6 and all(r["received"] == 20 and r["received_v2"] == 20 for r in res["ser"][2:])
+    text = (tmp_path / "report.md").read_text()
+    assert res["overflows"]["misnumbered"] == 0 and "Cramer-Rao" in text and "Robustness map" in text
+
+
+def test_the_robustness_map_delivers_every_frame_across_10_percent_cfo():
+    """The map's smoke run on two axes: at +-10 % CFO of the symbol rate (version-2 frames) every
+    frame arrives at every SNR, and the envelope holds the nominal point of each axis."""
+    from neuralmimo.lab.ota import MAP_AXES, map_envelope, robustness_map
+
+    res = robustness_map(frames=12, snrs=(8.0, 12.0, 16.0), axes=("cfo", "sro_ppm"))
+    cfo = res["cfo"]
+    assert np.min(cfo["delivered"]) == 1.0, cfo["delivered"]
+    assert cfo["values"] == list(MAP_AXES["cfo"]["values"]) and len(cfo["ser"][0]) == 3
+    env = map_envelope(res, max_loss_db=1.5)  # 12 frames a point: a coarse estimate of the loss
+    assert 0.0 in env["cfo"] and 0.0 in env["sro_ppm"]

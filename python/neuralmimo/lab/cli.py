@@ -549,19 +549,23 @@ def _measured(records: list[dict]) -> int:
 
 def _add_ota_report(sub):
     p = sub.add_parser("ota-report", help="measure the frame synchroniser on the core over-the-air link: SER vs the "
-                       "genie receiver, CFO vs its Cramer-Rao bound, false starts, re-acquisition, per-user CFO")
+                       "genie receiver, CFO vs its Cramer-Rao bound, false starts, re-acquisition, per-user CFO, and "
+                       "the robustness map (heat maps against CFO, phase noise, SRO, users' CFO spread, overflows)")
     p.add_argument("--out", type=Path, default=Path("out/ota"), help="folder for report.md, PNGs and results.json")
     p.add_argument("--frames", type=positive_int, default=200, help="frames per SNR point (default 200)")
     p.add_argument("--false-start-lengths", type=positive_int, default=40000,
                    help="frame lengths of noise for the false-start count (default 40000: no start bounds the rate "
                         "below 7.5e-5 at 95 %%)")
+    p.add_argument("--map-frames", type=positive_int, default=100,
+                   help="frames per point of the robustness map (CFO, phase noise, SRO, users' CFO spread, overflows "
+                        "against SNR; default 100)")
     p.set_defaults(func=cmd_ota_report)
 
 
 def cmd_ota_report(a) -> int:
     from .ota import ota_report
 
-    res = ota_report(a.out, frames=a.frames, false_start_lengths=a.false_start_lengths,
+    res = ota_report(a.out, frames=a.frames, false_start_lengths=a.false_start_lengths, map_frames=a.map_frames,
                      progress=lambda text: print(f"[ota-report] {text}", flush=True))
     print(f"loss at SER 1e-2: {res['loss_db_at_1e-2']:.2f} dB; report: {a.out / 'report.md'}")
     return 0
