@@ -332,177 +332,27 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
     phase by ``2 pi df Nd`` over the data; LS-based detection of QPSK loses ~0.5 dB at an rms
     phase error of ~6 degrees, so ``Nd < 1 / (60 df)`` (e.g. ``df = 1e-4``: ``Nd < 170``).
     """
-    f, nr, _ = frames.shape
-    nt, n_p = layout.nt, layout.n_pilots
-    count = tracking_count(layout.n_data, spacing)
-    if frames.shape[2] != layout.length + count:
-        raise ValueError(f"frames of {frames.shape[2]} vectors, expected {layout.length + count}")
-    y = frames.astype(np.complex64, copy=False)
-    m_total = layout.length + count
-    known, is_known, tp_pos = _known(layout, spacing)
-    slicer = nearest_point(constellation)
-    symmetry = math.pi if constellation.name == "bpsk" else math.pi / 2  # rotations the decisions cannot see
-    center = (n_p - 1) / 2  # the pilot block's phase reference
-    t_all = np.arange(m_total) - center  # each vector's time from the reference
-
-    h, nv, _ = pilot_fit(y[..., :n_p], layout)
-    nv = np.nan_to_num(nv, nan=0.0)
-    w = _mmse(h, nv, nt)
-    energy = (np.abs(h) ** 2).sum(1)  # (F, Nt): each user's weight in the common phase
-    # the measurement noise of one vector's phase, nv / (2 |H x|^2) with |H x|^2 ~ the channel's energy
-    noise = np.maximum(nv, 1e-12) / (2 * np.maximum(energy.sum(1), 1e-12))
-    prior = np.zeros(nt) if user_prior is None else np.asarray(user_prior, dtype=np.float64)
-    rate = _relative(np.broadcast_to(prior, (f, nt)), energy)  # relative to this frame's common phase
-    users = bool(rate.any()) or adapt_users
-
-    # on the equalised Z = W y and matched G = H^H y of every vector (computed once: a phase only
-    # multiplies them)
-    zy, gy = w @ y, h.conj().transpose(0, 2, 1) @ y  # (F, Nt, M) each
-    chunks = _chunks(layout, spacing, chunk)
-    mids = np.array([(a + b - 1) / 2 + n_p for a, b, _ in chunks])
-    slips = np.zeros(f, np.int64)
+    ctx = _Context.of(frames, layout, constellation, spacing, user_prior, adapt_users)
+    f, count = ctx.f, ctx.count
+    rate = ctx.rate
     if count:
-        # 2a. tracking pilots: the start is the pilots' own phases (no ambiguity), linearly
-        # interpolated from the pilot block's reference (0 at its middle); no sequential pass
-        rot_p = np.exp(1j * rate[..., None] * t_all[tp_pos]).astype(np.complex64) if users else 1.0
-        theta = np.angle((np.conj(known[None, :, tp_pos] * rot_p) * gy[..., tp_pos]).sum(1))  # (F, count)
-        anchors = np.unwrap(np.concatenate([np.zeros((f, 1)), theta], 1), axis=1)
-        j, frac = _interpolation(tp_pos.astype(np.float64), center, m_total)
-        phase_v = anchors[:, j] * (1 - frac) + anchors[:, j + 1] * frac
-    else:
-        # 2b. sequential pass
-        phase = np.zeros((f, len(chunks)))
+        phase_v, anchors = _pilot_start(ctx)
         slips = np.zeros(f, np.int64)
-        phi, freq = np.zeros(f), np.zeros(f)
-        last_t, anchor_c, anchor_t, anchor_phi = center, -1, center, np.zeros(f)
-        # adapt_users: each user's rate follows its residual angles along the pass (least squares on
-        # time through the pilots' middle, the prior counting as one chunk four chunks away)
-        s_tt = np.full((f, nt), (4.0 * chunk) ** 2)
-        s_tp = rate * s_tt
-        mids = np.array([(a + b - 1) / 2 + n_p for a, b, _ in chunks])
-        for c, (a, b, pilot) in enumerate(chunks):
-            a, b = a + n_p, b + n_p
-            t = mids[c]
-            step = t - last_t
-            pred = phi + freq * step
-            turn = np.exp(-1j * pred).astype(np.complex64)[:, None, None]
-            rot = np.exp(1j * rate[..., None] * t_all[a:b]).astype(np.complex64) if users else None  # (F, Nt, n)
-            if pilot:
-                x_hat = np.broadcast_to(known[None, :, a:b], (f, nt, b - a))
-            else:
-                z = zy[..., a:b] * turn
-                x_hat = slicer(z * rot.conj() if users else z)
-            xr = x_hat * rot if users else x_hat
-            # e = angle(sum over antennas and vectors of conj(H D x_hat) y e^{-j pred})
-            e = np.angle((np.conj(xr) * gy[..., a:b]).sum(2).sum(1) * np.exp(-1j * pred))
-            if pilot:
-                slipped = np.abs(e) >= SLIP
-                slips += slipped
-                if slipped.any():  # the chunks since the last anchor: from the anchors, not the slipped decisions
-                    frac = (mids[anchor_c + 1:c] - anchor_t) / max(t - anchor_t, 1e-9)
-                    interp = anchor_phi[:, None] + frac[None, :] * (pred + e - anchor_phi)[:, None]
-                    phase[slipped, anchor_c + 1:c] = interp[slipped]
-                # a slip says nothing about the frequency (the decisions turned, not the oscillator)
-                freq = freq + np.where(slipped, 0.0, freq_gain * e / max(step, 1.0))
-                anchor_c, anchor_t, anchor_phi = c, t, pred + e
-            else:
-                freq = freq + freq_gain * e / max(step, 1.0)
-            # a frequency that turns a chunk by 45 degrees is not a residual CFO but the loop running away
-            # on wrong decisions (seen at 1e-3 rad^2 phase noise): start it again
-            freq[np.abs(freq) * chunk > math.pi / 4] = 0.0
-            phi = pred + e
-            phase[:, c] = phi
-            last_t = t
-            if adapt_users:
-                zu = zy[..., a:b] * (turn * np.exp(-1j * e).astype(np.complex64)[:, None, None])
-                ru = np.angle((np.conj(xr) * zu).sum(2))  # each user's residual after its rotation
-                s_tp += (t - center) * (rate * (t - center) + ru)
-                s_tt += (t - center) ** 2
-                rate = _relative(s_tp / s_tt, energy)
-        # per vector: the chunks' phases at their middles, linearly interpolated (the same weights for every frame)
-        j, frac = _interpolation(mids, center, m_total)
-        ext = np.concatenate([np.zeros((f, 1)), phase], 1)
-        phase_v = ext[:, j] * (1 - frac) + ext[:, j + 1] * frac
-        phase_v[:, :n_p] = 0.0
-
-
-    # 3. refinement
-    rot = np.exp(1j * rate[..., None] * t_all).astype(np.complex64) if users else None  # (F, Nt, M)
-    gram = h.conj().transpose(0, 2, 1) @ h  # (F, Nt, Nt)
-    q, kernels = None, None
+    else:
+        phase_v, slips, rate = _sequential_start(ctx, chunk, freq_gain, adapt_users)
     # from the tracking pilots' start one pass is enough (measured: the same SER at 1e-3 and 3e-3
     # rad^2 per sample); from the decision-directed start, two
-    for _ in range(1 if count else REFINE_ITERATIONS):
-        turn = np.exp(-1j * phase_v).astype(np.complex64)[:, None, :]
-        z = zy * turn
-        x_hat = np.where(is_known, known[None], slicer(z * rot.conj() if users else z))
-        xr = x_hat * rot if users else x_hat
-        c = (np.conj(xr) * gy).sum(1) * turn[:, 0]  # (F, M): sum over antennas of conj(H D x_hat) y e^{-j phase}
-        weight = (np.conj(xr) * (gram @ xr)).sum(1).real / np.maximum(nv, 1e-12)[:, None]  # |H x|^2 / sigma^2 ~ 1 / (2 r_n)
-        err = np.angle(c)  # each vector's phase error given its decisions
-        if kernels is None:  # from the first iteration's measurements (the second's barely differ)
-            r = 1.0 / (2 * np.maximum(weight.mean(1), 1e-12))
-            q = _phase_noise(phase_v + err)
-            kernels = _kernel_spectra(_smoothing_weights(q, r, m_total), m_total)
-        # the errors are smoothed, not the phase: the track carries the slow part (a residual CFO's
-        # ramp, which a random-walk smoother with a wide kernel would flatten at the frame's ends)
-        phase_v = phase_v + _smooth(err, weight, kernels)
+    phase_v, q, err, x_hat = _refine(ctx, phase_v, rate, 1 if count else REFINE_ITERATIONS)
     if count:
-        # cycle slips: where a decision-directed track alone would have slipped -- it follows the
-        # decisions' phase modulo the constellation's symmetry, so between two tracking pilots its
-        # change is the data's phase changes unwrapped by that period; a quarter turn (or more)
-        # against the pilots' own change is a slip the pilots undid
-        m = (phase_v + err)[:, n_p:]  # the decisions' absolute phase per vector (known where pilots)
-        # what decisions alone see is m modulo the symmetry: exp(j M m), M = 2 pi / symmetry (the
-        # M-th power of Viterbi and Viterbi), averaged over SLIP_WINDOW vectors as a decision-directed
-        # tracker averages (single vectors' noise would look like slips at low SNR), then unwrapped
-        power = 2 * math.pi / symmetry
-        c = np.cumsum(np.exp(1j * power * m), axis=1)
-        v = c[:, SLIP_WINDOW:] - c[:, :-SLIP_WINDOW]  # sums over SLIP_WINDOW vectors, ending at n + SLIP_WINDOW
-        v = np.concatenate([np.repeat(v[:, :1], SLIP_WINDOW // 2, 1), v, np.repeat(v[:, -1:], SLIP_WINDOW - SLIP_WINDOW // 2, 1)], 1)
-        dd = np.unwrap(np.angle(v), axis=1) / power
-        seg = tp_pos - n_p  # the pilots' positions in m
-        before = np.r_[0, seg[:-1] + 1]  # each segment's first data vector
-        dd_change = dd[:, seg - 1] - dd[:, before]
-        pilot_change = anchors[:, 1:] - (anchors[:, :-1] + 0.0)
-        # from the segment's first data vector to its last: the pilots' change over the same span
-        span = (seg - 1 - before) / np.maximum(seg + 1 - np.r_[-1, seg[:-1]], 1)
-        slips = (np.abs(np.angle(np.exp(1j * (pilot_change * span - dd_change)))) >= SLIP).sum(1)
-    # 4. the users' rates this frame measures: each user's residual angle per chunk, on time
-    turn = np.exp(-1j * phase_v).astype(np.complex64)[:, None, :]
-    y = y * turn
-    zu = zy * turn
-    if users:
-        zu = zu * rot.conj()
-    if count:
-        # with tracking pilots: each user's angle at each of them against its known symbol (no
-        # ambiguity, whatever the decisions did), unwrapped along the frame
-        ru = np.unwrap(np.angle(np.conj(known[None, :, tp_pos]) * zu[..., tp_pos]), axis=-1)  # (F, Nt, count)
-        tu = tp_pos - center
-    else:
-        # from the decisions, per data chunk: a user turned by more than 45 degrees is decided on the
-        # turned constellation, its residual is the turn modulo the constellation's symmetry (a
-        # quarter turn for QPSK and 16-QAM); from chunk to chunk it moves little, so unwrapping
-        # recovers the turn (else the rate saturates, ~halved)
-        firsts = np.array([a + n_p for a, _, _ in chunks])
-        ru = np.angle(np.add.reduceat(np.conj(x_hat[..., n_p:]) * zu[..., n_p:], firsts - n_p, axis=-1))  # (F, Nt, C)
-        ru = np.unwrap(ru, period=symmetry, axis=-1)
-        tu = mids - center
-    slope = (ru * tu).sum(-1) / (tu * tu).sum()
-    # the slope's standard error from the fit's own scatter (a weak user's angles scatter widely)
-    stderr = np.sqrt(((ru - slope[..., None] * tu) ** 2).sum(-1) / max(len(tu) - 1, 1) / (tu * tu).sum())
-    measured = rate + slope
-    measured -= measured.mean(-1, keepdims=True)
-    # how well the decisions fit: the mean squared distance of the equalised data to their nearest points
-    data = zu[..., ~is_known]
-    fit = (np.abs(data - slicer(data)) ** 2).mean(-1).mean(-1)
+        slips = _slips_at_pilots(ctx, phase_v + err, anchors)
+    y, measured, stderr, fit = _measure_users(ctx, phase_v, rate, x_hat, chunk)
     out, _ = remove_tracking(y, layout, spacing)
-    kept = np.ones(m_total, bool)
-    kept[tp_pos] = False
+    kept = np.ones(ctx.m_total, bool)
+    kept[ctx.tp_pos] = False
     # the users' rates in output vectors (tracking pilots removed): the same rotation per on-air vector
     # spread over fewer output vectors
-    scale = (layout.length + count - 1 - center) / max(layout.length - 1 - center, 1.0)
-    res = Tracked(out, phase_v[:, kept], slips, rate * scale, measured, q, fit, noise)
+    scale = (layout.length + count - 1 - ctx.center) / max(layout.length - 1 - ctx.center, 1.0)
+    res = Tracked(out, phase_v[:, kept], slips, rate * scale, measured, q, fit, ctx.noise)
     if bootstrap:
         # this frame's users turn otherwise than the prior says, by a rotation that matters: track it
         # again with its own rates, following them along the pass, and keep what fits the decisions
@@ -512,8 +362,9 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
         delta = measured - (rate - rate.mean(-1, keepdims=True))
         # ... or its decisions fit badly (users turned so far that their residuals wrapped and cancel):
         # the equalised noise alone gives a fit of about sigma^2 mean(diag(W W^H))
-        expected = nv * (np.abs(w) ** 2).sum(-1).mean(-1)
-        turned = (np.abs(delta) * (m_total - center) > BOOTSTRAP_ROTATION) & (np.abs(delta) > BOOTSTRAP_SIGNIFICANCE * stderr)
+        expected = ctx.nv * (np.abs(ctx.w) ** 2).sum(-1).mean(-1)
+        turned = (np.abs(delta) * (ctx.m_total - ctx.center) > BOOTSTRAP_ROTATION) & \
+            (np.abs(delta) > BOOTSTRAP_SIGNIFICANCE * stderr)
         own = turned.any(-1) | (fit > BOOTSTRAP_BAD_FIT * expected)
         if own.any():
             again = track_phase(frames[own], layout, constellation, chunk, freq_gain, spacing, measured[own],
@@ -524,6 +375,216 @@ def track_phase(frames: np.ndarray, layout: FrameLayout, constellation, chunk: i
             for name in ("frames", "phase", "slips", "user_rate", "user_measured", "phase_noise", "fit", "noise"):
                 getattr(res, name)[better] = getattr(again, name)[pick]
     return res
+
+
+@dataclass
+class _Context:
+    """What every step of :func:`track_phase` shares: the frames ``y (F, Nr, M)``, the format (known
+    symbols, tracking pilots' positions, times from the pilot block's middle), the pilot block's
+    LS channel ``h``, noise variance ``nv``, MMSE filter ``w``, each user's energy, the equalised
+    ``zy = W y`` and matched ``gy = H^H y`` of every vector (a phase only multiplies them), the
+    users' prior rates relative to the common phase and whether any user turns."""
+
+    layout: FrameLayout
+    y: np.ndarray
+    f: int
+    nt: int
+    n_p: int
+    count: int
+    m_total: int
+    known: np.ndarray
+    is_known: np.ndarray
+    tp_pos: np.ndarray
+    slicer: object
+    symmetry: float
+    center: float
+    t_all: np.ndarray
+    h: np.ndarray
+    nv: np.ndarray
+    w: np.ndarray
+    energy: np.ndarray
+    noise: np.ndarray
+    rate: np.ndarray
+    users: bool
+    zy: np.ndarray
+    gy: np.ndarray
+    chunks: list
+    mids: np.ndarray
+
+    @classmethod
+    def of(cls, frames, layout, constellation, spacing, user_prior, adapt_users) -> "_Context":
+        f = frames.shape[0]
+        nt, n_p = layout.nt, layout.n_pilots
+        count = tracking_count(layout.n_data, spacing)
+        if frames.shape[2] != layout.length + count:
+            raise ValueError(f"frames of {frames.shape[2]} vectors, expected {layout.length + count}")
+        y = frames.astype(np.complex64, copy=False)
+        m_total = layout.length + count
+        known, is_known, tp_pos = _known(layout, spacing)
+        center = (n_p - 1) / 2  # the pilot block's phase reference
+        h, nv, _ = pilot_fit(y[..., :n_p], layout)
+        nv = np.nan_to_num(nv, nan=0.0)
+        w = _mmse(h, nv, nt)
+        energy = (np.abs(h) ** 2).sum(1)  # (F, Nt): each user's weight in the common phase
+        prior = np.zeros(nt) if user_prior is None else np.asarray(user_prior, dtype=np.float64)
+        rate = _relative(np.broadcast_to(prior, (f, nt)), energy)  # relative to this frame's common phase
+        chunks = _chunks(layout, spacing, CHUNK)  # replaced by the sequential pass's own length
+        return cls(layout, y, f, nt, n_p, count, m_total, known, is_known, tp_pos, nearest_point(constellation),
+                   math.pi if constellation.name == "bpsk" else math.pi / 2,  # rotations the decisions cannot see
+                   center, np.arange(m_total) - center, h, nv, w, energy,
+                   # one vector's phase-measurement noise, nv / (2 |H x|^2), |H x|^2 ~ the channel's energy
+                   np.maximum(nv, 1e-12) / (2 * np.maximum(energy.sum(1), 1e-12)),
+                   rate, bool(rate.any()) or adapt_users, w @ y, h.conj().transpose(0, 2, 1) @ y,
+                   chunks, np.array([(a + b - 1) / 2 + n_p for a, b, _ in chunks]))
+
+    def rotation(self, rate: np.ndarray, cols) -> np.ndarray:
+        """Each user's rotation ``exp(j r t)`` at the vectors ``cols``, ``(F, Nt, n)`` complex64."""
+        return np.exp(1j * rate[..., None] * self.t_all[cols]).astype(np.complex64)
+
+
+def _pilot_start(ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
+    """2a: the tracking pilots' own phases (known symbols: no ambiguity), unwrapped from the pilot
+    block's reference (0 at its middle) and linearly interpolated: ``(phase (F, M), anchors (F,
+    1 + count))``."""
+    tp = ctx.tp_pos
+    rot = ctx.rotation(ctx.rate, tp) if ctx.users else 1.0
+    theta = np.angle((np.conj(ctx.known[None, :, tp] * rot) * ctx.gy[..., tp]).sum(1))  # (F, count)
+    anchors = np.unwrap(np.concatenate([np.zeros((ctx.f, 1)), theta], 1), axis=1)
+    j, frac = _interpolation(tp.astype(np.float64), ctx.center, ctx.m_total)
+    return anchors[:, j] * (1 - frac) + anchors[:, j + 1] * frac, anchors
+
+
+def _sequential_start(ctx: _Context, chunk: int, freq_gain: float, adapt_users: bool):
+    """2b: the sequential decision-directed pass over chunks of ``chunk`` data vectors (docstring of
+    :func:`track_phase`): ``(phase (F, M), slips (F,), users' rates (F, Nt))``; it also sets the
+    context's chunks to these."""
+    f, nt, n_p, center = ctx.f, ctx.nt, ctx.n_p, ctx.center
+    ctx.chunks = _chunks(ctx.layout, 0, chunk)
+    ctx.mids = mids = np.array([(a + b - 1) / 2 + n_p for a, b, _ in ctx.chunks])
+    rate, users = ctx.rate, ctx.users
+    phase = np.zeros((f, len(ctx.chunks)))
+    phi, freq = np.zeros(f), np.zeros(f)
+    last_t = center
+    # adapt_users: each user's rate follows its residual angles along the pass (least squares on
+    # time through the pilots' middle, the prior counting as one chunk four chunks away)
+    s_tt = np.full((f, nt), (4.0 * chunk) ** 2)
+    s_tp = rate * s_tt
+    for c, (a, b, _) in enumerate(ctx.chunks):
+        a, b = a + n_p, b + n_p
+        t = mids[c]
+        step = t - last_t
+        pred = phi + freq * step
+        turn = np.exp(-1j * pred).astype(np.complex64)[:, None, None]
+        rot = ctx.rotation(rate, slice(a, b)) if users else None  # (F, Nt, n)
+        z = ctx.zy[..., a:b] * turn
+        x_hat = ctx.slicer(z * rot.conj() if users else z)
+        xr = x_hat * rot if users else x_hat
+        # e = angle(sum over antennas and vectors of conj(H D x_hat) y e^{-j pred})
+        e = np.angle((np.conj(xr) * ctx.gy[..., a:b]).sum(2).sum(1) * np.exp(-1j * pred))
+        freq = freq + freq_gain * e / max(step, 1.0)
+        # a frequency that turns a chunk by 45 degrees is not a residual CFO but the loop running away
+        # on wrong decisions (seen at 1e-3 rad^2 phase noise): start it again
+        freq[np.abs(freq) * chunk > math.pi / 4] = 0.0
+        phi = pred + e
+        phase[:, c] = phi
+        last_t = t
+        if adapt_users:
+            zu = ctx.zy[..., a:b] * (turn * np.exp(-1j * e).astype(np.complex64)[:, None, None])
+            ru = np.angle((np.conj(xr) * zu).sum(2))  # each user's residual after its rotation
+            s_tp += (t - center) * (rate * (t - center) + ru)
+            s_tt += (t - center) ** 2
+            rate = _relative(s_tp / s_tt, ctx.energy)
+    # per vector: the chunks' phases at their middles, linearly interpolated (the same weights for every frame)
+    j, frac = _interpolation(mids, center, ctx.m_total)
+    ext = np.concatenate([np.zeros((f, 1)), phase], 1)
+    phase_v = ext[:, j] * (1 - frac) + ext[:, j + 1] * frac
+    phase_v[:, :n_p] = 0.0
+    return phase_v, np.zeros(f, np.int64), rate
+
+
+def _refine(ctx: _Context, phase_v: np.ndarray, rate: np.ndarray, iterations: int):
+    """3: per-vector phase errors given the decisions, smoothed (docstring of :func:`track_phase`):
+    ``(phase (F, M), phase-noise increment q (F,), the last errors (F, M), the decisions (F, Nt, M))``."""
+    users = ctx.users
+    rot = ctx.rotation(rate, slice(None)) if users else None  # (F, Nt, M)
+    gram = ctx.h.conj().transpose(0, 2, 1) @ ctx.h  # (F, Nt, Nt)
+    q, kernels = None, None
+    for _ in range(iterations):
+        turn = np.exp(-1j * phase_v).astype(np.complex64)[:, None, :]
+        z = ctx.zy * turn
+        x_hat = np.where(ctx.is_known, ctx.known[None], ctx.slicer(z * rot.conj() if users else z))
+        xr = x_hat * rot if users else x_hat
+        c = (np.conj(xr) * ctx.gy).sum(1) * turn[:, 0]  # (F, M): sum over antennas of conj(H D x_hat) y e^{-j phase}
+        weight = (np.conj(xr) * (gram @ xr)).sum(1).real / np.maximum(ctx.nv, 1e-12)[:, None]  # |H x|^2 / sigma^2 ~ 1 / (2 r_n)
+        err = np.angle(c)  # each vector's phase error given its decisions
+        if kernels is None:  # from the first iteration's measurements (the second's barely differ)
+            r = 1.0 / (2 * np.maximum(weight.mean(1), 1e-12))
+            q = _phase_noise(phase_v + err)
+            kernels = _kernel_spectra(_smoothing_weights(q, r, ctx.m_total), ctx.m_total)
+        # the errors are smoothed, not the phase: the track carries the slow part (a residual CFO's
+        # ramp, which a random-walk smoother with a wide kernel would flatten at the frame's ends)
+        phase_v = phase_v + _smooth(err, weight, kernels)
+    return phase_v, q, err, x_hat
+
+
+def _slips_at_pilots(ctx: _Context, decided: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Cycle slips per frame ``(F,)``: where a decision-directed track alone would have slipped. It
+    follows the decisions' phase (``decided (F, M)``: the track plus each vector's error, known
+    symbols at the pilots) modulo the constellation's symmetry, so between two tracking pilots its
+    change is the data's phase changes unwrapped by that period; a quarter turn (or more) against
+    the pilots' own change (``anchors``) is a slip the pilots undid."""
+    n_p, tp = ctx.n_p, ctx.tp_pos
+    m = decided[:, n_p:]
+    # what decisions alone see is m modulo the symmetry: exp(j M m), M = 2 pi / symmetry (the M-th
+    # power of Viterbi and Viterbi), averaged over SLIP_WINDOW vectors as a decision-directed tracker
+    # averages (single vectors' noise would look like slips at low SNR), then unwrapped
+    power = 2 * math.pi / ctx.symmetry
+    c = np.cumsum(np.exp(1j * power * m), axis=1)
+    v = c[:, SLIP_WINDOW:] - c[:, :-SLIP_WINDOW]  # sums over SLIP_WINDOW vectors, ending at n + SLIP_WINDOW
+    v = np.concatenate([np.repeat(v[:, :1], SLIP_WINDOW // 2, 1), v,
+                        np.repeat(v[:, -1:], SLIP_WINDOW - SLIP_WINDOW // 2, 1)], 1)
+    dd = np.unwrap(np.angle(v), axis=1) / power
+    seg = tp - n_p  # the pilots' positions in m
+    before = np.r_[0, seg[:-1] + 1]  # each segment's first data vector
+    dd_change = dd[:, seg - 1] - dd[:, before]
+    # from the segment's first data vector to its last: the pilots' change over the same span
+    span = (seg - 1 - before) / np.maximum(seg + 1 - np.r_[-1, seg[:-1]], 1)
+    pilot_change = anchors[:, 1:] - anchors[:, :-1]
+    return (np.abs(np.angle(np.exp(1j * (pilot_change * span - dd_change)))) >= SLIP).sum(1)
+
+
+def _measure_users(ctx: _Context, phase_v: np.ndarray, rate: np.ndarray, x_hat: np.ndarray, chunk: int):
+    """4: the frames derotated by the common phase ``(F, Nr, M)``, each user's rate as this frame
+    measures it (least squares on time through the pilot block's middle, mean zero over the users)
+    with its standard error, and how well the decisions fit (the mean squared distance of the
+    equalised data to their nearest points) -- ``(y, measured (F, Nt), stderr (F, Nt), fit (F,))``."""
+    n_p, tp = ctx.n_p, ctx.tp_pos
+    turn = np.exp(-1j * phase_v).astype(np.complex64)[:, None, :]
+    zu = ctx.zy * turn
+    if ctx.users:
+        zu = zu * ctx.rotation(rate, slice(None)).conj()
+    if ctx.count:
+        # with tracking pilots: each user's angle at each of them against its known symbol (no
+        # ambiguity, whatever the decisions did), unwrapped along the frame
+        ru = np.unwrap(np.angle(np.conj(ctx.known[None, :, tp]) * zu[..., tp]), axis=-1)  # (F, Nt, count)
+        tu = tp - ctx.center
+    else:
+        # from the decisions, per data chunk: a user turned by more than 45 degrees is decided on the
+        # turned constellation, its residual is the turn modulo the constellation's symmetry (a
+        # quarter turn for QPSK and 16-QAM); from chunk to chunk it moves little, so unwrapping
+        # recovers the turn (else the rate saturates, ~halved)
+        firsts = np.array([a for a, _, _ in ctx.chunks])
+        ru = np.angle(np.add.reduceat(np.conj(x_hat[..., n_p:]) * zu[..., n_p:], firsts, axis=-1))  # (F, Nt, C)
+        ru = np.unwrap(ru, period=ctx.symmetry, axis=-1)
+        tu = ctx.mids - ctx.center
+    slope = (ru * tu).sum(-1) / (tu * tu).sum()
+    # the slope's standard error from the fit's own scatter (a weak user's angles scatter widely)
+    stderr = np.sqrt(((ru - slope[..., None] * tu) ** 2).sum(-1) / max(len(tu) - 1, 1) / (tu * tu).sum())
+    measured = rate + slope
+    measured -= measured.mean(-1, keepdims=True)
+    data = zu[..., ~ctx.is_known]
+    fit = (np.abs(data - ctx.slicer(data)) ** 2).mean(-1).mean(-1)
+    return ctx.y * turn, measured, stderr, fit
 
 
 @functools.lru_cache(maxsize=32)
