@@ -10,7 +10,19 @@ from gnuradio.neuralmimo import tags
 
 def test_every_key_is_defined_once_and_distinct():
     keys = [v for k, v in vars(tags).items() if k.isupper() and isinstance(v, str)]
-    assert len(keys) == len(set(keys)) == 12 and "frame_start" in keys and tags.RX_TIME == "rx_time"
+    assert len(keys) == len(set(keys)) == 13 and "frame_start" in keys and tags.RX_TIME == "rx_time"
+
+
+def test_user_phase_round_trips_and_refuses_what_no_oscillator_gives():
+    """user_phase: each user's rotation at the first data vector, then its rate (issue 31)."""
+    v = tags.user_phase_to_pmt(np.array([0.1, -0.2]), np.array([1e-3, -2e-3]))
+    first, rate = tags.pmt_to_user_phase(v, 2)
+    assert np.allclose(first, [0.1, -0.2]) and np.allclose(rate, [1e-3, -2e-3], rtol=1e-6)
+    for bad, words in ((pmt.from_double(1.0), "not an f32vector"), (pmt.init_f32vector(3, [0.0] * 3), "2 Nt"),
+                       (pmt.init_f32vector(4, [0.0, 0.0, 4.0, 0.0]), "beyond pi"),
+                       (pmt.init_f32vector(4, [float("nan"), 0.0, 0.0, 0.0]), "NaN")):
+        with pytest.raises(ValueError, match=words):
+            tags.pmt_to_user_phase(bad, 2)
 
 
 def test_csi_round_trips_row_major():
