@@ -428,14 +428,13 @@ class _Context:
         energy = (np.abs(h) ** 2).sum(1)  # (F, Nt): each user's weight in the common phase
         prior = np.zeros(nt) if user_prior is None else np.asarray(user_prior, dtype=np.float64)
         rate = _relative(np.broadcast_to(prior, (f, nt)), energy)  # relative to this frame's common phase
-        chunks = _chunks(layout, spacing, CHUNK)  # replaced by the sequential pass's own length
         return cls(layout, y, f, nt, n_p, count, m_total, known, is_known, tp_pos, nearest_point(constellation),
                    math.pi if constellation.name == "bpsk" else math.pi / 2,  # rotations the decisions cannot see
                    center, np.arange(m_total) - center, h, nv, w, energy,
                    # one vector's phase-measurement noise, nv / (2 |H x|^2), |H x|^2 ~ the channel's energy
                    np.maximum(nv, 1e-12) / (2 * np.maximum(energy.sum(1), 1e-12)),
                    rate, bool(rate.any()) or adapt_users, w @ y, h.conj().transpose(0, 2, 1) @ y,
-                   chunks, np.array([(a + b - 1) / 2 + n_p for a, b, _ in chunks]))
+                   [], np.zeros(0))  # the chunks: set by the sequential pass (2b), unused after the pilots' start
 
     def rotation(self, rate: np.ndarray, cols) -> np.ndarray:
         """Each user's rotation ``exp(j r t)`` at the vectors ``cols``, ``(F, Nt, n)`` complex64."""

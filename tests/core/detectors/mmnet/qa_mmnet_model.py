@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from neuralmimo.bundle import load_model, save_model
 from neuralmimo.constellation import Constellation
 from neuralmimo.detectors.mmnet.model import (HyperMIMO, MMNetPerChannel, OAMPNet, denoise, denoise_qpsk, mmnet,
                                               HYPERMIMO_CODEC, mmnet_original_parameters, qr_positive,
@@ -18,6 +19,14 @@ def _channels(b=3, nr=12, nu=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(b, nr, nu, dtype=torch.complex64, generator=g), g
 
+
+
+def _reloaded(model, path, without: str | None = None):
+    """``model`` saved as a 12x6 QPSK bundle and loaded back; ``without``: that optional
+    hyper-parameter left out of the manifest (a bundle from before it existed)."""
+    hp = {k: v for k, v in HYPERMIMO_CODEC.hyperparameters(model).items() if k != without}
+    save_model(model, HYPERMIMO_CODEC, path, system={"nr": 12, "nt": 6, "modulation": "qpsk"}, hyperparameters=hp)
+    return load_model(path, HYPERMIMO_CODEC)[0]
 
 def test_parameter_counts_match_the_paper():
     m = HyperMIMO(6, 5, 75)
@@ -100,8 +109,6 @@ def test_spatial_inputs_read_each_users_angle_and_are_optional_in_bundles(tmp_pa
     """``r+spatial`` (beyond the paper): per user ``exp(j 2 pi d sin phi)`` of a ULA steering
     column, invariant to the column's gain and phase, which R_A alone cannot see; bundles from
     before the field load as ``r``."""
-    from neuralmimo.bundle import load_model, save_model
-
     phi = torch.tensor([-40.0, 0.0, 25.0]) * math.pi / 180
     n = torch.arange(12.0)[:, None]
     h = torch.exp(1j * 2 * math.pi * 0.5 * n * torch.sin(phi)).to(torch.complex64) * torch.tensor([2.0, 1j, -0.5])
@@ -115,12 +122,8 @@ def test_spatial_inputs_read_each_users_angle_and_are_optional_in_bundles(tmp_pa
     hh, _ = _channels(b=2)
     with pytest.raises(ValueError, match="needs the channels"):
         m.generate(qr_positive(hh)[1], torch.ones(2))
-    save_model(m, HYPERMIMO_CODEC, tmp_path / "s", system={"nr": 12, "nt": 6, "modulation": "qpsk"})
-    assert load_model(tmp_path / "s", HYPERMIMO_CODEC)[0].inputs == "r+spatial"
-    old = HyperMIMO(6, 5, 75)
-    save_model(old, HYPERMIMO_CODEC, tmp_path / "old", system={"nr": 12, "nt": 6, "modulation": "qpsk"},
-               hyperparameters={k: v for k, v in HYPERMIMO_CODEC.hyperparameters(old).items() if k != "inputs"})
-    assert load_model(tmp_path / "old", HYPERMIMO_CODEC)[0].inputs == "r"
+    assert _reloaded(m, tmp_path / "s").inputs == "r+spatial"
+    assert _reloaded(HyperMIMO(6, 5, 75), tmp_path / "old", without="inputs").inputs == "r"
 
 
 def test_one_mmnet_layer_by_hand():
@@ -186,7 +189,6 @@ def test_the_lmmse_start_begins_at_mmse_and_is_optional_in_bundles(tmp_path):
     layer zeroed (``Theta_t = 0``) every layer only denoises the LMMSE estimate, so the MAP
     decisions are MMSE's; the zero start gives nothing then. Bundles from before the field load
     as ``zero``."""
-    from neuralmimo.bundle import load_model, save_model
     from neuralmimo.detectors import linear_detect
 
     h, g = _channels(b=4)
@@ -202,9 +204,5 @@ def test_the_lmmse_start_begins_at_mmse_and_is_optional_in_bundles(tmp_path):
     assert torch.equal(log_p.argmax(-1), mmse)
     with pytest.raises(ValueError, match="start"):
         HyperMIMO(6, start="ml")
-    save_model(m, HYPERMIMO_CODEC, tmp_path / "l", system={"nr": 12, "nt": 6, "modulation": "qpsk"})
-    assert load_model(tmp_path / "l", HYPERMIMO_CODEC)[0].start == "lmmse"
-    old = HyperMIMO(6, 5, 75)
-    save_model(old, HYPERMIMO_CODEC, tmp_path / "old", system={"nr": 12, "nt": 6, "modulation": "qpsk"},
-               hyperparameters={k: v for k, v in HYPERMIMO_CODEC.hyperparameters(old).items() if k != "start"})
-    assert load_model(tmp_path / "old", HYPERMIMO_CODEC)[0].start == "zero"
+    assert _reloaded(m, tmp_path / "l").start == "lmmse"
+    assert _reloaded(HyperMIMO(6, 5, 75), tmp_path / "old", without="start").start == "zero"
